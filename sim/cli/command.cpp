@@ -1,0 +1,146 @@
+#include "sim/cli/command.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <iostream>
+
+#include "common/error.h"
+#include "common/version.h"
+
+namespace po = boost::program_options;
+
+namespace spin::cli {
+namespace {
+
+std::vector<std::string> split_words(const std::string& s) {
+  std::vector<std::string> words;
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t j = s.find(' ', i);
+    words.push_back(s.substr(i, j == std::string::npos ? std::string::npos : j - i));
+    if (j == std::string::npos) break;
+    i = j + 1;
+  }
+  return words;
+}
+
+// The command whose name is the longest prefix of args, and how many words it took.
+std::pair<const Command*, size_t> match(const Registry& reg, const Args& args) {
+  const Command* best = nullptr;
+  size_t best_words = 0;
+  for (const Command& c : reg.commands()) {
+    const auto words = split_words(c.name);
+    if (words.size() <= best_words || words.size() > args.size()) continue;
+    if (std::equal(words.begin(), words.end(), args.begin())) {
+      best = &c;
+      best_words = words.size();
+    }
+  }
+  return {best, best_words};
+}
+
+void print_help(const Registry& reg, std::ostream& out) {
+  out << fmt::format(
+      "spin {}: sparse attention over a hierarchical KV cache (HBM over host memory), simulated "
+      "and executed.\n\n"
+      "Usage: spin <command> [options]     (spin <command> --help explains each option)\n"
+      "       spin --list <family>          list registered names of a family\n"
+      "       spin --version\n\nCommands:\n",
+      version());
+  size_t width = 0;
+  for (const Command& c : reg.commands()) width = std::max(width, c.name.size());
+  for (const Command& c : reg.commands()) {
+    out << fmt::format("  {:<{}}  {}\n", c.name, width, c.summary);
+  }
+  out << "\nList families (spin --list <family>):\n";
+  for (const ListFamily& f : reg.families()) out << fmt::format("  {:<{}}  {}\n", f.name, width, f.summary);
+}
+
+int print_list(const Registry& reg, const std::string& family) {
+  std::vector<std::string> known;
+  for (const ListFamily& f : reg.families()) {
+    known.push_back(f.name);
+    if (f.name != family) continue;
+    const auto entries = f.entries();
+    size_t width = 0;
+    for (const auto& e : entries) width = std::max(width, e.first.size());
+    for (const auto& e : entries) std::cout << fmt::format("{:<{}}  {}\n", e.first, width, e.second);
+    return 0;
+  }
+  throw InputError(fmt::format("spin --list: unknown family '{}'; known families: {}", family,
+                               fmt::join(known, ", ")));
+}
+
+int dispatch(const Registry& reg, const Args& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    print_help(reg, std::cout);
+    return 0;
+  }
+  if (args[0] == "--version") {
+    std::cout << fmt::format("spin {} (commit {})\n", version(), git_commit());
+    return 0;
+  }
+  if (args[0] == "--list") {
+    if (args.size() != 2) throw InputError("spin --list: expected one family name, e.g. spin --list models");
+    return print_list(reg, args[1]);
+  }
+  const auto [command, words] = match(reg, args);
+  if (command == nullptr) {
+    // A group name alone ("spin trace") lists the group's commands.
+    std::vector<std::string> group;
+    for (const Command& c : reg.commands()) {
+      if (c.name.rfind(args[0] + " ", 0) == 0) group.push_back(fmt::format("  {:<16} {}", c.name, c.summary));
+    }
+    if (!group.empty() && (args.size() == 1 || args[1].rfind("-", 0) == 0)) {
+      std::cout << fmt::format("spin {}: choose a command:\n{}\n", args[0], fmt::join(group, "\n"));
+      return args.size() == 1 ? 0 : 2;
+    }
+    throw InputError(fmt::format("unknown command '{}'; run spin --help for the list", fmt::join(args.begin(), args.begin() + std::min<size_t>(args.size(), 2), " ")));
+  }
+  return command->run(Args(args.begin() + static_cast<std::ptrdiff_t>(words), args.end()));
+}
+
+}  // namespace
+
+int run_cli(const Args& args) {
+  try {
+    Registry reg;
+    register_commands(reg);
+    return dispatch(reg, args);
+  } catch (const InputError& e) {
+    std::cout.flush();
+    std::cerr << "spin: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cout.flush();
+    std::cerr << "spin: internal error (please report): " << e.what() << "\n";
+    return 70;
+  }
+}
+
+std::optional<po::variables_map> parse_options(const Args& args, std::string_view name,
+                                               std::string_view synopsis, std::string_view about,
+                                               const po::options_description& options,
+                                               const po::positional_options_description& positional,
+                                               const po::options_description& hidden) {
+  po::options_description visible;
+  visible.add(options);
+  visible.add_options()("help,h", "print this help and exit");
+  po::options_description all;
+  all.add(visible).add(hidden);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    if (vm.count("help")) {
+      std::cout << "Usage: spin " << name << " " << synopsis << "\n\n" << about << "\n\n" << visible << "\n";
+      return std::nullopt;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(fmt::format("spin {}: {}; see spin {} --help", name, e.what(), name));
+  }
+  return vm;
+}
+
+}  // namespace spin::cli

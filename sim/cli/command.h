@@ -1,0 +1,64 @@
+// The `spin` command line: one binary with subcommands, like git.
+//
+// Every subcommand is a Command in the table built by register_commands() (sim/cli/registry.cpp,
+// explicit calls, no static initialisers). A command's name may have several words
+// ("trace info"); the dispatcher matches the longest name that prefixes the arguments. A command
+// parses its own options with parse_options(), which handles --help, so every command explains
+// itself the same way. Commands write results to std::cout and progress to std::cerr, and throw
+// InputError for bad input (printed by run_cli as `spin: error: ...`, exit status 2).
+#pragma once
+
+#include <boost/program_options.hpp>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace spin::cli {
+
+using Args = std::vector<std::string>;
+
+struct Command {
+  std::string name;     // "trace info"
+  std::string summary;  // one line, shown in `spin --help`
+  std::function<int(const Args&)> run;
+};
+
+// A family of named things that `spin --list FAMILY` prints (models, hardware, policies, ...).
+struct ListFamily {
+  std::string name;
+  std::string summary;
+  std::function<std::vector<std::pair<std::string, std::string>>()> entries;  // name, description
+};
+
+class Registry {
+ public:
+  void add(Command c) { commands_.push_back(std::move(c)); }
+  void add(ListFamily f) { families_.push_back(std::move(f)); }
+  const std::vector<Command>& commands() const { return commands_; }
+  const std::vector<ListFamily>& families() const { return families_; }
+
+ private:
+  std::vector<Command> commands_;
+  std::vector<ListFamily> families_;
+};
+
+// Fills the registry with every command and list family (sim/cli/registry.cpp).
+void register_commands(Registry& registry);
+
+// Runs `spin ARGS...` (args exclude the program name) and returns the exit status. Errors are
+// printed to std::cerr; nothing escapes.
+int run_cli(const Args& args);
+
+// Parses the arguments of command `name` ("trace info"). `synopsis` follows the name in the usage
+// line ("FILE [options]"); `about` is a paragraph printed under it. Positional arguments are
+// declared in `positional` and must also appear in `options` or `hidden`. Returns nullopt after
+// printing help when --help was given; throws InputError naming the command otherwise.
+std::optional<boost::program_options::variables_map> parse_options(
+    const Args& args, std::string_view name, std::string_view synopsis, std::string_view about,
+    const boost::program_options::options_description& options,
+    const boost::program_options::positional_options_description& positional = {},
+    const boost::program_options::options_description& hidden = {});
+
+}  // namespace spin::cli

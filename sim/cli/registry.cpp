@@ -1,0 +1,25 @@
+// Every `spin` command and `--list` family, registered by explicit calls (STYLE.md, "Plugins").
+#include "common/error.h"
+#include "sim/cli/command.h"
+#include "spin_build_config.h"
+
+#if SPIN_HAVE_CUDA
+#include "exec/device_commands.h"
+#endif
+
+namespace spin::cli {
+
+void register_commands(Registry& registry) {
+#if SPIN_HAVE_CUDA
+  exec::register_device_commands(registry);
+#else
+  registry.add(Command{"gpu info", "list the CUDA devices of this machine (needs a CUDA build)",
+                       [](const Args&) -> int {
+                         throw InputError(
+                             "this spin was built without CUDA (nvcc was not found when the build "
+                             "was configured); rebuild with `meson setup build -Dcuda=enabled`");
+                       }});
+#endif
+}
+
+}  // namespace spin::cli
