@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what spin needs (Debian packages) and builds it into build/. Idempotent: packages that
+# are present are not reinstalled, an existing build/ is reused and rebuilt incrementally.
+#
+#   scripts/bootstrap.sh              # install + configure + build build/
+#   BUILD_DIR=b MESON_ARGS="-Dcuda=disabled" scripts/bootstrap.sh
+#
+# The CUDA executor is built when nvcc is found (on PATH or in /usr/local/cuda/bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  meson ninja-build pkg-config g++ git
+  libboost-program-options-dev libyaml-cpp-dev libeigen3-dev libfmt-dev nlohmann-json3-dev
+  catch2 libzstd-dev libxxhash-dev clang-format
+  python3 python3-matplotlib
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="$PATH:/usr/local/cuda/bin"
+fi
+
+BUILD_DIR=${BUILD_DIR:-build}
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  # shellcheck disable=SC2086
+  meson setup "$BUILD_DIR" ${MESON_ARGS:-} >/dev/null
+fi
+ninja -C "$BUILD_DIR" >/dev/null
+echo "bootstrap: built $BUILD_DIR/spin" >&2
