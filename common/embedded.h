@@ -11,7 +11,7 @@
 namespace spin {
 
 struct EmbeddedFile {
-  std::string_view name;      // path relative to the source root, e.g. "configs/models/qwen3-14b.yaml"
+  std::string_view name;  // path relative to the source root, e.g. "configs/models/qwen3-14b.yaml"
   std::string_view contents;
 };
 

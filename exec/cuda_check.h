@@ -10,10 +10,10 @@ namespace spin::exec {
 
 }  // namespace spin::exec
 
-#define SPIN_CUDA_CHECK(expr)                                                   \
-  do {                                                                          \
-    const cudaError_t spin_cuda_err_ = (expr);                                  \
-    if (spin_cuda_err_ != cudaSuccess)                                          \
+#define SPIN_CUDA_CHECK(expr)                                                    \
+  do {                                                                           \
+    const cudaError_t spin_cuda_err_ = (expr);                                   \
+    if (spin_cuda_err_ != cudaSuccess)                                           \
       ::spin::exec::throw_cuda_error(spin_cuda_err_, #expr, __FILE__, __LINE__); \
   } while (0)
 

@@ -10,12 +10,12 @@ namespace spin::exec {
 struct DeviceInfo {
   char name[256];
   int ordinal;
-  int cc_major, cc_minor;        // compute capability (9.0 for H100/H200)
+  int cc_major, cc_minor;  // compute capability (9.0 for H100/H200)
   int sm_count;
-  std::size_t hbm_bytes;         // total global memory
+  std::size_t hbm_bytes;  // total global memory
   int hbm_bus_width_bits;
   int hbm_clock_khz;
-  int can_map_host_memory;       // 1 if mapped pinned host memory works (the gather-copy path)
+  int can_map_host_memory;  // 1 if mapped pinned host memory works (the gather-copy path)
 };
 
 // Number of visible CUDA devices. On a machine without a GPU or driver returns 0 and writes the

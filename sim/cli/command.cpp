@@ -54,7 +54,8 @@ void print_help(const Registry& reg, std::ostream& out) {
     out << fmt::format("  {:<{}}  {}\n", c.name, width, c.summary);
   }
   out << "\nList families (spin --list <family>):\n";
-  for (const ListFamily& f : reg.families()) out << fmt::format("  {:<{}}  {}\n", f.name, width, f.summary);
+  for (const ListFamily& f : reg.families())
+    out << fmt::format("  {:<{}}  {}\n", f.name, width, f.summary);
 }
 
 int print_list(const Registry& reg, const std::string& family) {
@@ -65,7 +66,8 @@ int print_list(const Registry& reg, const std::string& family) {
     const auto entries = f.entries();
     size_t width = 0;
     for (const auto& e : entries) width = std::max(width, e.first.size());
-    for (const auto& e : entries) std::cout << fmt::format("{:<{}}  {}\n", e.first, width, e.second);
+    for (const auto& e : entries)
+      std::cout << fmt::format("{:<{}}  {}\n", e.first, width, e.second);
     return 0;
   }
   throw InputError(fmt::format("spin --list: unknown family '{}'; known families: {}", family,
@@ -82,7 +84,8 @@ int dispatch(const Registry& reg, const Args& args) {
     return 0;
   }
   if (args[0] == "--list") {
-    if (args.size() != 2) throw InputError("spin --list: expected one family name, e.g. spin --list models");
+    if (args.size() != 2)
+      throw InputError("spin --list: expected one family name, e.g. spin --list models");
     return print_list(reg, args[1]);
   }
   const auto [command, words] = match(reg, args);
@@ -90,13 +93,16 @@ int dispatch(const Registry& reg, const Args& args) {
     // A group name alone ("spin trace") lists the group's commands.
     std::vector<std::string> group;
     for (const Command& c : reg.commands()) {
-      if (c.name.rfind(args[0] + " ", 0) == 0) group.push_back(fmt::format("  {:<16} {}", c.name, c.summary));
+      if (c.name.rfind(args[0] + " ", 0) == 0)
+        group.push_back(fmt::format("  {:<16} {}", c.name, c.summary));
     }
     if (!group.empty() && (args.size() == 1 || args[1].rfind("-", 0) == 0)) {
       std::cout << fmt::format("spin {}: choose a command:\n{}\n", args[0], fmt::join(group, "\n"));
       return args.size() == 1 ? 0 : 2;
     }
-    throw InputError(fmt::format("unknown command '{}'; run spin --help for the list", fmt::join(args.begin(), args.begin() + std::min<size_t>(args.size(), 2), " ")));
+    throw InputError(
+        fmt::format("unknown command '{}'; run spin --help for the list",
+                    fmt::join(args.begin(), args.begin() + std::min<size_t>(args.size(), 2), " ")));
   }
   return command->run(Args(args.begin() + static_cast<std::ptrdiff_t>(words), args.end()));
 }
@@ -133,7 +139,9 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
   try {
     po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
     if (vm.count("help")) {
-      std::cout << "Usage: spin " << name << " " << synopsis << "\n\n" << about << "\n\n" << visible << "\n";
+      std::cout << "Usage: spin " << name << " " << synopsis << "\n\n"
+                << about << "\n\n"
+                << visible << "\n";
       return std::nullopt;
     }
     po::notify(vm);

@@ -1,6 +1,11 @@
 // Every `spin` command and `--list` family, registered by explicit calls (STYLE.md, "Plugins").
 #include "common/error.h"
+#include "sim/cli/bench_commands.h"
 #include "sim/cli/command.h"
+#include "sim/cli/config_commands.h"
+#include "sim/cli/gen_commands.h"
+#include "sim/cli/replay_commands.h"
+#include "sim/cli/trace_commands.h"
 #include "spin_build_config.h"
 
 #if SPIN_HAVE_CUDA
@@ -10,6 +15,11 @@
 namespace spin::cli {
 
 void register_commands(Registry& registry) {
+  register_bench_commands(registry);
+  register_config_commands(registry);
+  register_gen_commands(registry);
+  register_replay_commands(registry);
+  register_trace_commands(registry);
 #if SPIN_HAVE_CUDA
   exec::register_device_commands(registry);
 #else

@@ -1,0 +1,101 @@
+#include "common/config/config.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "common/embedded.h"
+#include "common/error.h"
+
+namespace spin::config {
+namespace {
+
+constexpr std::string_view kDefaultConfig = "configs/default.yaml";
+
+std::string read_text(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    throw InputError(
+        fmt::format("cannot read config file '{}': {}", file.string(), std::strerror(errno)));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) {
+    throw InputError(
+        fmt::format("cannot read config file '{}': {}", file.string(), std::strerror(errno)));
+  }
+  return text.str();
+}
+
+}  // namespace
+
+Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets) {
+  if (std::filesystem::is_directory(file)) {
+    throw InputError(fmt::format("cannot read config file '{}': it is a directory", file.string()));
+  }
+  const std::string text = read_text(file);
+  return parse_config<Config>(
+      text,
+      std::make_shared<const Source>(
+          Source{file.string(), true, std::filesystem::absolute(file).parent_path()}),
+      sets);
+}
+
+Config load_config_text(std::string_view yaml, std::string_view origin_name,
+                        const std::vector<std::string>& sets) {
+  return parse_config<Config>(
+      yaml, std::make_shared<const Source>(Source{std::string(origin_name), true, {}}), sets);
+}
+
+Config default_config(const std::vector<std::string>& sets) {
+  const auto text = embedded_file(kDefaultConfig);
+  if (!text) throw InvariantError("configs/default.yaml is not compiled into this binary");
+  // Its relative paths resolve as if it were ./configs/default.yaml, where it lives in the source
+  // tree, so the built-in and the file on disk give the same config.
+  return parse_config<Config>(
+      *text,
+      std::make_shared<const Source>(Source{fmt::format("{} (built in)", kDefaultConfig), true,
+                                            std::filesystem::absolute("configs")}),
+      sets);
+}
+
+ModelConfig model_preset(std::string_view name) { return load_preset<ModelConfig>(name, "model"); }
+
+HardwareConfig hardware_preset(std::string_view name) {
+  return load_preset<HardwareConfig>(name, "hardware");
+}
+
+std::string to_yaml(const Config& config) {
+  return "# spin configuration, resolved: every key with its value, presets expanded and defaults\n"
+         "# filled in. `spin config keys` describes the keys; `spin config show FILE` reloads "
+         "it.\n" +
+         emit_yaml(config);
+}
+
+void write_resolved_config(const Config& config, const std::filesystem::path& file) {
+  const std::filesystem::path temporary = file.string() + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
+    out << to_yaml(config);
+    out.flush();
+    if (!out) {
+      throw InputError(fmt::format("cannot write the resolved config to '{}': {}",
+                                   temporary.string(), std::strerror(errno)));
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(temporary, file, ec);
+  if (ec) {
+    const std::string reason = ec.message();
+    std::filesystem::remove(temporary, ec);
+    throw InputError(
+        fmt::format("cannot write the resolved config to '{}': {}", file.string(), reason));
+  }
+}
+
+std::vector<KeyRow> config_keys() { return list_keys(Config{}); }
+
+}  // namespace spin::config

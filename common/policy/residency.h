@@ -1,0 +1,443 @@
+// The per-step residency rule of one pool (DESIGN.md §4.2) and the replacement policies that
+// plug into it. Device-capable (STYLE.md, "one policy, two compilers"): this is the single
+// implementation; the simulator calls it on the CPU and a CUDA kernel calls it unchanged, so both
+// make identical decisions on the same trace.
+//
+// The rule, per pool, at step `now` (the request's step counter), for the selection `keys`:
+//  1. Lookup: a selected page that is resident is a hit; hits get last_use = now, which pins them
+//     for this step (a slot is pinned iff last_use == now).
+//  2. Bypass: at most capacity − hits misses can be cached; the excess misses, the highest keys,
+//     are bypassed: fetched into scratch for this step only, not cached, counted as misses.
+//  3. Victims: if resident + cached misses > capacity, m = the difference (at most the unpinned
+//     resident pages) slots are freed among the unpinned resident slots by the policy's order:
+//     every slot whose order is below a threshold t*, then the lowest-indexed slots whose order
+//     equals t*, until m are freed. t* comes from histograms of order digits (one pass of B bins
+//     for bucketed LRU): no sort, O(extent) per pass, deterministic. PreviousStep frees every
+//     unpinned slot instead.
+//  4. Fetch: cached misses, in ascending key order, go to the free and freed slots in ascending
+//     slot order; the fetch list is (key → slot) in that order.
+//
+// A policy is a struct of static SPIN_HD members (compile-time variation, picked by the switch in
+// pool_step):
+//   kUsesAux            whether slot_aux carries policy state
+//   kEvictsAllUnpinned  frees every unpinned slot instead of m by order (PreviousStep)
+//   kTryOldestFirst     victims usually all have order 0: try t* = 0 first (an exact shortcut)
+//   order(pool, params, now, slot)        smaller is evicted first; ties go to the lowest slot
+//   order_bits(params)                    significant bits of order()
+//   min_victim_age(params, now, t)        a lower bound on now − last_use of any slot with
+//                                         order ≤ t (0 if none), to skip young slots in blocks
+//   on_access(pool, slot, index, next_use, inserted, now)  after last_use = now
+//
+//   BucketedLru   order = B − 1 − min((now − last_use) >> shift, B − 1)      (oldest bucket first)
+//   ExactLru      order = (last_use, index in that step's sorted selection)  (= (last_use, key))
+//   Fifo          order = the step the page was inserted                     (ties: lowest slot)
+//   PreviousStep  frees every unpinned slot: the pool keeps exactly the previous step's pages
+//   Belady        order = farthest next use first (next_use given per access; host/simulator)
+//
+// Complexity per step: O(n) lookups and updates (n = selected pages) + one O(extent) pass to
+// collect victims and free slots (it stops once all are found and skips blocks of young slots)
+// + ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU with
+// B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for FIFO/Belady; 8 for
+// exact LRU).
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+#include "common/hd.h"
+#include "common/policy/page_key.h"
+#include "common/policy/page_table.h"
+
+namespace spin::policy {
+
+enum class PolicyKind : std::uint32_t {
+  kBucketedLru = 0,
+  kExactLru = 1,
+  kFifo = 2,
+  kPreviousStep = 3,
+  kBelady = 4,
+};
+
+struct PolicyParams {
+  PolicyKind kind;
+  std::uint32_t buckets;       // B ≥ 1 (bucketed LRU)
+  std::uint32_t bucket_shift;  // bucket width = 2^bucket_shift steps, < 32 (bucketed LRU)
+};
+static_assert(std::is_trivially_copyable_v<PolicyParams>);
+
+inline constexpr std::uint32_t kEmptyStamp = 0xFFFFFFFFu;  // last_use of an empty slot
+inline constexpr std::uint32_t kNeverUsed = 0xFFFFFFFFu;  // next use of a page never selected again
+inline constexpr std::int32_t kBypassSlot = -2;           // slot_of of a bypassed miss
+inline constexpr std::uint32_t kHistogramBins = 256;      // histogram scratch of a step
+
+// One pool's cache state. Slots [0, extent) exist; at most `capacity` hold pages (a capacity
+// lowered below the pinned pages is honoured as soon as they unpin). Empty slots have
+// slot_key = kNoPage and slot_last_use = kEmptyStamp.
+struct PoolView {
+  std::uint32_t extent;
+  std::uint32_t capacity;
+  std::uint32_t resident;
+  PageKey* slot_key;             // [extent]
+  std::uint32_t* slot_last_use;  // [extent] step of the last access
+  std::uint32_t* slot_aux;       // [extent] policy state (policy_uses_aux), else unused
+  DirectoryView table;           // the pool's streams in the two-level page table
+};
+static_assert(std::is_trivially_copyable_v<PoolView>);
+
+struct StepInput {
+  const PageKey* keys;            // [n] ascending, distinct; streams < table.streams
+  const std::uint32_t* next_use;  // [n] Belady: the `now` keys[i] is next selected, or kNeverUsed
+  std::uint32_t n;
+  std::uint32_t now;  // greater than the pool's previous `now`, below kEmptyStamp
+};
+static_assert(std::is_trivially_copyable_v<StepInput>);
+
+// Decisions of one step, in caller-provided arrays. A hit is an i with slot_of[i] >= 0 that is
+// not in fetch_index.
+struct StepOutput {
+  std::int32_t* slot_of;        // [n] slot of keys[i] after the step, or kBypassSlot
+  std::uint32_t* fetch_index;   // [n] indices i of cached misses, ascending (the fetch order)
+  std::uint32_t* bypass_index;  // [n] indices i of bypassed misses, ascending
+  std::int32_t* victim_slot;    // [extent] freed slots, ascending
+  PageKey* victim_key;          // [extent] the page each freed slot held
+  std::uint32_t hits;
+  std::uint32_t fetches;
+  std::uint32_t bypassed;
+  std::uint32_t victims;
+};
+static_assert(std::is_trivially_copyable_v<StepOutput>);
+
+enum class StepStatus : std::uint32_t {
+  kOk = 0,
+  kSegmentPoolExhausted = 1,  // fewer than min(n, capacity) free segments; nothing was changed
+  kUnknownPolicy = 2,
+};
+
+SPIN_HD constexpr std::uint32_t bit_width(std::uint32_t v) {
+  std::uint32_t bits = 0;
+  for (; v != 0; v >>= 1) ++bits;
+  return bits;
+}
+
+struct BucketedLru {
+  static constexpr bool kUsesAux = false;
+  static constexpr bool kEvictsAllUnpinned = false;
+  static constexpr bool kTryOldestFirst = true;  // most victims sit in the oldest bucket
+  SPIN_HD static std::uint32_t order_bits(const PolicyParams& p) {
+    return bit_width(p.buckets - 1);
+  }
+  SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams& p, std::uint32_t now,
+                                     std::uint32_t slot) {
+    const std::uint32_t age = (now - pool.slot_last_use[slot]) >> p.bucket_shift;
+    return age >= p.buckets - 1 ? 0 : p.buckets - 1 - age;
+  }
+  // order <= t  ⇔  bucket >= B − 1 − t  ⇒  age >= (B − 1 − t) << shift (saturated: no slot
+  // is that old).
+  SPIN_HD static std::uint32_t min_victim_age(const PolicyParams& p, std::uint32_t,
+                                              std::uint64_t threshold) {
+    const std::uint64_t age = static_cast<std::uint64_t>(p.buckets - 1 - threshold)
+                              << p.bucket_shift;
+    return age > 0xFFFFFFFFu ? 0xFFFFFFFFu : static_cast<std::uint32_t>(age);
+  }
+  SPIN_HD static void on_access(PoolView&, std::uint32_t, std::uint32_t, std::uint32_t, bool,
+                                std::uint32_t) {}
+};
+
+struct ExactLru {
+  static constexpr bool kUsesAux = true;  // aux = index of the last access in its step's selection
+  static constexpr bool kEvictsAllUnpinned = false;
+  static constexpr bool kTryOldestFirst = false;
+  SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 64; }
+  SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
+                                     std::uint32_t slot) {
+    return (static_cast<std::uint64_t>(pool.slot_last_use[slot]) << 32) | pool.slot_aux[slot];
+  }
+  // order <= t  ⇒  last_use <= t >> 32.
+  SPIN_HD static std::uint32_t min_victim_age(const PolicyParams&, std::uint32_t now,
+                                              std::uint64_t threshold) {
+    const std::uint64_t newest = threshold >> 32;
+    return newest >= now ? 0 : now - static_cast<std::uint32_t>(newest);
+  }
+  SPIN_HD static void on_access(PoolView& pool, std::uint32_t slot, std::uint32_t index,
+                                std::uint32_t, bool, std::uint32_t) {
+    pool.slot_aux[slot] = index;
+  }
+};
+
+struct Fifo {
+  static constexpr bool kUsesAux = true;  // aux = the step the page was inserted
+  static constexpr bool kEvictsAllUnpinned = false;
+  static constexpr bool kTryOldestFirst = false;
+  SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
+  SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
+                                     std::uint32_t slot) {
+    return pool.slot_aux[slot];
+  }
+  // The insertion step does not bound the last use: no block can be skipped.
+  SPIN_HD static std::uint32_t min_victim_age(const PolicyParams&, std::uint32_t, std::uint64_t) {
+    return 0;
+  }
+  SPIN_HD static void on_access(PoolView& pool, std::uint32_t slot, std::uint32_t, std::uint32_t,
+                                bool inserted, std::uint32_t now) {
+    if (inserted) pool.slot_aux[slot] = now;
+  }
+};
+
+struct PreviousStep {
+  static constexpr bool kUsesAux = false;
+  static constexpr bool kEvictsAllUnpinned = true;
+  SPIN_HD static void on_access(PoolView&, std::uint32_t, std::uint32_t, std::uint32_t, bool,
+                                std::uint32_t) {}
+};
+
+struct Belady {
+  static constexpr bool kUsesAux = true;  // aux = the step of the page's next use
+  static constexpr bool kEvictsAllUnpinned = false;
+  static constexpr bool kTryOldestFirst = false;
+  SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
+  SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
+                                     std::uint32_t slot) {
+    return kNeverUsed - pool.slot_aux[slot];
+  }
+  SPIN_HD static std::uint32_t min_victim_age(const PolicyParams&, std::uint32_t, std::uint64_t) {
+    return 0;
+  }
+  SPIN_HD static void on_access(PoolView& pool, std::uint32_t slot, std::uint32_t,
+                                std::uint32_t next_use, bool, std::uint32_t) {
+    pool.slot_aux[slot] = next_use;
+  }
+};
+
+SPIN_HD constexpr bool policy_uses_aux(PolicyKind kind) {
+  switch (kind) {
+    case PolicyKind::kBucketedLru:
+      return BucketedLru::kUsesAux;
+    case PolicyKind::kExactLru:
+      return ExactLru::kUsesAux;
+    case PolicyKind::kFifo:
+      return Fifo::kUsesAux;
+    case PolicyKind::kPreviousStep:
+      return PreviousStep::kUsesAux;
+    case PolicyKind::kBelady:
+      return Belady::kUsesAux;
+  }
+  return false;
+}
+
+// The eviction threshold: t* and how many slots of order t* to free (the lowest-indexed ones),
+// so that count(order < t*) + ties == need. MSD radix select over unpinned resident slots.
+// histogram: [kHistogramBins] scratch
+template <class Policy>
+SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params, std::uint32_t now,
+                            std::uint32_t need, std::uint32_t* histogram, std::uint64_t* threshold,
+                            std::uint32_t* ties) {
+  const PoolView pool = pool_in;  // a local copy: the histogram stores cannot alias it
+  std::uint32_t unresolved = Policy::order_bits(params);  // low order bits not yet fixed
+  std::uint64_t prefix = 0;
+  std::uint32_t remaining = need;  // victims still to find at or above `prefix`
+  while (unresolved > 0) {
+    const std::uint32_t width = unresolved % 8 == 0 ? 8 : unresolved % 8;
+    unresolved -= width;
+    const std::uint32_t bins = 1u << width;
+    for (std::uint32_t b = 0; b < bins; ++b) histogram[b] = 0;
+    for (std::uint32_t s = 0; s < pool.extent; ++s) {
+      if (pool.slot_last_use[s] >= now) continue;  // empty (kEmptyStamp) or pinned (== now)
+      const std::uint64_t digits = Policy::order(pool, params, now, s) >> unresolved;
+      if ((digits >> width) == prefix) ++histogram[digits & (bins - 1)];
+    }
+    std::uint32_t digit = 0;
+    while (histogram[digit] < remaining) remaining -= histogram[digit++];
+    prefix = (prefix << width) | digit;
+  }
+  *threshold = prefix;
+  *ties = remaining;
+}
+
+// Whether any of `count` slots is empty or at least min_age steps old.
+// last_use: [count]
+template <std::uint32_t count>
+SPIN_HD bool may_hold_target(const std::uint32_t* last_use, std::uint32_t now,
+                             std::uint32_t min_age) {
+  std::uint32_t maybe = 0;
+  for (std::uint32_t j = 0; j < count; ++j) {
+    maybe |= static_cast<std::uint32_t>(last_use[j] == kEmptyStamp) |
+             static_cast<std::uint32_t>(now - last_use[j] >= min_age);
+  }
+  return maybe != 0;
+}
+
+// One ascending pass over the slots: picks `need` unpinned slots to free (every slot with order
+// below `threshold`, then the lowest-indexed `ties` slots of order `threshold`; PreviousStep: every
+// unpinned slot) and gives the misses in fetch order the lowest `cached` free-or-freed slots.
+// Returns the victims found (fewer than `need` only if the threshold undercounts them). Writes
+// only out's arrays, so a pass may be redone.
+template <class Policy>
+SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParams& params,
+                                      std::uint32_t now, std::uint32_t need,
+                                      std::uint64_t threshold, std::uint32_t ties,
+                                      std::uint32_t cached, const StepOutput& out_in) {
+  const PoolView pool = pool_in;  // local copies: the stores below cannot alias them
+  const StepOutput out = out_in;
+  // A slot younger than min_age cannot be a victim: blocks of such slots (and no empty slot)
+  // are skipped by a test the compiler vectorises, 32 slots and then 8 at a time. Exact: only
+  // non-targets are skipped.
+  std::uint32_t min_age = 0;
+  if constexpr (!Policy::kEvictsAllUnpinned) {
+    min_age = Policy::min_victim_age(params, now, threshold);
+  }
+  std::uint32_t victims = 0;
+  std::uint32_t targets = 0;
+  for (std::uint32_t s = 0; s < pool.extent && (victims < need || targets < cached); ++s) {
+    if (min_age > 0 && s % 8 == 0) {
+      if (s % 32 == 0 && s + 32 <= pool.extent &&
+          !may_hold_target<32>(pool.slot_last_use + s, now, min_age)) {
+        s += 31;
+        continue;
+      }
+      if (s + 8 <= pool.extent && !may_hold_target<8>(pool.slot_last_use + s, now, min_age)) {
+        s += 7;
+        continue;
+      }
+    }
+    const std::uint32_t last_use = pool.slot_last_use[s];
+    bool target = last_use == kEmptyStamp;
+    if (!target && victims < need && last_use < now) {
+      if constexpr (Policy::kEvictsAllUnpinned) {
+        target = true;
+      } else {
+        const std::uint64_t order = Policy::order(pool, params, now, s);
+        if (order < threshold) {
+          target = true;
+        } else if (order == threshold && ties > 0) {
+          --ties;
+          target = true;
+        }
+      }
+      if (target) out.victim_slot[victims++] = static_cast<std::int32_t>(s);
+    }
+    if (target && targets < cached) {
+      out.slot_of[out.fetch_index[targets++]] = static_cast<std::int32_t>(s);
+    }
+  }
+  return victims;
+}
+
+// One step of the residency rule for one policy. histogram: [kHistogramBins] scratch.
+template <class Policy>
+SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
+                                  SegmentPoolView& segments_io, const StepInput& in,
+                                  std::uint32_t* histogram, StepOutput& out_io) {
+  // The misses to cache are at most min(n, capacity), and so are the segments they may take.
+  const std::uint32_t most_cached = in.n < pool_io.capacity ? in.n : pool_io.capacity;
+  if (segments_io.free_count < most_cached) return StepStatus::kSegmentPoolExhausted;
+  // Work on local copies of the views: stores through the arrays cannot alias them, so their
+  // fields stay in registers. Written back at the end.
+  PoolView pool = pool_io;
+  SegmentPoolView segments = segments_io;
+  StepOutput out = out_io;
+
+  // 1. Lookup (a loop of independent loads, so that many are in flight), then hits are pinned
+  //    (last_use = now) and misses listed in ascending key order.
+  const std::uint32_t n = in.n;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    out.slot_of[i] = page_table_lookup(pool.table, segments, in.keys[i]);
+  }
+  std::uint32_t hits = 0;
+  std::uint32_t misses = 0;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::int32_t slot = out.slot_of[i];
+    if (slot >= 0) {
+      ++hits;
+      pool.slot_last_use[slot] = in.now;
+      Policy::on_access(pool, static_cast<std::uint32_t>(slot), i,
+                        in.next_use != nullptr ? in.next_use[i] : kNeverUsed, false, in.now);
+    } else {
+      out.fetch_index[misses++] = i;
+    }
+  }
+
+  // 2. Bypass: the highest-keyed misses beyond capacity − hits.
+  const std::uint32_t room = pool.capacity > hits ? pool.capacity - hits : 0;
+  const std::uint32_t cached = misses < room ? misses : room;
+  out.hits = hits;
+  out.fetches = cached;
+  out.bypassed = misses - cached;
+  for (std::uint32_t b = 0; b < out.bypassed; ++b) {
+    const std::uint32_t i = out.fetch_index[cached + b];
+    out.bypass_index[b] = i;
+    out.slot_of[i] = kBypassSlot;
+  }
+
+  // 3. How many unpinned slots to free.
+  const std::uint32_t unpinned = pool.resident - hits;
+  std::uint32_t need = unpinned;
+  if constexpr (!Policy::kEvictsAllUnpinned) {
+    need = pool.resident + cached > pool.capacity ? pool.resident + cached - pool.capacity : 0;
+    if (need > unpinned) need = unpinned;
+  }
+
+  // 4. Victims and targets. When the policy's victims usually all have order 0 (bucketed LRU:
+  //    the oldest bucket), first try t* = 0; that pass stops early and is exact whenever it
+  //    finds `need` such slots. Otherwise compute t* and collect.
+  std::uint32_t victims = 0;
+  if constexpr (Policy::kEvictsAllUnpinned) {
+    victims = collect_victims<Policy>(pool, params, in.now, need, 0, 0, cached, out);
+  } else if (need == 0) {
+    collect_victims<Policy>(pool, params, in.now, 0, 0, 0, cached, out);
+  } else {
+    if constexpr (Policy::kTryOldestFirst) {
+      victims = collect_victims<Policy>(pool, params, in.now, need, 0, need, cached, out);
+    }
+    if (victims < need) {
+      std::uint64_t threshold = 0;
+      std::uint32_t ties = 0;
+      find_threshold<Policy>(pool, params, in.now, need, histogram, &threshold, &ties);
+      victims = collect_victims<Policy>(pool, params, in.now, need, threshold, ties, cached, out);
+    }
+  }
+  out.victims = victims;
+
+  // 5. Apply: unmap the victims, then map the fetched pages.
+  for (std::uint32_t v = 0; v < victims; ++v) {
+    const std::int32_t s = out.victim_slot[v];
+    out.victim_key[v] = pool.slot_key[s];
+    page_table_erase(pool.table, segments, out.victim_key[v]);
+    pool.slot_key[s] = kNoPage;
+    pool.slot_last_use[s] = kEmptyStamp;
+  }
+  pool.resident -= victims;
+  for (std::uint32_t f = 0; f < out.fetches; ++f) {
+    const std::uint32_t i = out.fetch_index[f];
+    const std::int32_t s = out.slot_of[i];
+    pool.slot_key[s] = in.keys[i];
+    pool.slot_last_use[s] = in.now;
+    Policy::on_access(pool, static_cast<std::uint32_t>(s), i,
+                      in.next_use != nullptr ? in.next_use[i] : kNeverUsed, true, in.now);
+    page_table_insert(pool.table, segments, in.keys[i], s);
+  }
+  pool.resident += out.fetches;
+  pool_io = pool;
+  segments_io = segments;
+  out_io = out;
+  return StepStatus::kOk;
+}
+
+// One step of the residency rule with the policy named by params.kind.
+SPIN_HD StepStatus pool_step(PoolView& pool, const PolicyParams& params, SegmentPoolView& segments,
+                             const StepInput& in, std::uint32_t* histogram, StepOutput& out) {
+  switch (params.kind) {
+    case PolicyKind::kBucketedLru:
+      return pool_step_with<BucketedLru>(pool, params, segments, in, histogram, out);
+    case PolicyKind::kExactLru:
+      return pool_step_with<ExactLru>(pool, params, segments, in, histogram, out);
+    case PolicyKind::kFifo:
+      return pool_step_with<Fifo>(pool, params, segments, in, histogram, out);
+    case PolicyKind::kPreviousStep:
+      return pool_step_with<PreviousStep>(pool, params, segments, in, histogram, out);
+    case PolicyKind::kBelady:
+      return pool_step_with<Belady>(pool, params, segments, in, histogram, out);
+  }
+  return StepStatus::kUnknownPolicy;
+}
+
+}  // namespace spin::policy

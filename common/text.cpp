@@ -1,0 +1,27 @@
+#include "common/text.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace spin {
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  // Three rolling rows of the classic dynamic programme: row i-2 is needed for transpositions.
+  std::vector<std::size_t> two_back(b.size() + 1), prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        cur[j] = std::min(cur[j], two_back[j - 2] + 1);
+      }
+    }
+    std::swap(two_back, prev);
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+}  // namespace spin

@@ -1,0 +1,42 @@
+// Text helpers shared by every component. (Not named strings.h: meson puts common/ on the
+// include path of spin_common, where that name would hide the C library's <strings.h>.)
+//
+// closest_match() backs the "unknown name 'x'; did you mean 'y'?" messages of the config parser,
+// the plugin registries and the CLI: it proposes a candidate only when it is a plausible typo of
+// the word (a few edits away), so a suggestion is never a wild guess.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <string_view>
+
+namespace spin {
+
+// Optimal-string-alignment distance: the fewest single-character insertions, deletions,
+// substitutions and transpositions of adjacent characters that turn a into b ("bf61" → "bf16"
+// is 1). O(|a|·|b|) time, O(|b|) memory.
+std::size_t edit_distance(std::string_view a, std::string_view b);
+
+// The candidate nearest to `word` by edit_distance(), the first one on ties, provided it is a
+// plausible typo of it: at most max(1, |word| / 3) edits away. Otherwise nullopt. `candidates` is
+// any range of things convertible to std::string_view (std::vector<std::string>, ...).
+template <std::ranges::input_range Range>
+std::optional<std::string> closest_match(std::string_view word, const Range& candidates) {
+  const std::size_t limit = std::max<std::size_t>(1, word.size() / 3);
+  std::optional<std::string> best;
+  std::size_t best_distance = limit + 1;
+  for (const auto& candidate : candidates) {
+    const std::string_view c(candidate);
+    const std::size_t d = edit_distance(word, c);
+    if (d < best_distance) {
+      best = std::string(c);
+      best_distance = d;
+    }
+  }
+  return best;
+}
+
+}  // namespace spin

@@ -1,0 +1,208 @@
+#include "sim/cli/gen_commands.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+
+#include "common/error.h"
+#include "common/trace/reader.h"
+#include "traces/gen/generator.h"
+#include "traces/stats/stats.h"
+
+namespace po = boost::program_options;
+
+namespace spin::cli {
+namespace {
+
+// Generator options shared by the commands: a config file, shorthands, and --set overrides.
+po::options_description generator_options() {
+  po::options_description o("Generator");
+  o.add_options()("config", po::value<std::string>(),
+                  "YAML file with a `generator:` section (docs/trace-generators.md)")(
+      "algorithm", po::value<std::string>(), "shadowkv, retroinfer, seer, quest or token")(
+      "workload", po::value<std::string>(), "longbench-v2, longgenbench, fixed or list")(
+      "requests", po::value<uint32_t>(), "number of requests")(
+      "duration", po::value<double>(), "generate arrivals for this many seconds instead")(
+      "rate", po::value<double>(), "Poisson arrival rate in requests per second")(
+      "seed", po::value<uint64_t>(), "seed")("max-prompt-tokens", po::value<uint32_t>(),
+                                             "cap on prompt lengths")(
+      "max-output-tokens", po::value<uint32_t>(), "cap on output lengths")(
+      "set", po::value<std::vector<std::string>>()->composing(),
+      "override a key, e.g. --set generator.locality.persistence=0.5 (repeatable; applied last)");
+  return o;
+}
+
+gen::GeneratorConfig generator_config(const po::variables_map& vm) {
+  std::vector<std::string> sets;
+  const auto shorthand = [&](const char* option, const char* key) {
+    if (!vm.count(option)) return;
+    const po::variable_value& v = vm[option];
+    std::string text;
+    if (const auto* s = boost::any_cast<std::string>(&v.value())) text = *s;
+    if (const auto* u = boost::any_cast<uint32_t>(&v.value())) text = std::to_string(*u);
+    if (const auto* u = boost::any_cast<uint64_t>(&v.value())) text = std::to_string(*u);
+    if (const auto* d = boost::any_cast<double>(&v.value())) text = fmt::format("{}", *d);
+    sets.push_back(fmt::format("generator.{}={}", key, text));
+  };
+  shorthand("algorithm", "algorithm");
+  shorthand("workload", "workload.name");
+  shorthand("requests", "workload.requests");
+  shorthand("duration", "workload.duration_s");
+  shorthand("rate", "workload.rate_rps");
+  shorthand("seed", "seed");
+  shorthand("max-prompt-tokens", "workload.max_prompt_tokens");
+  shorthand("max-output-tokens", "workload.max_output_tokens");
+  if (vm.count("set")) {
+    for (const std::string& s : vm["set"].as<std::vector<std::string>>()) sets.push_back(s);
+  }
+  if (vm.count("config")) return gen::load_generator_config(vm["config"].as<std::string>(), sets);
+  return gen::parse_generator_config("", "(defaults)", sets);
+}
+
+int trace_gen(const Args& args) {
+  po::options_description options("Options");
+  options.add_options()("out", po::value<std::string>()->required(), "trace file to write (.spt)");
+  options.add(generator_options());
+  const auto vm = parse_options(
+      args, "trace gen", "--out FILE [--algorithm A] [--workload W] [options]",
+      "Generates a synthetic trace: one algorithm's selections (its partition geometry and\n"
+      "retrieval budget) for a workload's requests, following the locality model of\n"
+      "docs/trace-generators.md. Same config and seed, same file.",
+      options);
+  if (!vm) return 0;
+  const gen::Generator generator(generator_config(*vm));
+  const size_t n = generator.requests().size();
+  gen::copy_to_file(generator, (*vm)["out"].as<std::string>(), {}, [n](size_t done) {
+    std::cerr << fmt::format("\rrequests written: {}/{}", done, n) << std::flush;
+  });
+  std::cerr << "\n";
+  std::cout << fmt::format("wrote {} ({} requests, algorithm {}, workload {})\n",
+                           (*vm)["out"].as<std::string>(), n, generator.algorithm().name,
+                           generator.config().workload.name);
+  return 0;
+}
+
+int trace_stats(const Args& args) {
+  po::options_description options("Options");
+  options.add_options()("gen", "analyse the generator given by the generator options, not a file")(
+      "json", po::value<std::string>(), "also write the statistics as JSON to this file");
+  options.add(generator_options());
+  po::options_description hidden;
+  hidden.add_options()("file", po::value<std::string>(), "trace file");
+  po::positional_options_description pos;
+  pos.add("file", 1);
+  const auto vm = parse_options(
+      args, "trace stats", "FILE | --gen [generator options] [--json OUT]",
+      "Prints the locality statistics of a trace file, or of a generator config (--gen):\n"
+      "selection sizes, step-to-step overlap, the share of a selection inside the union of the\n"
+      "last w steps, working-set sizes, reuse distances, and the exact-LRU hit ratio at\n"
+      "1-8x the per-step selection per (request, layer) pool, per layer and overall.",
+      options, pos, hidden);
+  if (!vm) return 0;
+  const bool from_gen = vm->count("gen") != 0;
+  if (from_gen == (vm->count("file") != 0)) {
+    throw InputError("trace stats: give either a trace FILE or --gen");
+  }
+  std::unique_ptr<stats::StatsCollector> collector;
+  if (from_gen) {
+    const gen::Generator generator(generator_config(*vm));
+    collector = std::make_unique<stats::StatsCollector>(generator.header());
+    for (size_t r = 0; r < generator.requests().size(); ++r) {
+      for (uint32_t l = 0; l < generator.header().model.layers; ++l) {
+        const auto stream = generator.open_layer(r, l);
+        collector->add_layer(generator.requests()[r], l, *stream);
+      }
+    }
+  } else {
+    const trace::TraceReader reader((*vm)["file"].as<std::string>());
+    collector = std::make_unique<stats::StatsCollector>(reader.header());
+    for (size_t r = 0; r < reader.requests().size(); ++r) {
+      for (uint32_t l = 0; l < reader.header().model.layers; ++l) {
+        trace::LayerCursor cursor = reader.open_layer(r, l);
+        collector->add_layer(reader.requests()[r], l, cursor);
+      }
+    }
+  }
+  std::cout << collector->to_text();
+  if (vm->count("json")) {
+    const std::string path = (*vm)["json"].as<std::string>();
+    std::ofstream out(path);
+    if (!out) throw InputError(fmt::format("{}: cannot write the JSON statistics", path));
+    out << collector->to_json().dump(2) << "\n";
+  }
+  return 0;
+}
+
+int bench_gen(const Args& args) {
+  po::options_description options("Options");
+  options.add_options()("steps", po::value<uint32_t>()->default_value(512),
+                        "decode steps per request")(
+      "prompt-tokens", po::value<uint32_t>()->default_value(55000), "prompt length in tokens");
+  const auto vm = parse_options(
+      args, "bench gen", "[--steps N] [--prompt-tokens T]",
+      "Measures generation speed on one thread: every layer and KV head of one request of the\n"
+      "default model (40 layers, 8 KV heads) for each algorithm, with default locality.\n"
+      "Prints selected partitions per CPU second, i.e. per core (the target is >= 150 M).",
+      options);
+  if (!vm) return 0;
+  std::cout << fmt::format("{:<11} {:>14} {:>9} {:>9} {:>13}\n", "algorithm", "selections",
+                           "wall s", "cpu s", "M sel/cpu-s");
+  for (const gen::AlgorithmSpec& spec : gen::algorithms()) {
+    gen::GeneratorConfig config;
+    config.algorithm = std::string(spec.name);
+    config.workload.name = "fixed";
+    config.workload.requests = 1;
+    config.workload.prompt_tokens = (*vm)["prompt-tokens"].as<uint32_t>();
+    config.workload.output_tokens = (*vm)["steps"].as<uint32_t>();
+    const gen::Generator generator(config);
+    uint64_t selections = 0;
+    // CPU time of this (single-threaded) process, so that other load on the machine does not
+    // count against the generator.
+    const std::clock_t cpu_start = std::clock();
+    const auto start = std::chrono::steady_clock::now();
+    for (uint32_t l = 0; l < config.model.layers; ++l) {
+      const auto stream = generator.open_layer(0, l);
+      while (stream->next()) {
+        for (uint32_t h = 0; h < config.model.kv_heads; ++h) {
+          selections += stream->selection(h).size();
+        }
+      }
+    }
+    const double cpu = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cout << fmt::format("{:<11} {:>14} {:>9.3f} {:>9.3f} {:>13.1f}\n", spec.name, selections,
+                             wall, cpu, static_cast<double>(selections) / cpu / 1e6);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void register_gen_commands(Registry& registry) {
+  registry.add(
+      Command{"trace gen", "generate a synthetic trace for an algorithm and workload", trace_gen});
+  registry.add(Command{"trace stats", "locality statistics and LRU hit-ratio curves of a trace",
+                       trace_stats});
+  registry.add(Command{"bench gen", "measure trace generation speed per algorithm", bench_gen});
+  registry.add(
+      ListFamily{"trace-algorithms", "sparse-attention algorithms of the trace generator", [] {
+                   std::vector<std::pair<std::string, std::string>> out;
+                   for (const gen::AlgorithmSpec& a : gen::algorithms()) {
+                     out.emplace_back(a.name, a.description);
+                   }
+                   return out;
+                 }});
+  registry.add(ListFamily{"workloads", "request-length workloads of the trace generator", [] {
+                            std::vector<std::pair<std::string, std::string>> out;
+                            for (const auto& [name, description] : gen::workloads()) {
+                              out.emplace_back(name, description);
+                            }
+                            return out;
+                          }});
+}
+
+}  // namespace spin::cli

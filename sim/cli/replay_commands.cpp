@@ -1,0 +1,193 @@
+#include "sim/cli/replay_commands.h"
+
+#include <fmt/format.h>
+
+#include <unistd.h>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "common/error.h"
+#include "common/trace/file_source.h"
+#include "sim/cli/config_commands.h"
+#include "sim/replay.h"
+#include "sim/trace_match.h"
+
+namespace po = boost::program_options;
+
+namespace spin::cli {
+namespace {
+
+nlohmann::ordered_json stats_json(const policy::PolicyStats& s) {
+  return {{"pool_steps", s.steps},
+          {"accesses", s.accesses},
+          {"hits", s.hits},
+          {"misses", s.misses},
+          {"bypassed", s.bypassed},
+          {"static_accesses", s.static_accesses},
+          {"victims", s.victims},
+          {"fetched_bytes", s.fetched_bytes},
+          {"hit_ratio", s.hit_ratio()}};
+}
+
+nlohmann::ordered_json result_json(const sim::ReplayResult& r, const std::string& trace) {
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+  for (const auto& l : r.layers) layers.push_back(stats_json(l));
+  const policy::MetadataBytes& m = r.peak_metadata;
+  return {{"trace", trace},
+          {"policy", r.policy},
+          {"requests", r.requests},
+          {"request_steps", r.request_steps},
+          {"page_bytes", r.page_bytes},
+          {"total", stats_json(r.total)},
+          {"layers", layers},
+          {"peak_metadata_bytes",
+           {{"directory", m.directory},
+            {"segments", m.segments},
+            {"two_level", m.two_level()},
+            {"flat_page_table", m.flat_page_table},
+            {"slot_state", m.slot_state},
+            {"host_page_table", m.host_page_table},
+            {"partition_offsets", m.partition_offsets}}}};
+}
+
+std::string bytes(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 4) v /= 1024, ++u;
+  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
+}
+
+void print_table(const sim::ReplayResult& r, std::ostream& out) {
+  out << fmt::format("{:>7} {:>12} {:>12} {:>9} {:>12} {:>10} {:>12} {:>12}\n", "layer", "accesses",
+                     "hits", "hit ratio", "misses", "bypassed", "static", "fetched");
+  const auto row = [&](std::string_view name, const policy::PolicyStats& s) {
+    out << fmt::format("{:>7} {:>12} {:>12} {:>9.4f} {:>12} {:>10} {:>12} {:>12}\n", name,
+                       s.accesses, s.hits, s.hit_ratio(), s.misses, s.bypassed, s.static_accesses,
+                       bytes(s.fetched_bytes));
+  };
+  for (size_t l = 0; l < r.layers.size(); ++l) row(std::to_string(l), r.layers[l]);
+  row("all", r.total);
+  const policy::MetadataBytes& m = r.peak_metadata;
+  out << fmt::format(
+      "\n{} requests, {} decode steps, policy {}, page {} B.\n"
+      "Peak page-table metadata of one request: two-level {} (directory {} + segments {}) vs a "
+      "flat "
+      "table {}; slot state {}; host tables {} (pinned).\n",
+      r.requests, r.request_steps, r.policy, r.page_bytes, bytes(m.two_level()), bytes(m.directory),
+      bytes(m.segments), bytes(m.flat_page_table), bytes(m.slot_state),
+      bytes(m.host_page_table + m.partition_offsets));
+}
+
+void write_json(const nlohmann::ordered_json& j, const std::filesystem::path& path) {
+  const std::filesystem::path tmp = path.string() + ".partial";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f << j.dump(2) << "\n";
+    if (!f.flush()) throw InputError(fmt::format("cannot write {}", path.string()));
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+int replay_command(const Args& args) {
+  po::options_description options("Options");
+  po::positional_options_description config_positional;  // replay's positional is the trace
+  add_config_options(options, config_positional);
+  options.add_options()(
+      "trace", po::value<std::string>()->value_name("TRACE"),
+      "trace file (.spt) to replay; also the first positional argument (default: trace.path of "
+      "the config, traces/sample.spt in the built-in default)")(
+      "policy", po::value<std::string>(),
+      "replacement policy: shorthand for --set cache.policy=NAME")(
+      "buffer-ratio", po::value<std::string>()->value_name("K"),
+      "buffering pages per mandatory page: --set cache.buffer_ratio=K")(
+      "buckets", po::value<std::string>()->value_name("B"),
+      "bucketed LRU bucket count: --set cache.buckets=B")(
+      "pool-scope", po::value<std::string>()->value_name("SCOPE"),
+      "stream | request-layer | request: --set cache.pool_scope=SCOPE")(
+      "threads",
+      po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
+      "worker threads (requests replay in parallel; results do not depend on it)")(
+      "out", po::value<std::string>()->value_name("DIR"),
+      "write resolved_config.yaml and replay.json into DIR (created if missing)")(
+      "json", po::value<std::string>()->value_name("FILE"), "write the results as JSON to FILE")(
+      "decision-log", po::value<std::string>()->value_name("FILE"),
+      "write every pool step's hits, victims, fetches and bypasses to FILE (docs/policy.md)");
+  po::positional_options_description positional;
+  positional.add("trace", 1);
+  const auto vm = parse_options(
+      args, "replay", "[TRACE] [--config FILE] [--set KEY=VALUE]... [options]",
+      "Runs the policy core alone over a trace, without a timing model: each request's pages\n"
+      "compete for its HBM cache of floor((1 + k)·M_r) pages (M_r: the pages one step may select,\n"
+      "from the algorithm's retrieval budget; k: cache.buffer_ratio) under the replacement policy\n"
+      "of the config's cache section. Prints hits, misses, bypasses, static-region accesses and\n"
+      "bytes fetched per layer and overall (counts are of selected pages), and the peak metadata\n"
+      "of one request: two-level page tables vs a flat worst-case table. The shorthand options\n"
+      "are --set overrides, validated the same way; spin config keys lists the cache keys.",
+      options, positional);
+  if (!vm) return 0;
+
+  po::variables_map with_sets = *vm;
+  std::vector<std::string> sets =
+      vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  for (const auto& [flag, key] : {std::pair{"policy", "cache.policy"},
+                                  {"buffer-ratio", "cache.buffer_ratio"},
+                                  {"buckets", "cache.buckets"},
+                                  {"pool-scope", "cache.pool_scope"}}) {
+    if (vm->count(flag)) sets.push_back(fmt::format("{}={}", key, (*vm)[flag].as<std::string>()));
+  }
+  if (vm->count("trace"))
+    sets.push_back(fmt::format("trace.path={}", (*vm)["trace"].as<std::string>()));
+  with_sets.erase("set");
+  with_sets.emplace("set", po::variable_value(sets, false));
+  const config::Config cfg = config_from_options(with_sets);
+
+  const trace::FileSource source(cfg.trace.path);
+  sim::check_trace_matches_model(cfg.trace.path.string(), source.header().model, cfg.model);
+  sim::ReplayOptions ro;
+  ro.cache = cfg.cache;
+  ro.threads = (*vm)["threads"].as<unsigned>();
+  if (vm->count("decision-log")) ro.decision_log = (*vm)["decision-log"].as<std::string>();
+  const bool show_progress = source.requests().size() > 1 && isatty(STDERR_FILENO);
+  ro.progress = [&](size_t done, size_t total) {
+    if (show_progress)
+      std::cerr << fmt::format("\rreplay: {}/{} requests", done, total) << std::flush;
+  };
+  const sim::ReplayResult result = sim::replay(source, ro);
+  if (show_progress) std::cerr << "\n";
+
+  const nlohmann::ordered_json json = result_json(result, cfg.trace.path.string());
+  if (vm->count("out")) {
+    const std::filesystem::path dir = (*vm)["out"].as<std::string>();
+    std::filesystem::create_directories(dir);
+    config::write_resolved_config(cfg, dir / "resolved_config.yaml");
+    write_json(json, dir / "replay.json");
+  }
+  if (vm->count("json")) write_json(json, (*vm)["json"].as<std::string>());
+  print_table(result, std::cout);
+  return 0;
+}
+
+std::vector<std::pair<std::string, std::string>> list_policies() {
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const policy::PolicyInfo& p : policy::policy_registry().list()) {
+    entries.emplace_back(p.name, p.description);
+  }
+  return entries;
+}
+
+}  // namespace
+
+void register_replay_commands(Registry& registry) {
+  registry.add(Command{"replay",
+                       "the policy core alone over a trace: hit ratio, misses, bytes, metadata",
+                       replay_command});
+  registry.add(ListFamily{"policies",
+                          "replacement policies of the HBM page cache (config key cache.policy)",
+                          list_policies});
+}
+
+}  // namespace spin::cli

@@ -1,0 +1,34 @@
+#include "sim/trace_match.h"
+
+#include <fmt/format.h>
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+
+namespace spin::sim {
+
+void check_trace_matches_model(std::string_view trace_name, const trace::ModelShape& t,
+                               const config::ModelConfig& m) {
+  std::vector<std::string> diffs;
+  std::string fix;
+  const auto compare = [&](std::string_view key, uint32_t in_trace, uint32_t in_config) {
+    if (in_trace == in_config) return;
+    diffs.push_back(fmt::format("{} {} in the trace, {} in the config", key, in_trace, in_config));
+    if (fix.empty() && key != "dtype_bytes") fix = fmt::format("--set model.{}={}", key, in_trace);
+  };
+  compare("layers", t.layers, m.layers);
+  compare("query_heads", t.query_heads, m.query_heads);
+  compare("kv_heads", t.kv_heads, m.kv_heads);
+  compare("head_dim", t.head_dim, m.head_dim);
+  compare("dtype_bytes", t.dtype_bytes, m.dtype_bytes());
+  if (diffs.empty()) return;
+  throw InputError(fmt::format(
+      "trace {} was recorded for model '{}' but the config's model is '{}': {}; use a config whose "
+      "model matches the trace{}",
+      trace_name, t.name, m.preset.empty() ? "(inline)" : m.preset, fmt::join(diffs, "; "),
+      fix.empty() ? "" : fmt::format(" (e.g. {})", fix)));
+}
+
+}  // namespace spin::sim

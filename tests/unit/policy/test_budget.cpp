@@ -1,0 +1,158 @@
+// Budgets (common/policy/budget.h): mandatory pages, admission, grow/shrink, the split to pools.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "common/error.h"
+#include "common/policy/budget.h"
+
+namespace spin::policy::test {
+
+TEST_CASE("budget: mandatory pages per stream for the paper's algorithms", "[unit][policy]") {
+  BudgetParams ratio;  // 1.56% of the context
+  // ShadowKV: 8-token partitions = pages: 1.56% of 128K = 2045 tokens = 256 pages.
+  CHECK(mandatory_pages_per_stream(ratio, PartitionGeometry{PartitionKind::kFixed, 8, 8}, 131072) ==
+        256);
+  // SeerAttention-R: 2048 tokens in 32-token blocks = pages.
+  BudgetParams tokens;
+  tokens.kind = BudgetKind::kTokens;
+  tokens.tokens = 2048;
+  CHECK(mandatory_pages_per_stream(tokens, PartitionGeometry{PartitionKind::kFixed, 32, 32},
+                                   131072) == 64);
+  // Token-level top-2048 over 8-token pages: up to one page per token.
+  CHECK(mandatory_pages_per_stream(tokens, PartitionGeometry{PartitionKind::kFixed, 8, 1},
+                                   131072) == 2048);
+  // 16-token blocks over 8-token pages: two pages each.
+  CHECK(mandatory_pages_per_stream(tokens, PartitionGeometry{PartitionKind::kFixed, 8, 16},
+                                   131072) == 256);
+  // 12-token blocks over 8-token pages start at page offsets 0 or 4: at most 2 pages each.
+  CHECK(max_pages_per_partition(12, 8) == 2);
+  CHECK(max_pages_per_partition(12, 16) == 2);  // offsets 0, 4, 8, 12: [12, 24) spans 2
+  CHECK(max_pages_per_partition(7, 8) == 2);
+  CHECK(max_pages_per_partition(1, 8) == 1);
+  CHECK(max_pages_per_partition(32, 8) == 4);
+  CHECK(mandatory_pages_per_stream(tokens, PartitionGeometry{PartitionKind::kFixed, 8, 12},
+                                   131072) == 171 * 2);
+  // RetroInfer: 1.8% (2360 tokens) in ~16-token clusters: 295 pages + 148 clusters × 1 headroom.
+  BudgetParams retro;
+  retro.ratio = 0.018;
+  CHECK(mandatory_pages_per_stream(retro, PartitionGeometry{PartitionKind::kVariable, 8, 16},
+                                   131072) == 295 + 148);
+  // Never more than the stream's pages.
+  CHECK(mandatory_pages_per_stream(tokens, PartitionGeometry{PartitionKind::kFixed, 8, 1}, 100) ==
+        13);
+  // The request: over every layer and KV head, plus the static region.
+  const RequestFootprint f =
+      request_footprint(ratio, PartitionGeometry{PartitionKind::kFixed, 8, 8},
+                        StaticRegionParams{16, 64}, 40 * 8, 131072, 100);
+  CHECK(f.mandatory_pages == 40 * 8 * 256);
+  CHECK(f.static_pages == 40 * 8 * (2 + 8));
+  CHECK(f.summary_pages == 100);
+}
+
+TEST_CASE("budget: admission needs (1 + k_min)·M plus static pages and summaries",
+          "[unit][policy]") {
+  BudgetParams params;  // k_min 1, k_max 5, watermark 5%
+  BudgetManager budget(params, 10000);
+  const RequestFootprint f{1000, 100, 50};
+  CHECK(budget.admission_pages(f) == 2000 + 150);
+  CHECK(budget.can_admit(f));
+  budget.admit(1, f);
+  CHECK(budget.buffer_ratio(1) == 1.0);
+  CHECK(budget.cache_pages(1) == 2000);
+  budget.admit(2, f);
+  budget.admit(3, f);
+  budget.admit(4, f);  // 4 × 2150 = 8600
+  CHECK_FALSE(budget.can_admit(f));
+  CHECK_THROWS_AS(budget.admit(5, f), InvariantError);
+  budget.check_invariants();
+}
+
+TEST_CASE("budget: buffers grow toward k_max above the watermark and shrink for admission",
+          "[unit][policy]") {
+  BudgetParams params;
+  params.k_min = 1;
+  params.k_max = 5;
+  params.watermark = 0.1;
+  BudgetManager budget(params, 10000);
+  budget.admit(1, RequestFootprint{1000, 0, 0});
+  budget.rebalance();  // alone: k_max = 5 → 6000 pages, below the 9000 limit
+  CHECK(budget.buffer_ratio(1) == 5.0);
+  CHECK(budget.cache_pages(1) == 6000);
+  budget.admit(2, RequestFootprint{1000, 0, 0});  // starts at k_min; 8000 used
+  CHECK(budget.buffer_ratio(2) == 1.0);
+  CHECK(budget.used_pages() == 8000);
+  budget.rebalance();  // bottom-up: request 2 rises until 9000 are used (k ≈ 2)
+  CHECK(budget.cache_pages(2) == 3000);
+  CHECK(budget.buffer_ratio(2) == Approx(2.0).margin(1e-3));
+  CHECK(budget.used_pages() == 9000);
+  budget.check_invariants();
+  // A third request needs 2000: top-down, the largest buffer (request 1) comes down first, to
+  // k = 4, just enough; request 2 (k = 2) keeps its buffer.
+  REQUIRE(budget.can_admit(RequestFootprint{1000, 0, 0}));
+  budget.admit(3, RequestFootprint{1000, 0, 0});
+  CHECK(budget.used_pages() <= 10000);
+  CHECK(budget.cache_pages(1) == 5000);
+  CHECK(budget.cache_pages(2) == 3000);
+  CHECK(budget.buffer_ratio(3) == 1.0);
+  budget.check_invariants();
+  // Context growth raises M_r: request 1 shrinks to k = 3.6; when even k_min no longer fits,
+  // update says so and every buffer is at k_min.
+  CHECK(budget.update(3, RequestFootprint{1200, 0, 0}));
+  CHECK(budget.cache_pages(1) == 4600);
+  CHECK(budget.cache_pages(2) == 3000);
+  CHECK_FALSE(budget.update(3, RequestFootprint{4000, 0, 0}));
+  CHECK(budget.buffer_ratio(1) == 1.0);
+  CHECK(budget.buffer_ratio(2) == 1.0);
+  budget.check_invariants();
+  budget.release(3);
+  budget.rebalance();
+  CHECK(budget.used_pages() <= 9000);
+  CHECK(budget.buffer_ratio(1) > 1.0);
+  budget.check_invariants();
+}
+
+TEST_CASE("budget: random admissions and releases keep the invariants", "[unit][policy]") {
+  std::mt19937_64 rng(17);
+  BudgetParams params;
+  BudgetManager budget(params, 50000);
+  std::vector<std::uint64_t> live;
+  for (std::uint64_t id = 0; id < 300; ++id) {
+    const RequestFootprint f{rng() % 3000 + 1, rng() % 200, rng() % 50};
+    if (budget.can_admit(f)) {
+      budget.admit(id, f);
+      live.push_back(id);
+    } else if (!live.empty()) {
+      budget.release(live.front());
+      live.erase(live.begin());
+    }
+    if (id % 3 == 0) budget.rebalance();
+    budget.check_invariants();
+    CHECK(budget.used_pages() <= 50000);
+  }
+}
+
+TEST_CASE("budget: split_pages divides in proportion and sums to the total", "[unit][policy]") {
+  CHECK(split_pages(10, {1, 1, 1}) == std::vector<std::uint64_t>{3, 3, 4});
+  CHECK(split_pages(12, {1, 2, 1}) == std::vector<std::uint64_t>{3, 6, 3});
+  CHECK(split_pages(0, {5, 5}) == std::vector<std::uint64_t>{0, 0});
+  std::uint64_t sum = 0;
+  for (const std::uint64_t part : split_pages(1000003, {7, 3, 11, 1})) sum += part;
+  CHECK(sum == 1000003);
+  CHECK_THROWS_AS(split_pages(5, {0, 0}), InvariantError);
+}
+
+TEST_CASE("budget: invalid parameters are input errors", "[unit][policy]") {
+  BudgetParams p;
+  p.ratio = 0;
+  CHECK_THROWS_AS(validate(p), InputError);
+  p = BudgetParams{};
+  p.k_min = 3;
+  p.k_max = 2;
+  CHECK_THROWS_AS(validate(p), InputError);
+  p = BudgetParams{};
+  p.watermark = 1.0;
+  CHECK_THROWS_AS(validate(p), InputError);
+}
+
+}  // namespace spin::policy::test

@@ -1,0 +1,103 @@
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "common/trace/file_source.h"
+#include "sim/replay.h"
+#include "tests/support.h"
+
+using spin::test::read_file;
+using spin::test::run_spin;
+using spin::test::source_path;
+
+namespace {
+
+spin::sim::ReplayResult replay_sample(const std::string& policy, unsigned threads,
+                                      std::optional<std::filesystem::path> log = {}) {
+  const spin::trace::FileSource source(source_path("traces/sample.spt"));
+  spin::sim::ReplayOptions options;
+  options.cache.policy = policy;
+  options.threads = threads;
+  options.decision_log = log;
+  return spin::sim::replay(source, options);
+}
+
+}  // namespace
+
+TEST_CASE("replay: results and decision log do not depend on the thread count", "[unit][sim]") {
+  spin::test::TempDir dir;
+  const auto one = replay_sample("bucketed-lru", 1, dir / "one.log");
+  const auto three = replay_sample("bucketed-lru", 3, dir / "three.log");
+  CHECK(one.total.hits == three.total.hits);
+  CHECK(one.total.misses == three.total.misses);
+  CHECK(one.total.victims == three.total.victims);
+  REQUIRE(one.layers.size() == three.layers.size());
+  for (size_t l = 0; l < one.layers.size(); ++l) CHECK(one.layers[l].hits == three.layers[l].hits);
+  const std::string log = read_file(dir / "one.log");
+  CHECK(log == read_file(dir / "three.log"));
+  CHECK(log.starts_with("# spin decision log v1\n"));
+  CHECK(log.find("\nstep 0 req 0 pool 0 ") != std::string::npos);
+}
+
+TEST_CASE("replay: counts add up and Belady misses no more than any other policy", "[unit][sim]") {
+  const auto belady = replay_sample("belady", 2);
+  for (const std::string policy : {"bucketed-lru", "lru", "fifo", "prev-step"}) {
+    const auto r = replay_sample(policy, 2);
+    INFO(policy);
+    CHECK(r.total.accesses == belady.total.accesses);
+    CHECK(r.total.hits + r.total.misses == r.total.accesses);
+    CHECK(r.total.fetched_bytes == r.total.misses * r.page_bytes);
+    CHECK(belady.total.misses <= r.total.misses);
+    uint64_t layer_hits = 0;
+    for (const auto& l : r.layers) layer_hits += l.hits;
+    CHECK(layer_hits == r.total.hits);
+  }
+  // Keeping only the previous step's pages must lose to a 4x buffer.
+  CHECK(replay_sample("prev-step", 1).total.hits < replay_sample("bucketed-lru", 1).total.hits);
+}
+
+TEST_CASE("replay: a bigger buffer never lowers the exact-LRU hit count", "[unit][sim]") {
+  const spin::trace::FileSource source(source_path("traces/sample.spt"));
+  uint64_t previous = 0;
+  for (double k : {0.0, 1.0, 2.0, 4.0, 8.0}) {
+    spin::sim::ReplayOptions options;
+    options.cache.policy = "lru";
+    options.cache.buffer_ratio = k;
+    const auto r = spin::sim::replay(source, options);
+    INFO("k = " << k);
+    CHECK(r.total.hits >= previous);
+    previous = r.total.hits;
+  }
+}
+
+TEST_CASE("replay command: writes the resolved config and JSON equal to the table's numbers",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  const auto r = run_spin({"replay", "--out", (dir / "run").string(), "--threads", "2", "--policy",
+                           "lru", "--buffer-ratio", "3"});
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto json = nlohmann::json::parse(read_file(dir / "run" / "replay.json"));
+  CHECK(json["policy"] == "lru");
+  const uint64_t hits = json["total"]["hits"];
+  CHECK(r.out.find(std::to_string(hits)) != std::string::npos);
+  const std::string resolved = read_file(dir / "run" / "resolved_config.yaml");
+  CHECK(resolved.find("policy: lru") != std::string::npos);
+  CHECK(resolved.find("buffer_ratio: 3") != std::string::npos);
+}
+
+TEST_CASE("replay command: a bad policy name is a config error naming the key", "[unit][sim]") {
+  const auto r = run_spin({"replay", "--policy", "lur"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("--set cache.policy=lur: cache.policy: expected a registered replacement "
+                   "policy") != std::string::npos);
+}
+
+TEST_CASE("replay command: a trace recorded for another model shape is refused with the fix",
+          "[unit][sim]") {
+  const auto r = run_spin({"replay", "--set", "model.layers=7"});
+  CHECK(r.status == 2);
+  CHECK(r.err.find("layers ") != std::string::npos);
+  CHECK(r.err.find("in the config") != std::string::npos);
+  CHECK(r.err.find("(e.g. --set model.layers=") != std::string::npos);
+}

@@ -1,0 +1,655 @@
+#include "traces/gen/generator.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <numeric>
+
+#include "common/error.h"
+#include "common/policy/partition_map.h"
+#include "traces/gen/rng.h"
+#include "traces/gen/workload.h"
+
+namespace spin::gen {
+
+namespace detail {
+
+constexpr uint32_t kTableBits = 12;  // quantile tables of 4096 entries
+constexpr uint32_t kTableSize = 1u << kTableBits;
+constexpr uint32_t kRecallTable = 1024;
+constexpr int kTries = 8;  // candidate draws before probing for a free partition
+
+// Hash tags, so that different choices never share a hash.
+enum Tag : uint64_t { kHead = 1, kMap, kLife, kShared, kLink, kPrivate, kPoor, kJitter };
+
+// Quantile tables shared by every stream of a generator.
+struct Tables {
+  std::vector<uint16_t> slot;      // [kTableSize] Zipf mixture over shared then private slots
+  std::vector<int32_t> spread;     // [kTableSize] Laplace offsets in partitions
+  std::vector<uint32_t> distance;  // [kRecallTable] reuse distance of a recall, in steps
+};
+
+Tables make_tables(const LocalitySection& l, double g) {
+  Tables t;
+  const uint32_t slots = l.hotspots + l.head_hotspots;
+  std::vector<double> cdf(slots);
+  const auto zipf_sum = [&](uint32_t n) {
+    double s = 0;
+    for (uint32_t i = 0; i < n; ++i) s += std::pow(i + 1.0, -l.hotspot_zipf);
+    return s;
+  };
+  const double shared = zipf_sum(l.hotspots), own = zipf_sum(l.head_hotspots);
+  double acc = 0;
+  for (uint32_t i = 0; i < slots; ++i) {
+    acc += i < l.hotspots
+               ? l.head_correlation * std::pow(i + 1.0, -l.hotspot_zipf) / shared
+               : (1 - l.head_correlation) * std::pow(i - l.hotspots + 1.0, -l.hotspot_zipf) / own;
+    cdf[i] = acc;
+  }
+  t.slot.resize(kTableSize);
+  t.spread.resize(kTableSize);
+  const double width = l.hotspot_width_tokens / g;
+  for (uint32_t i = 0; i < kTableSize; ++i) {
+    const double u = (i + 0.5) / kTableSize;
+    const auto it = std::lower_bound(cdf.begin(), cdf.end(), u * acc);
+    t.slot[i] = static_cast<uint16_t>(std::min<size_t>(it - cdf.begin(), slots - 1));
+    const double laplace = u < 0.5 ? std::log(2 * u) : -std::log(2 * (1 - u));
+    t.spread[i] = static_cast<int32_t>(std::lround(laplace * width));
+  }
+  // d - 1 ~ Geometric(mean recall_mean_age_steps) on {1, 2, ...}, cut at d <= W: a partition
+  // dropped at step s (last selected at s - 1) is recalled at s + d - 1.
+  const double q = 1 - 1 / l.recall_mean_age_steps;
+  std::vector<double> weight;
+  for (uint32_t d = 2; d <= l.recall_window_steps; ++d) weight.push_back(std::pow(q, d - 2.0));
+  std::partial_sum(weight.begin(), weight.end(), weight.begin());
+  t.distance.resize(kRecallTable);
+  for (uint32_t i = 0; i < kRecallTable; ++i) {
+    const double u = (i + 0.5) / kRecallTable * weight.back();
+    t.distance[i] = 2 + static_cast<uint32_t>(std::lower_bound(weight.begin(), weight.end(), u) -
+                                              weight.begin());
+  }
+  return t;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::kTableBits;
+using detail::kTableSize;
+using detail::Tables;
+
+constexpr uint64_t kNoPosition = ~uint64_t{0};
+
+uint32_t threshold(double p) { return static_cast<uint32_t>(std::min(p, 1.0) * 4294967295.0); }
+
+// The dynamic partitions [lo, hi) of a stream and the same range in storage tokens.
+struct Range {
+  uint32_t lo = 0, hi = 0;
+  uint64_t lo_token = 0, hi_token = 0;
+};
+
+// One KV head of an open layer: its selection and the state of the locality model.
+class HeadState {
+ public:
+  HeadState(const Generator& gen, const Tables& tables, const trace::RequestInfo& request,
+            uint32_t layer, uint32_t head);
+
+  // Advances to `step` (0, 1, ... in order).
+  void advance(uint32_t step);
+  std::span<const uint32_t> selection() const { return sel_; }
+  std::span<const uint32_t> offsets() const {
+    if (!variable_) return {};
+    return map_.offsets().first(clusters_ + 1);
+  }
+
+ private:
+  Range dynamic_range(uint64_t context) const;
+  uint32_t partition_at(uint64_t token) const;
+  void move_hotspots(uint32_t step, const Range& range);
+  enum class Source : uint8_t { kRecall, kRevisit, kReemerge, kFresh };
+  Source source_of(uint64_t r) const;
+  // A candidate from `source` made of the low 48 bits of `r` (fresh draws take a draw of their
+  // own); -1 if the source has nothing to offer.
+  int64_t candidate(Source source, uint64_t r, uint32_t step, const Range& range);
+  // The ring position of a recall or revisit drawn from `r`, or kNoPosition if that step
+  // dropped nothing (or nothing still in the ring).
+  uint64_t ring_position(Source source, uint64_t r, uint32_t step) const;
+  bool valid(int64_t c, const Range& range) const {
+    return c >= range.lo && c < range.hi && !test(static_cast<uint32_t>(c));
+  }
+  void draw(uint32_t step, const Range& range, uint32_t count);
+  uint32_t probe(int64_t from, const Range& range) const;
+  bool test(uint32_t id) const { return (bits_[id >> 6] >> (id & 63)) & 1; }
+  void set(uint32_t id) { bits_[id >> 6] |= uint64_t{1} << (id & 63); }
+  void clear(uint32_t id) { bits_[id >> 6] &= ~(uint64_t{1} << (id & 63)); }
+  void remember(uint32_t id);
+  // Writes the selection, ascending, from the bitmap (exactly `count` bits are set).
+  void emit(const Range& range, uint32_t count);
+
+  const Generator& gen_;
+  const Tables& tables_;
+  const LocalitySection& loc_;
+  const trace::AlgorithmInfo& info_;
+  uint64_t seed_, request_id_;
+  uint32_t layer_, head_, prompt_;
+  bool variable_, dense_;
+  uint32_t page_log2_;
+  Rng rng_;
+  uint32_t keep_;                         // threshold of a 32-bit draw
+  uint32_t recall_, revisit_, reemerge_;  // thresholds of 16-bit draws
+  uint32_t background_;                   // threshold of a 20-bit draw
+
+  trace::PartitionMap map_;  // variable partitions only
+  uint32_t clusters_ = 0;    // clusters in force
+  size_t growth_ = 0;        // next growth event of map_
+
+  std::vector<uint64_t> bits_;  // the selection, as a bitmap over partition ids
+  std::vector<uint32_t> sel_;   // the selection, ascending
+  std::vector<uint32_t> dropped_;
+  std::vector<int64_t> candidates_;  // this step's first candidates, drawn before validation
+  std::vector<Source> sources_;
+  std::vector<uint64_t> positions_;  // ring position of a recalled candidate, else kNoPosition
+
+  std::vector<uint32_t> ring_;  // partitions dropped recently, by drop step; oldest overwritten
+  uint64_t ring_count_ = 0;     // partitions ever pushed
+  uint64_t ring_mask_ = 0;
+  std::vector<uint64_t> step_begin_;  // [power of two > W] ring_count_ when step s began
+  uint64_t step_mask_ = 0;
+  std::vector<uint32_t> archive_;
+  size_t archive_fill_ = 0;
+  uint32_t archive_step_ = 0;    // archive_prob as a 32-bit fraction
+  uint32_t archive_credit_ = 0;  // every carry out of it archives one leaving entry
+
+  std::vector<int64_t> center_;                  // [slots] partition id of each hotspot
+  std::vector<uint32_t> life_, phase_, change_;  // [slots] lifetime, phase, next change step
+  uint32_t next_change_ = 0;
+};
+
+HeadState::HeadState(const Generator& gen, const Tables& tables, const trace::RequestInfo& request,
+                     uint32_t layer, uint32_t head)
+    : gen_(gen),
+      tables_(tables),
+      loc_(gen.config().locality),
+      info_(gen.algorithm().info),
+      seed_(gen.config().seed),
+      request_id_(request.id),
+      layer_(layer),
+      head_(head),
+      prompt_(request.prompt_tokens),
+      variable_(info_.partition_kind == trace::PartitionKind::kVariable),
+      dense_(gen.layer_model(layer).dense),
+      page_log2_(static_cast<uint32_t>(std::countr_zero(info_.page_tokens))),
+      rng_(detail::Tag::kHead ^ mix(seed_, request_id_, layer, head)) {
+  const LayerModel& model = gen.layer_model(layer);
+  keep_ = threshold(model.persistence);
+  recall_ = threshold(model.recall_prob) >> 16;
+  revisit_ = threshold(model.recall_prob + loc_.revisit_prob) >> 16;
+  reemerge_ = threshold(model.recall_prob + loc_.revisit_prob + loc_.reemerge_prob) >> 16;
+  archive_step_ = threshold(loc_.archive_prob);
+  background_ = static_cast<uint32_t>(loc_.background_prob * (1u << 20));
+  uint64_t partitions = 0;
+  const uint64_t final_context = uint64_t{request.prompt_tokens} + request.decode_steps;
+  if (variable_) {
+    map_ = gen.partition_map(request.id, layer, head);
+    partitions = map_.clusters();
+  } else {
+    partitions = (final_context + info_.partition_tokens - 1) / info_.partition_tokens;
+  }
+  bits_.assign(partitions / 64 + 2, 0);
+
+  const uint32_t k = gen.budget_partitions(final_context);
+  const double drops = std::max(1.0, k * (1 - model.persistence));
+  // Room for 1.5 times the expected drops of the revisit window; older entries are overwritten.
+  const uint64_t ring = std::bit_ceil(
+      std::max<uint64_t>(64, static_cast<uint64_t>(1.5 * drops * (loc_.revisit_window_steps + 1))));
+  ring_.resize(ring);
+  ring_mask_ = ring - 1;
+  step_begin_.resize(std::bit_ceil(uint64_t{loc_.revisit_window_steps} + 2));
+  step_mask_ = step_begin_.size() - 1;
+  archive_.resize(std::max<size_t>(64, static_cast<size_t>(loc_.archive_ratio * k)));
+
+  const uint32_t slots = loc_.hotspots + loc_.head_hotspots;
+  center_.resize(slots);
+  life_.resize(slots);
+  phase_.resize(slots);
+  change_.assign(slots, 0);
+  for (uint32_t i = 0; i < slots; ++i) {
+    // Shared slots have the same timing in every layer and head of the request.
+    const uint64_t h = i < loc_.hotspots ? mix(seed_, request_id_, detail::kLife, i)
+                                         : mix(seed_, request_id_, detail::kLife, i, layer, head);
+    life_[i] = std::max<uint32_t>(
+        1, static_cast<uint32_t>(loc_.hotspot_lifetime_steps * (0.5 + unit_interval(h))));
+    phase_[i] = static_cast<uint32_t>(unit_interval(mix(h)) * life_[i]);
+  }
+}
+
+Range HeadState::dynamic_range(uint64_t context) const {
+  const policy::StaticRegion region = policy::make_static_region(
+      info_.sink_tokens, info_.local_window_tokens, static_cast<uint32_t>(context), page_log2_);
+  Range r;
+  r.lo_token = uint64_t{region.sink_end_page} << page_log2_;
+  r.hi_token = std::max(r.lo_token, uint64_t{region.local_begin_page} << page_log2_);
+  if (variable_) {
+    // A cluster is dynamic iff it starts at or after lo_token and ends at or before hi_token.
+    const std::span<const uint32_t> in_force = offsets();
+    r.lo = static_cast<uint32_t>(
+        std::lower_bound(in_force.begin(), in_force.end() - 1, r.lo_token) - in_force.begin());
+    r.hi = static_cast<uint32_t>(
+        std::upper_bound(in_force.begin() + 1, in_force.end(), r.hi_token) - in_force.begin() - 1);
+  } else {
+    const uint64_t g = info_.partition_tokens;
+    r.lo = static_cast<uint32_t>((r.lo_token + g - 1) / g);
+    r.hi = static_cast<uint32_t>(r.hi_token / g);
+  }
+  r.hi = std::max(r.hi, r.lo);
+  return r;
+}
+
+uint32_t HeadState::partition_at(uint64_t token) const {
+  if (!variable_) return static_cast<uint32_t>(token / info_.partition_tokens);
+  const auto offsets = map_.offsets();
+  return static_cast<uint32_t>(std::upper_bound(offsets.begin(), offsets.end(), token) -
+                               offsets.begin() - 1);
+}
+
+void HeadState::move_hotspots(uint32_t step, const Range& range) {
+  if (step < next_change_) return;
+  next_change_ = UINT32_MAX;
+  for (uint32_t i = 0; i < center_.size(); ++i) {
+    if (step >= change_[i]) {
+      const uint32_t epoch = (step + phase_[i]) / life_[i];
+      change_[i] = (epoch + 1) * life_[i] - phase_[i];
+      uint64_t h = 0;
+      if (i < loc_.hotspots) {
+        // Walk down the layers while each link says "same position as the layer below".
+        uint32_t origin = layer_;
+        while (origin > 0 && unit_interval(mix(seed_, request_id_, detail::kLink, origin, i,
+                                               epoch)) < loc_.layer_correlation) {
+          --origin;
+        }
+        h = mix(seed_, request_id_, detail::kShared, origin, i, epoch);
+      } else {
+        h = mix(seed_, request_id_, detail::kPrivate, layer_, head_, i, epoch);
+      }
+      const uint64_t token =
+          range.lo_token +
+          static_cast<uint64_t>(unit_interval(h) *
+                                static_cast<double>(range.hi_token - range.lo_token));
+      center_[i] = partition_at(token);
+    }
+    next_change_ = std::min(next_change_, change_[i]);
+  }
+}
+
+uint64_t HeadState::ring_position(Source source, uint64_t r, uint32_t step) const {
+  uint32_t distance = 0;
+  if (source == Source::kRecall) {
+    distance = tables_.distance[r & (detail::kRecallTable - 1)];
+  } else {
+    const uint32_t w = loc_.recall_window_steps;
+    distance =
+        w + 1 + static_cast<uint32_t>(((r & 0xffff) * (loc_.revisit_window_steps - w)) >> 16);
+  }
+  if (distance > step) return kNoPosition;
+  const uint32_t dropped_at = step + 1 - distance;  // >= 1
+  const uint64_t oldest = ring_count_ > ring_mask_ ? ring_count_ - ring_mask_ - 1 : 0;
+  const uint64_t begin = std::max(step_begin_[dropped_at & step_mask_], oldest);
+  const uint64_t end = step_begin_[(dropped_at + 1) & step_mask_];
+  if (begin >= end) return kNoPosition;
+  return begin + uniform_below(static_cast<uint32_t>(r >> 16), static_cast<uint32_t>(end - begin));
+}
+
+HeadState::Source HeadState::source_of(uint64_t r) const {
+  const uint32_t u = static_cast<uint32_t>(r >> 48);
+  return u < recall_     ? Source::kRecall
+         : u < revisit_  ? Source::kRevisit
+         : u < reemerge_ ? Source::kReemerge
+                         : Source::kFresh;
+}
+
+int64_t HeadState::candidate(Source source, uint64_t r, uint32_t step, const Range& range) {
+  switch (source) {
+    case Source::kRecall:
+    case Source::kRevisit: {
+      const uint64_t at = ring_position(source, r, step);
+      return at == kNoPosition ? -1 : ring_[at & ring_mask_];
+    }
+    case Source::kReemerge:
+      if (archive_fill_ == 0) return -1;
+      return archive_[uniform_below(static_cast<uint32_t>(r >> 16),
+                                    static_cast<uint32_t>(archive_fill_))];
+    case Source::kFresh:
+      break;
+  }
+  const uint64_t f = rng_.next();
+  if (((f >> 24) & 0xfffff) < background_) {
+    return range.lo + uniform_below(static_cast<uint32_t>(f >> 44 << 12), range.hi - range.lo);
+  }
+  return center_[tables_.slot[f & (kTableSize - 1)]] +
+         tables_.spread[(f >> kTableBits) & (kTableSize - 1)];
+}
+
+uint32_t HeadState::probe(int64_t from, const Range& range) const {
+  uint32_t id = static_cast<uint32_t>(std::clamp<int64_t>(from, range.lo, range.hi - 1));
+  for (uint32_t n = range.hi - range.lo; n > 0; --n) {
+    if (!test(id)) return id;
+    id = id + 1 == range.hi ? range.lo : id + 1;
+  }
+  throw InvariantError("trace generator: no free partition left for a replacement");
+}
+
+void HeadState::draw(uint32_t step, const Range& range, uint32_t count) {
+  // First candidates for all replacements at once: ring positions first, then the ring reads
+  // in a branch-light loop so that their cache misses overlap. Then validation in order,
+  // redrawing a rejected candidate from its source, then from fresh draws, then probing for the
+  // next free partition.
+  constexpr uint32_t kNeighbours = 3;
+  candidates_.resize(count);
+  sources_.resize(count);
+  positions_.resize(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    const uint64_t r = rng_.next();
+    const Source s = source_of(r);
+    sources_[i] = s;
+    const bool ring = s == Source::kRecall || s == Source::kRevisit;
+    positions_[i] = ring ? ring_position(s, r, step) : kNoPosition;
+    candidates_[i] = ring ? -1 : candidate(s, r, step, range);
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    if (positions_[i] != kNoPosition) candidates_[i] = ring_[positions_[i] & ring_mask_];
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    int64_t c = candidates_[i];
+    bool ok = valid(c, range);
+    // A rejected recall tries the next entries of the ring first (dropped at about the same
+    // step): cheap, as they are adjacent in memory.
+    for (uint64_t p = positions_[i] + 1;
+         !ok && positions_[i] != kNoPosition && p <= positions_[i] + kNeighbours && p < ring_count_;
+         ++p) {
+      ok = valid(c = ring_[p & ring_mask_], range);
+    }
+    for (int t = 1; t < detail::kTries && !ok; ++t) {
+      ok = valid(c = candidate(sources_[i], rng_.next(), step, range), range);
+    }
+    for (int t = 0; t < detail::kTries && !ok; ++t) {
+      ok = valid(c = candidate(Source::kFresh, 0, step, range), range);
+    }
+    set(ok ? static_cast<uint32_t>(c) : probe(c, range));
+  }
+}
+
+void HeadState::remember(uint32_t id) {
+  const uint64_t at = ring_count_ & ring_mask_;
+  if (ring_count_ > ring_mask_) {
+    // The oldest entry leaves the ring; a share archive_prob of those (evenly thinned) is kept
+    // for re-emergence much later, replacing a pseudo-random archived entry once full.
+    const uint32_t before = archive_credit_;
+    archive_credit_ += archive_step_;
+    if (archive_credit_ < before) {
+      if (archive_fill_ < archive_.size()) {
+        archive_[archive_fill_++] = ring_[at];
+      } else {
+        const uint32_t h = static_cast<uint32_t>((ring_count_ * 0x9e3779b97f4a7c15ull) >> 32);
+        archive_[uniform_below(h, static_cast<uint32_t>(archive_.size()))] = ring_[at];
+      }
+    }
+  }
+  ring_[at] = id;
+  ++ring_count_;
+}
+
+void HeadState::emit(const Range& range, uint32_t count) {
+  sel_.resize(count);
+  uint32_t* out = sel_.data();
+  if (count == 0) return;
+  for (uint32_t w = range.lo >> 6; w <= (range.hi - 1) >> 6; ++w) {
+    for (uint64_t word = bits_[w]; word != 0; word &= word - 1) {
+      *out++ = w * 64 + static_cast<uint32_t>(std::countr_zero(word));
+    }
+  }
+}
+
+void HeadState::advance(uint32_t step) {
+  if (variable_) {
+    const auto growth = map_.growth();
+    if (step == 0) clusters_ = map_.initial_clusters();
+    if (growth_ < growth.size() && growth[growth_].step == step)
+      clusters_ = growth[growth_++].clusters;
+  }
+  const uint64_t context = uint64_t{prompt_} + step;
+  const Range range = dynamic_range(context);
+  const uint32_t k = std::min(gen_.budget_partitions(context), range.hi - range.lo);
+  if (dense_) {
+    sel_.resize(range.hi - range.lo);
+    std::iota(sel_.begin(), sel_.end(), range.lo);
+    return;
+  }
+  move_hotspots(step, range);
+  step_begin_[step & step_mask_] = ring_count_;
+  // Persistence, branch-free: two 32-bit draws per 64-bit one.
+  const size_t n = sel_.size();
+  dropped_.resize(n + 1);
+  uint32_t* drop = dropped_.data();
+  size_t drops = 0;
+  uint64_t r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if ((i & 1) == 0) r = rng_.next();
+    drop[drops] = sel_[i];
+    drops += static_cast<uint32_t>((i & 1) == 0 ? r : r >> 32) >= keep_;
+  }
+  dropped_.resize(drops);
+  const uint32_t kept = static_cast<uint32_t>(n - drops);
+  // k never falls (the context and the dynamic range only grow), so kept <= k. Replacements
+  // avoid the previous selection, unless too few partitions are left for that.
+  const uint32_t need = k - kept;
+  const bool early = range.hi - range.lo - n < need;
+  if (early) {
+    for (uint32_t id : dropped_) clear(id);
+  }
+  draw(step, range, need);
+  for (uint32_t id : dropped_) {
+    if (!early) clear(id);
+    remember(id);
+  }
+  emit(range, k);
+}
+
+class LayerStream final : public trace::StepStream {
+ public:
+  LayerStream(const Generator& gen, const Tables& tables, size_t request, uint32_t layer,
+              std::span<const uint32_t> heads)
+      : steps_(gen.requests()[request].decode_steps),
+        slot_of_head_(gen.header().model.kv_heads, -1) {
+    const trace::RequestInfo& info = gen.requests()[request];
+    heads_.reserve(heads.size());
+    for (uint32_t h : heads) {
+      slot_of_head_[h] = static_cast<int32_t>(heads_.size());
+      heads_.emplace_back(gen, tables, info, layer, h);
+    }
+  }
+  bool next() override {
+    if (step_ + 1 >= static_cast<int64_t>(steps_)) {
+      step_ = steps_;
+      return false;
+    }
+    ++step_;
+    for (HeadState& h : heads_) h.advance(static_cast<uint32_t>(step_));
+    return true;
+  }
+  uint32_t step() const override { return static_cast<uint32_t>(step_); }
+  std::span<const uint32_t> selection(uint32_t head) const override {
+    return heads_[slot(head)].selection();
+  }
+  std::span<const uint32_t> partition_offsets(uint32_t head) const override {
+    return heads_[slot(head)].offsets();
+  }
+
+ private:
+  size_t slot(uint32_t head) const {
+    if (head >= slot_of_head_.size() || slot_of_head_[head] < 0) {
+      throw InputError(fmt::format("trace generator: KV head {} was not opened", head));
+    }
+    return static_cast<size_t>(slot_of_head_[head]);
+  }
+  uint32_t steps_;
+  int64_t step_ = -1;
+  std::vector<int32_t> slot_of_head_;
+  std::vector<HeadState> heads_;
+};
+
+}  // namespace
+
+Generator::Generator(GeneratorConfig config) : config_(std::move(config)) {
+  validate(config_);
+  spec_ = resolve_algorithm(config_);
+  const ModelSection& m = config_.model;
+  header_.model = {m.name, m.layers, m.query_heads, m.kv_heads, m.head_dim, m.dtype_bytes};
+  header_.algorithms = {spec_.info};
+  header_.source =
+      fmt::format("spin trace gen: algorithm {}, workload {}", spec_.name, config_.workload.name);
+  header_.seed = config_.seed;
+  trace::validate_header(header_);
+  requests_ = make_requests(config_.workload, config_.seed);
+
+  const LocalitySection& l = config_.locality;
+  const double g = spec_.info.partition_tokens;
+  const double base = 1 - (1 - l.persistence) * std::pow(g, -l.granularity_exponent);
+  // Poorly-local layers: the sparse layers with the smallest hashes.
+  std::vector<uint32_t> sparse(m.layers - l.dense_layers);
+  std::iota(sparse.begin(), sparse.end(), l.dense_layers);
+  std::sort(sparse.begin(), sparse.end(), [&](uint32_t a, uint32_t b) {
+    return mix(config_.seed, detail::kPoor, a) < mix(config_.seed, detail::kPoor, b);
+  });
+  layers_.resize(m.layers);
+  for (uint32_t i = 0; i < m.layers; ++i) {
+    LayerModel& layer = layers_[i];
+    layer.dense = i < l.dense_layers;
+    layer.poor = std::find(sparse.begin(), sparse.begin() + l.poor_layers, i) !=
+                 sparse.begin() + l.poor_layers;
+    const double jitter =
+        l.layer_jitter * (2 * unit_interval(mix(config_.seed, detail::kJitter, i)) - 1);
+    const double scale = layer.poor ? l.poor_layer_scale : 1.0;
+    layer.persistence = std::clamp(base + jitter, 0.0, 0.995) * scale;
+    layer.recall_prob = l.recall_prob * scale;
+  }
+  tables_ = std::make_unique<const Tables>(detail::make_tables(l, g));
+}
+
+Generator::~Generator() = default;
+
+uint32_t Generator::budget_partitions(uint64_t context_tokens) const {
+  const trace::AlgorithmInfo& a = spec_.info;
+  const double tokens = a.budget_tokens + a.budget_ratio * static_cast<double>(context_tokens);
+  return static_cast<uint32_t>(std::ceil(tokens / a.partition_tokens));
+}
+
+trace::PartitionMap Generator::partition_map(size_t request, uint32_t layer, uint32_t head) const {
+  const trace::RequestInfo& r = requests_.at(request);
+  Rng rng(detail::kMap ^ mix(config_.seed, r.id, layer, head));
+  const uint32_t span = spec_.cluster_max_tokens - spec_.cluster_min_tokens + 1;
+  std::vector<uint32_t> lengths;
+  // Clusters of [min, max] tokens covering exactly `tokens`.
+  const auto cover = [&](uint32_t tokens) {
+    lengths.clear();
+    while (tokens > 0) {
+      const uint32_t len =
+          spec_.cluster_min_tokens + uniform_below(static_cast<uint32_t>(rng.next() >> 32), span);
+      lengths.push_back(std::min(len, tokens));
+      tokens -= lengths.back();
+    }
+  };
+  cover(r.prompt_tokens);
+  trace::PartitionMap map(lengths, r.prompt_tokens);
+  const uint32_t interval = spec_.info.reindex_interval_tokens;
+  for (uint64_t step = interval; step < r.decode_steps; step += interval) {
+    cover(interval);
+    map.grow(static_cast<uint32_t>(step), lengths);
+  }
+  return map;
+}
+
+std::unique_ptr<trace::StepStream> Generator::open_layer(size_t request, uint32_t layer,
+                                                         std::span<const uint32_t> heads) const {
+  if (request >= requests_.size()) {
+    throw InputError(
+        fmt::format("trace generator: request index {} is out of range (the trace "
+                    "has {} requests)",
+                    request, requests_.size()));
+  }
+  if (layer >= header_.model.layers) {
+    throw InputError(fmt::format("trace generator: layer {} is out of range (the model has {})",
+                                 layer, header_.model.layers));
+  }
+  std::vector<uint32_t> all;
+  if (heads.empty()) {
+    all.resize(header_.model.kv_heads);
+    std::iota(all.begin(), all.end(), 0u);
+    heads = all;
+  }
+  std::vector<bool> seen(header_.model.kv_heads);
+  for (uint32_t h : heads) {
+    if (h >= header_.model.kv_heads || seen[h]) {
+      throw InputError(
+          fmt::format("trace generator: KV head {} is out of range or repeated (the "
+                      "model has {} KV heads)",
+                      h, header_.model.kv_heads));
+    }
+    seen[h] = true;
+  }
+  return std::make_unique<LayerStream>(*this, *tables_, request, layer, heads);
+}
+
+void copy_to_file(const trace::TraceSource& source, const std::filesystem::path& path,
+                  const trace::WriterOptions& options,
+                  const std::function<void(size_t)>& progress) {
+  trace::TraceWriter writer(path, source.header(), options);
+  const uint32_t layers = source.header().model.layers;
+  const uint32_t heads = source.header().model.kv_heads;
+  std::vector<uint32_t> head_offsets(heads + 1);
+  std::vector<uint32_t> ids;
+  std::vector<uint32_t> clusters(heads);
+  std::vector<uint32_t> lengths;
+  // Cluster lengths of offsets[first, last].
+  const auto lengths_of = [&](std::span<const uint32_t> offsets, size_t first) {
+    lengths.clear();
+    for (size_t i = first; i + 1 < offsets.size(); ++i)
+      lengths.push_back(offsets[i + 1] - offsets[i]);
+    return std::span<const uint32_t>(lengths);
+  };
+  for (size_t r = 0; r < source.requests().size(); ++r) {
+    writer.begin_request(source.requests()[r]);
+    const bool variable = source.algorithm_of(r).partition_kind == trace::PartitionKind::kVariable;
+    for (uint32_t layer = 0; layer < layers; ++layer) {
+      const auto stream = source.open_layer(r, layer);
+      while (stream->next()) {
+        const uint32_t step = stream->step();
+        ids.clear();
+        for (uint32_t h = 0; h < heads; ++h) {
+          if (variable) {
+            const auto offsets = stream->partition_offsets(h);
+            const uint32_t n = static_cast<uint32_t>(offsets.size() - 1);
+            if (step == 0) {
+              writer.set_partition_map(layer, h, lengths_of(offsets, 0));
+            } else if (n > clusters[h]) {
+              writer.grow_partition_map(step, layer, h, lengths_of(offsets, clusters[h]));
+            }
+            clusters[h] = n;
+          }
+          const auto sel = stream->selection(h);
+          head_offsets[h] = static_cast<uint32_t>(ids.size());
+          ids.insert(ids.end(), sel.begin(), sel.end());
+        }
+        head_offsets[heads] = static_cast<uint32_t>(ids.size());
+        writer.add_step(layer, step, head_offsets, ids);
+      }
+    }
+    writer.end_request();
+    if (progress) progress(r + 1);
+  }
+  writer.finish();
+}
+
+}  // namespace spin::gen
