@@ -240,26 +240,6 @@ std::vector<uint32_t> chosen(std::optional<uint32_t> one, uint32_t n, const char
   return {*one};
 }
 
-// The pages [first, first + count) that partition `id` of a stream occupies at a step whose
-// context is `context` tokens (DESIGN.md §4.1).
-struct PageSpan {
-  uint64_t first;
-  uint64_t count;
-};
-PageSpan partition_pages(const AlgorithmInfo& a, uint64_t context,
-                         std::span<const uint32_t> offsets, uint32_t id) {
-  uint64_t begin, end;
-  if (a.partition_kind == PartitionKind::kFixed) {
-    begin = uint64_t{id} * a.partition_tokens;
-    end = std::min(begin + a.partition_tokens, context);
-  } else {
-    begin = offsets[id];
-    end = offsets[id + 1];
-  }
-  const uint64_t first = begin / a.page_tokens;
-  return {first, (end - 1) / a.page_tokens + 1 - first};
-}
-
 // Requests that a filter keeps, as indices; an unknown request id is an error.
 std::vector<size_t> chosen_requests(const TraceReader& reader, const StreamFilter& filter) {
   std::vector<size_t> out;
@@ -477,11 +457,12 @@ void export_csv(const TraceReader& reader, const StreamFilter& filter, std::ostr
       const uint64_t context = uint64_t{info.prompt_tokens} + step;
       for (size_t l = 0; l < cursors.size(); ++l) {
         for (uint32_t head : heads) {
-          const auto offsets = cursors[l].partition_offsets(head);
+          const policy::PartitionMapView view = partition_view(algo, static_cast<uint32_t>(context),
+                                                               cursors[l].partition_offsets(head));
           for (uint32_t id : cursors[l].selection(head)) {
-            const PageSpan p = partition_pages(algo, context, offsets, id);
-            out.print("{},{},{},{},{},{},{}\n", info.id, layers[l], head, step, id, p.first,
-                      p.count);
+            const policy::PageRange p = policy::partition_pages(view, id);
+            out.print("{},{},{},{},{},{},{}\n", info.id, layers[l], head, step, id, p.begin,
+                      p.end - p.begin);
           }
         }
       }
@@ -529,16 +510,17 @@ void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std
       const uint64_t context = uint64_t{info.prompt_tokens} + step;
       for (size_t l = 0; l < cursors.size(); ++l) {
         for (uint32_t head : heads) {
-          const auto offsets = cursors[l].partition_offsets(head);
-          uint64_t next_page = 0;  // pages come in ascending order; each is listed once
+          const policy::PartitionMapView view = partition_view(algo, static_cast<uint32_t>(context),
+                                                               cursors[l].partition_offsets(head));
+          uint32_t next_page = 0;  // pages come in ascending order; each is listed once
           for (uint32_t id : cursors[l].selection(head)) {
-            const PageSpan p = partition_pages(algo, context, offsets, id);
-            for (uint64_t page = std::max(p.first, next_page); page < p.first + p.count; ++page) {
+            const policy::PageRange p = policy::partition_pages(view, id);
+            for (uint32_t page = std::max(p.begin, next_page); page < p.end; ++page) {
               out.print("{},{},{},{},{},{},{},{}\n", base[r] + step,
                         page_object_id(r, layers[l], head, page), page_bytes, info.id, layers[l],
                         head, step, page);
             }
-            next_page = std::max(next_page, p.first + p.count);
+            next_page = std::max(next_page, p.end);
           }
         }
       }

@@ -14,8 +14,8 @@
 // decoded chunk per chosen head.
 //
 // A reader is immutable after construction; cursors from one reader may run on different threads
-// (reads use pread). The reader must outlive its cursors. TraceFileSource presents a file as a
-// TraceSource (source.h), the interface generators share.
+// (reads use pread). The reader must outlive its cursors. A LayerCursor is a StepStream
+// (source.h); FileSource (file_source.h) presents a whole file as a TraceSource.
 #pragma once
 
 #include <cstdint>
@@ -154,22 +154,6 @@ class TraceReader {
   std::vector<RequestInfo> requests_;
   std::vector<format::IndexEntry> entries_;  // in index order
   std::vector<uint64_t> layer_begin_;        // [requests × layers + 1] into entries_
-};
-
-// A trace file as a TraceSource: open_layer hands out LayerCursors.
-class TraceFileSource final : public TraceSource {
- public:
-  explicit TraceFileSource(const std::filesystem::path& path) : reader_(path) {}
-  const TraceReader& reader() const { return reader_; }
-  const TraceHeader& header() const override { return reader_.header(); }
-  std::span<const RequestInfo> requests() const override { return reader_.requests(); }
-  std::unique_ptr<StepStream> open_layer(size_t request, uint32_t layer,
-                                         std::span<const uint32_t> heads = {}) const override {
-    return std::make_unique<LayerCursor>(reader_.open_layer(request, layer, heads));
-  }
-
- private:
-  TraceReader reader_;
 };
 
 }  // namespace spin::trace

@@ -1,5 +1,7 @@
 #include "common/trace/trace.h"
 
+#include <bit>
+
 #include <fmt/format.h>
 
 #include <cmath>
@@ -37,7 +39,8 @@ void validate_header(const TraceHeader& h) {
         at + ".partition_kind", "must be fixed or variable");
     require(a.partition_kind == PartitionKind::kVariable || a.partition_tokens >= 1,
             at + ".partition_tokens", "must be >= 1 for fixed partitions");
-    require(a.page_tokens >= 1, at + ".page_tokens", "must be >= 1");
+    require(a.page_tokens >= 1 && std::has_single_bit(a.page_tokens), at + ".page_tokens",
+            "must be a power of two (pages are addressed by shifts)");
     require(std::isfinite(a.budget_ratio) && a.budget_ratio >= 0 && a.budget_ratio <= 1,
             at + ".budget_ratio", "must be in [0, 1]");
   }

@@ -15,10 +15,13 @@
 // write files.
 #pragma once
 
+#include <bit>
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
+
+#include "common/policy/partition_map.h"
 
 namespace spin::trace {
 
@@ -80,6 +83,23 @@ void validate_request(const TraceHeader& header, const RequestInfo& request);
 inline uint32_t fixed_partition_count(uint32_t prompt_tokens, uint32_t step, uint32_t g) {
   const uint64_t context = uint64_t{prompt_tokens} + step;
   return static_cast<uint32_t>((context + g - 1) / g);
+}
+
+// The partition map of a stream of algorithm `a` at a step whose context is `context` tokens, as
+// the plain view the policy core's mapping functions read (common/policy/partition_map.h), so
+// every tool maps partitions to pages by the one rule. `offsets`: the variable map in force
+// (LayerCursor::partition_offsets); ignored for fixed partitions.
+inline policy::PartitionMapView partition_view(const AlgorithmInfo& a, uint32_t context,
+                                               std::span<const uint32_t> offsets) {
+  const bool variable = a.partition_kind == PartitionKind::kVariable;
+  return {variable ? policy::PartitionKind::kVariable : policy::PartitionKind::kFixed,
+          static_cast<uint32_t>(std::countr_zero(a.page_tokens)),
+          a.partition_tokens,
+          variable ? static_cast<uint32_t>(offsets.size() - 1)
+                   : static_cast<uint32_t>((uint64_t{context} + a.partition_tokens - 1) /
+                                           a.partition_tokens),
+          context,
+          variable ? offsets.data() : nullptr};
 }
 
 // One stream's variable partition map over a whole request: clusters in storage order, as token

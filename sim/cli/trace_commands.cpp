@@ -11,8 +11,10 @@
 
 #include "common/error.h"
 #include "common/trace/interchange.h"
+#include "common/trace/memory_source.h"
 #include "common/trace/reader.h"
 #include "common/trace/writer.h"
+#include "traces/gen/generator.h"
 
 namespace po = boost::program_options;
 
@@ -238,70 +240,6 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
-// xoshiro-style generator: fast and the same everywhere.
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : s_(seed * 0x9E3779B97F4A7C15ull + 1) {}
-  uint64_t next() {  // splitmix64
-    uint64_t z = (s_ += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  uint32_t below(uint32_t n) { return static_cast<uint32_t>((next() >> 32) * n >> 32); }
-
- private:
-  uint64_t s_;
-};
-
-// One stream of the synthetic ShadowKV-like workload: a persistence model. Each step keeps every
-// previously selected partition with probability 0.7; the rest of the budget is refilled with
-// recently dropped partitions (50%), partitions near the end of the context (30%) or anywhere
-// (20%); the last partition is always selected.
-class BenchStream {
- public:
-  BenchStream(uint32_t max_partitions, uint32_t budget)
-      : member_(max_partitions, 0), budget_(budget) {}
-
-  void step(uint32_t partitions, Rng& rng, std::vector<uint32_t>& out) {
-    out.clear();
-    for (uint32_t id : selected_) {
-      if (rng.below(10) < 7) {
-        out.push_back(id);
-      } else {
-        member_[id] = 0;
-        dropped_[dropped_next_++ % dropped_.size()] = id;
-      }
-    }
-    const auto add = [&](uint32_t id) {
-      if (member_[id]) return;
-      member_[id] = 1;
-      out.push_back(id);
-    };
-    add(partitions - 1);
-    while (out.size() < budget_) {
-      const uint32_t r = rng.below(10);
-      if (r < 5 && dropped_next_ > 0) {
-        add(dropped_[rng.below(
-            static_cast<uint32_t>(std::min<uint64_t>(dropped_next_, dropped_.size())))]);
-      } else if (r < 8) {
-        add(partitions - 1 - rng.below(std::min(partitions, 256u)));
-      } else {
-        add(rng.below(partitions));
-      }
-    }
-    std::sort(out.begin(), out.end());
-    selected_ = out;
-  }
-
- private:
-  std::vector<uint8_t> member_;
-  std::vector<uint32_t> selected_;
-  std::array<uint32_t, 1024> dropped_{};
-  uint64_t dropped_next_ = 0;
-  uint32_t budget_;
-};
-
 struct DecodeRun {
   uint64_t selections = 0;
   double seconds = 0;
@@ -341,11 +279,11 @@ int bench_trace(const Args& args) {
                               "directory for the trace file (default: the system temp directory)");
   const auto vm = parse_options(
       args, "bench trace", "[--selections N] [--seed S]",
-      "Writes a synthetic ShadowKV-like trace (128K-token prompts, 8-token partitions = pages, "
-      "budget 1.56% = 256 partitions per stream step, 8 KV heads, 4 layers, 512 decode steps per "
-      "request, a persistence model: 70% of a step's partitions kept from the previous step) to "
-      "a temporary file, then decodes it on one thread, all streams and a 1/8 sample. Prints "
-      "write speed, bytes per selected partition and decode speed (docs/benchmarks.md).",
+      "Writes a trace of the calibrated ShadowKV generator (128K-token prompts, 8-token "
+      "partitions = pages, budget 1.56% of the context, 8 KV heads, 4 layers, 512 decode steps "
+      "per request; docs/trace-generators.md) to a temporary file, timing only the writer, then "
+      "decodes it on one thread, all streams and a 1/8 sample. Prints write speed, bytes per "
+      "selected partition and decode speed (docs/benchmarks.md).",
       opts);
   if (!vm) return 0;
   const uint64_t want = (*vm)["selections"].as<uint64_t>();
@@ -355,16 +293,26 @@ int bench_trace(const Args& args) {
   wopts.zstd_level = (*vm)["zstd-level"].as<int>();
   wopts.chunk_selections = (*vm)["chunk-selections"].as<uint64_t>();
 
-  constexpr uint32_t kPrompt = 128 * 1024, kSteps = 512, kLayers = 4, kHeads = 8, kG = 8;
-  constexpr uint32_t kBudget = 256;  // ceil(1.56% of 16384 partitions)
-  trace::TraceHeader header;
-  header.model = {"qwen3-14b-4layers", kLayers, 40, kHeads, 128, 2};
-  header.algorithms.push_back(
-      {"shadowkv", trace::PartitionKind::kFixed, kG, kG, 0.0156, 0, 0, 0, 0});
-  header.source = fmt::format("spin bench trace --seed {}", seed);
-  header.seed = seed;
-  const uint64_t per_request = uint64_t{kLayers} * kHeads * kSteps * kBudget;
-  const uint64_t requests = std::max<uint64_t>(1, (want + per_request - 1) / per_request);
+  constexpr uint32_t kPrompt = 128 * 1024, kSteps = 512, kLayers = 4;
+  gen::GeneratorConfig g;  // the calibrated ShadowKV generator (docs/trace-generators.md)
+  g.algorithm = "shadowkv";
+  g.seed = seed;
+  g.model.layers = kLayers;
+  g.workload.name = "fixed";
+  g.workload.prompt_tokens = kPrompt;
+  g.workload.output_tokens = kSteps;
+  g.workload.requests = 1;
+  {  // the number of requests follows from one request's selections
+    const gen::Generator one(g);
+    const trace::TraceData probe = trace::materialize(one, 0, 1);
+    g.workload.requests = static_cast<uint32_t>(
+        std::max<uint64_t>(1, (want + probe.requests[0].ids.size() - 1) /
+                                  std::max<size_t>(1, probe.requests[0].ids.size())));
+  }
+  const gen::Generator generator(g);
+  const uint64_t requests = generator.requests().size();
+  const trace::TraceHeader& header = generator.header();
+  const uint32_t kHeads = header.model.kv_heads;
 
   const std::filesystem::path dir = vm->count("dir")
                                         ? std::filesystem::path((*vm)["dir"].as<std::string>())
@@ -378,33 +326,25 @@ int bench_trace(const Args& args) {
     }
   } remove{path};
 
-  std::cerr << fmt::format("writing {} requests ({} selections) to {}\n", requests,
-                           requests * per_request, path.string());
-  Rng rng(seed);
+  std::cerr << fmt::format("writing {} generated requests to {}\n", requests, path.string());
   double write_seconds = 0;
   {
     trace::TraceWriter w(path, header, wopts);
-    std::vector<uint32_t> ids, offsets(kHeads + 1), sel;
+    std::vector<uint32_t> offsets(kHeads + 1);
     for (uint64_t r = 0; r < requests; ++r) {
-      w.begin_request({r, r * 1'000'000, kPrompt, kSteps, kSteps, 0});
-      std::vector<BenchStream> streams(kLayers * kHeads,
-                                       BenchStream((kPrompt + kSteps + kG - 1) / kG, kBudget));
-      for (uint32_t step = 0; step < kSteps; ++step) {
-        const uint32_t partitions = trace::fixed_partition_count(kPrompt, step, kG);
-        for (uint32_t layer = 0; layer < kLayers; ++layer) {
-          ids.clear();
-          for (uint32_t h = 0; h < kHeads; ++h) {
-            streams[layer * kHeads + h].step(partitions, rng, sel);
-            ids.insert(ids.end(), sel.begin(), sel.end());
-            offsets[h + 1] = static_cast<uint32_t>(ids.size());
-          }
-          const auto t0 = std::chrono::steady_clock::now();
-          w.add_step(layer, step, offsets, ids);
-          write_seconds +=
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // Generated outside the clock: only the writer's calls are timed.
+      const trace::TraceData data = trace::materialize(generator, r, 1);
+      const trace::RequestData& req = data.requests[0];
+      const auto t0 = std::chrono::steady_clock::now();
+      w.begin_request(req.info);
+      for (uint32_t layer = 0; layer < kLayers; ++layer) {
+        for (uint32_t step = 0; step < req.info.decode_steps; ++step) {
+          const size_t k = (size_t{layer} * req.info.decode_steps + step) * kHeads;
+          for (uint32_t h = 0; h <= kHeads; ++h) offsets[h] = req.offsets[k + h] - req.offsets[k];
+          w.add_step(layer, step, offsets,
+                     std::span<const uint32_t>(req.ids).subspan(req.offsets[k], offsets[kHeads]));
         }
       }
-      const auto t0 = std::chrono::steady_clock::now();
       w.end_request();
       write_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     }

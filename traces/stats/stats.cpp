@@ -223,16 +223,8 @@ void StatsCollector::add_selection(uint32_t step, uint32_t head, std::span<const
   }
 
   const trace::AlgorithmInfo& a = *p.algorithm;
-  const bool variable = a.partition_kind == trace::PartitionKind::kVariable;
   const uint32_t context = p.request.prompt_tokens + step;
-  const policy::PartitionMapView view{
-      variable ? policy::PartitionKind::kVariable : policy::PartitionKind::kFixed,
-      p.page_log2,
-      a.partition_tokens,
-      variable ? static_cast<uint32_t>(offsets.size() - 1)
-               : trace::fixed_partition_count(p.request.prompt_tokens, step, a.partition_tokens),
-      context,
-      offsets.data()};
+  const policy::PartitionMapView view = trace::partition_view(a, context, offsets);
   const policy::StaticRegion region =
       policy::make_static_region(a.sink_tokens, a.local_window_tokens, context, p.page_log2);
   const policy::MappedSelection mapped = policy::map_selection_pages(

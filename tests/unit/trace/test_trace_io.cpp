@@ -2,6 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "common/error.h"
+#include "common/trace/file_source.h"
 #include "common/trace/reader.h"
 #include "common/trace/trace_data.h"
 #include "common/trace/writer.h"
@@ -117,7 +118,7 @@ TEST_CASE("trace reader: a file read as a TraceSource yields the same steps as a
   TempDir dir;
   const TraceData t = small_trace(9, 14);
   write_trace(t, dir / "t.spt", small_chunks());
-  const TraceFileSource source(dir / "t.spt");
+  const FileSource source(dir / "t.spt");
   const TraceSource& s = source;
   CHECK(s.header() == t.header);
   REQUIRE(s.requests().size() == 3);
