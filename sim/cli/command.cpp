@@ -130,9 +130,10 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
                                                const po::options_description& options,
                                                const po::positional_options_description& positional,
                                                const po::options_description& hidden) {
+  po::options_description general("General");
+  general.add_options()("help,h", "print this help and exit");
   po::options_description visible;
-  visible.add(options);
-  visible.add_options()("help,h", "print this help and exit");
+  visible.add(options).add(general);
   po::options_description all;
   all.add(visible).add(hidden);
   po::variables_map vm;
