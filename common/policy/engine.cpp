@@ -48,7 +48,7 @@ class SegmentPool {
     const std::uint32_t old_capacity = view_.capacity;
     const std::uint32_t capacity =
         std::max(old_capacity * 2, old_capacity + wanted - view_.free_count);
-    entries_.resize(std::size_t{capacity} << view_.segment_pages_log2);
+    entries_.resize(std::size_t{capacity} << view_.segment_pages_log2, kAbsentSlot);
     used_.resize(capacity, 0);
     free_stack_.resize(capacity);
     for (std::uint32_t h = capacity; h-- > old_capacity;) free_stack_[view_.free_count++] = h;
@@ -661,6 +661,12 @@ void Engine::check_invariants() const {
     const std::uint32_t h = segs.free_stack[f];
     if (h >= segs.capacity || owned[h]) {
       throw InvariantError(fmt::format("segment {} is both free and owned, or invalid", h));
+    }
+    const std::int32_t* first = segs.entries + (std::uint64_t{h} << segs.segment_pages_log2);
+    for (std::uint32_t i = 0; i < (1u << segs.segment_pages_log2); ++i) {
+      if (first[i] != kAbsentSlot) {
+        throw InvariantError(fmt::format("free segment {} still maps entry {}", h, i));
+      }
     }
     owned[h] = 1;
   }

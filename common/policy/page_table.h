@@ -10,12 +10,15 @@
 // Invariants (checked by the host's check_invariants):
 // - directory[s][d] is kNoSegment or a handle owned by exactly that (stream, d);
 // - an owned segment has used > 0 and used == number of its entries != kAbsentSlot;
-// - free_stack[0, free_count) holds each unowned handle once.
+// - free_stack[0, free_count) holds each unowned handle once;
+// - every entry of a free segment is kAbsentSlot: the pool's owner fills new segments with it,
+//   and erase restores an entry before its segment can be given back, so taking a segment needs
+//   no clearing.
 //
 // Concurrency: the functions are sequential. Calls that share a segment pool must be serialised
 // (a CUDA kernel runs one pool at a time per segment pool, or gives each pool its own pool).
 //
-// Complexity: lookup O(1); insert O(1), plus O(S) to clear a freshly taken segment; erase O(1).
+// Complexity: lookup O(1); insert O(1); erase O(1).
 #pragma once
 
 #include <cstdint>
@@ -75,10 +78,7 @@ SPIN_HD void page_table_insert(const DirectoryView& dir, SegmentPoolView& segs, 
   std::uint32_t* handle = directory_entry(dir, segs, key);
   if (*handle == kNoSegment) {
     *handle = segs.free_stack[--segs.free_count];
-    std::int32_t* first =
-        segs.entries + (static_cast<std::uint64_t>(*handle) << segs.segment_pages_log2);
-    for (std::uint32_t i = 0; i < (1u << segs.segment_pages_log2); ++i) first[i] = kAbsentSlot;
-    segs.used[*handle] = 0;
+    segs.used[*handle] = 0;  // its entries are all kAbsentSlot already (see the invariants)
   }
   *segment_entry(segs, *handle, key) = slot;
   ++segs.used[*handle];

@@ -14,7 +14,8 @@ TEST_CASE("page_table: segments are taken with their first page and given back w
           "[unit][policy]") {
   // 2 streams × 64 pages, segments of 4 pages: 16 directory entries per stream, 6 segments.
   constexpr std::uint32_t kSegments = 6;
-  std::vector<std::int32_t> entries(kSegments * 4, 12345);  // poisoned
+  // A fresh pool: every entry absent, as the invariant requires (taking a segment clears nothing).
+  std::vector<std::int32_t> entries(kSegments * 4, kAbsentSlot);
   std::vector<std::uint32_t> used(kSegments, 0);
   std::vector<std::uint32_t> free_stack;
   for (std::uint32_t h = kSegments; h-- > 0;) free_stack.push_back(h);
@@ -30,7 +31,7 @@ TEST_CASE("page_table: segments are taken with their first page and given back w
   CHECK(segs.free_count == kSegments - 1);
   CHECK(directory[1] == 0);  // lowest handle first
   CHECK(page_table_lookup(dir, segs, a) == 7);
-  CHECK(page_table_lookup(dir, segs, make_page_key(0, 4)) == kAbsentSlot);  // cleared, not poison
+  CHECK(page_table_lookup(dir, segs, make_page_key(0, 4)) == kAbsentSlot);
   page_table_insert(dir, segs, b, 8);
   CHECK(segs.free_count == kSegments - 1);  // same segment
   CHECK(used[0] == 2);
@@ -44,6 +45,7 @@ TEST_CASE("page_table: segments are taken with their first page and given back w
   CHECK(segs.free_count == kSegments - 1);
   CHECK(directory[1] == kNoSegment);
   CHECK(free_stack[segs.free_count - 1] == 0);  // released handle is reused first
+  for (int i = 0; i < 4; ++i) CHECK(entries[i] == kAbsentSlot);  // given back all absent
 }
 
 TEST_CASE("page_table: random inserts and erases agree with a map", "[unit][policy]") {
@@ -51,7 +53,7 @@ TEST_CASE("page_table: random inserts and erases agree with a map", "[unit][poli
   constexpr std::uint32_t kPages = 200;
   constexpr std::uint32_t kLog2 = 3;  // 8 pages per segment: 25 per stream
   constexpr std::uint32_t kSegments = kStreams * 25;
-  std::vector<std::int32_t> entries(kSegments << kLog2);
+  std::vector<std::int32_t> entries(kSegments << kLog2, kAbsentSlot);
   std::vector<std::uint32_t> used(kSegments);
   std::vector<std::uint32_t> free_stack;
   for (std::uint32_t h = kSegments; h-- > 0;) free_stack.push_back(h);
