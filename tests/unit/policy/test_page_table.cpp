@@ -44,7 +44,7 @@ TEST_CASE("page_table: segments are taken with their first page and given back w
   page_table_erase(dir, segs, b);
   CHECK(segs.free_count == kSegments - 1);
   CHECK(directory[1] == kNoSegment);
-  CHECK(free_stack[segs.free_count - 1] == 0);  // released handle is reused first
+  CHECK(free_stack[segs.free_count - 1] == 0);                   // released handle is reused first
   for (int i = 0; i < 4; ++i) CHECK(entries[i] == kAbsentSlot);  // given back all absent
 }
 
