@@ -442,32 +442,46 @@ void export_jsonl(const TraceReader& reader, std::ostream& os) {
   }
 }
 
-void export_csv(const TraceReader& reader, const StreamFilter& filter, std::ostream& os) {
-  Out out(os);
-  out.print("request,layer,head,step,partition,first_page,page_count\n");
+// Calls before_request(r) for every request index the filter keeps, then
+// visit(r, layer, head, step, view, selection) for each of its kept stream steps in (step, layer,
+// head) order; `view` maps the stream's partitions to pages at that step (trace.h).
+template <class BeforeRequest, class Visit>
+void for_each_selection(const TraceReader& reader, const StreamFilter& filter,
+                        BeforeRequest&& before_request, Visit&& visit) {
   const TraceHeader& h = reader.header();
   const std::vector<uint32_t> layers = chosen(filter.layer, h.model.layers, "layer");
   const std::vector<uint32_t> heads = chosen(filter.head, h.model.kv_heads, "KV head");
   for (size_t r : chosen_requests(reader, filter)) {
     const RequestInfo& info = reader.requests()[r];
     const AlgorithmInfo& algo = reader.algorithm_of(r);
+    before_request(r);
     std::vector<LayerCursor> cursors = open_layers(reader, r, layers, heads);
     for (uint32_t step = 0; step < info.decode_steps; ++step) {
       advance(cursors);
-      const uint64_t context = uint64_t{info.prompt_tokens} + step;
       for (size_t l = 0; l < cursors.size(); ++l) {
         for (uint32_t head : heads) {
-          const policy::PartitionMapView view = partition_view(algo, static_cast<uint32_t>(context),
-                                                               cursors[l].partition_offsets(head));
-          for (uint32_t id : cursors[l].selection(head)) {
-            const policy::PageRange p = policy::partition_pages(view, id);
-            out.print("{},{},{},{},{},{},{}\n", info.id, layers[l], head, step, id, p.begin,
-                      p.end - p.begin);
-          }
+          visit(r, layers[l], head, step,
+                partition_view(algo, info.prompt_tokens + step, cursors[l].partition_offsets(head)),
+                cursors[l].selection(head));
         }
       }
     }
   }
+}
+
+void export_csv(const TraceReader& reader, const StreamFilter& filter, std::ostream& os) {
+  Out out(os);
+  out.print("request,layer,head,step,partition,first_page,page_count\n");
+  for_each_selection(
+      reader, filter, [](size_t) {},
+      [&](size_t r, uint32_t layer, uint32_t head, uint32_t step,
+          const policy::PartitionMapView& view, std::span<const uint32_t> selection) {
+        for (uint32_t id : selection) {
+          const policy::PageRange p = policy::partition_pages(view, id);
+          out.print("{},{},{},{},{},{},{}\n", reader.requests()[r].id, layer, head, step, id,
+                    p.begin, p.end - p.begin);
+        }
+      });
 }
 
 uint64_t page_object_id(uint64_t request_index, uint32_t layer, uint32_t head, uint64_t page) {
@@ -478,8 +492,6 @@ void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std
   Out out(os);
   out.print("time,obj_id,obj_size,request,layer,head,step,page\n");
   const TraceHeader& h = reader.header();
-  const std::vector<uint32_t> layers = chosen(filter.layer, h.model.layers, "layer");
-  const std::vector<uint32_t> heads = chosen(filter.head, h.model.kv_heads, "KV head");
   if (reader.requests().size() > (uint64_t{1} << 23) || h.model.layers > 256 ||
       h.model.kv_heads > 256) {
     throw InputError(fmt::format(
@@ -492,40 +504,35 @@ void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std
   for (size_t r = 0; r < reader.requests().size(); ++r) {
     base[r + 1] = base[r] + reader.requests()[r].decode_steps;
   }
-  for (size_t r : chosen_requests(reader, filter)) {
-    const RequestInfo& info = reader.requests()[r];
-    const AlgorithmInfo& algo = reader.algorithm_of(r);
-    const uint64_t page_bytes = 2ull * algo.page_tokens * h.model.head_dim * h.model.dtype_bytes;
-    const uint64_t max_pages =
-        (uint64_t{info.prompt_tokens} + info.decode_steps + algo.page_tokens - 1) /
-        algo.page_tokens;
-    if (max_pages > (uint64_t{1} << 24)) {
-      throw InputError(
-          fmt::format("{}: request id {} has up to {} pages, more than the 2^24 an object id holds",
-                      reader.path().string(), info.id, max_pages));
-    }
-    std::vector<LayerCursor> cursors = open_layers(reader, r, layers, heads);
-    for (uint32_t step = 0; step < info.decode_steps; ++step) {
-      advance(cursors);
-      const uint64_t context = uint64_t{info.prompt_tokens} + step;
-      for (size_t l = 0; l < cursors.size(); ++l) {
-        for (uint32_t head : heads) {
-          const policy::PartitionMapView view = partition_view(algo, static_cast<uint32_t>(context),
-                                                               cursors[l].partition_offsets(head));
-          uint32_t next_page = 0;  // pages come in ascending order; each is listed once
-          for (uint32_t id : cursors[l].selection(head)) {
-            const policy::PageRange p = policy::partition_pages(view, id);
-            for (uint32_t page = std::max(p.begin, next_page); page < p.end; ++page) {
-              out.print("{},{},{},{},{},{},{},{}\n", base[r] + step,
-                        page_object_id(r, layers[l], head, page), page_bytes, info.id, layers[l],
-                        head, step, page);
-            }
-            next_page = std::max(next_page, p.end);
-          }
+  uint64_t page_bytes = 0;
+  for_each_selection(
+      reader, filter,
+      [&](size_t r) {
+        const RequestInfo& info = reader.requests()[r];
+        const AlgorithmInfo& algo = reader.algorithm_of(r);
+        page_bytes = 2ull * algo.page_tokens * h.model.head_dim * h.model.dtype_bytes;
+        const uint64_t max_pages =
+            (uint64_t{info.prompt_tokens} + info.decode_steps + algo.page_tokens - 1) /
+            algo.page_tokens;
+        if (max_pages > (uint64_t{1} << 24)) {
+          throw InputError(fmt::format(
+              "{}: request id {} has up to {} pages, more than the 2^24 an object id holds",
+              reader.path().string(), info.id, max_pages));
         }
-      }
-    }
-  }
+      },
+      [&](size_t r, uint32_t layer, uint32_t head, uint32_t step,
+          const policy::PartitionMapView& view, std::span<const uint32_t> selection) {
+        uint32_t next_page = 0;  // pages come in ascending order; each is listed once
+        for (uint32_t id : selection) {
+          const policy::PageRange p = policy::partition_pages(view, id);
+          for (uint32_t page = std::max(p.begin, next_page); page < p.end; ++page) {
+            out.print("{},{},{},{},{},{},{},{}\n", base[r] + step,
+                      page_object_id(r, layer, head, page), page_bytes, reader.requests()[r].id,
+                      layer, head, step, page);
+          }
+          next_page = std::max(next_page, p.end);
+        }
+      });
 }
 
 std::filesystem::path metadata_path_for(const std::filesystem::path& csv) {
