@@ -19,19 +19,31 @@ namespace {
 
 // Generator options shared by the commands: a config file, shorthands, and --set overrides.
 po::options_description generator_options() {
-  po::options_description o("Generator");
-  o.add_options()("config", po::value<std::string>(),
-                  "YAML file with a `generator:` section (docs/trace-generators.md)")(
-      "algorithm", po::value<std::string>(), "shadowkv, retroinfer, seer, quest or token")(
-      "workload", po::value<std::string>(), "longbench-v2, longgenbench, fixed or list")(
-      "requests", po::value<uint32_t>(), "number of requests")(
-      "duration", po::value<double>(), "generate arrivals for this many seconds instead")(
-      "rate", po::value<double>(), "Poisson arrival rate in requests per second")(
-      "seed", po::value<uint64_t>(), "seed")("max-prompt-tokens", po::value<uint32_t>(),
-                                             "cap on prompt lengths")(
-      "max-output-tokens", po::value<uint32_t>(), "cap on output lengths")(
-      "set", po::value<std::vector<std::string>>()->composing(),
-      "override a key, e.g. --set generator.locality.persistence=0.5 (repeatable; applied last)");
+  const gen::GeneratorConfig d;  // the defaults the help states
+  po::options_description o("Generator (shorthands for --set generator.KEY=VALUE)");
+  o.add_options()("config", po::value<std::string>()->value_name("FILE"),
+                  "YAML file with a `generator:` section (docs/trace-generators.md); default: "
+                  "all defaults")(
+      "algorithm", po::value<std::string>()->value_name("NAME"),
+      fmt::format("shadowkv, retroinfer, seer, quest or token (default {})", d.algorithm).c_str())(
+      "workload", po::value<std::string>()->value_name("NAME"),
+      fmt::format("longbench-v2, longgenbench, fixed or list (default {})", d.workload.name)
+          .c_str())("requests", po::value<uint32_t>()->value_name("N"),
+                    fmt::format("number of requests (default {})", d.workload.requests).c_str())(
+      "duration", po::value<double>()->value_name("S"),
+      "generate Poisson arrivals for this many seconds instead of a request count (default 0: "
+      "use --requests)")(
+      "rate", po::value<double>()->value_name("RPS"),
+      fmt::format("Poisson arrival rate, requests per second (default {})", d.workload.rate_rps)
+          .c_str())("seed", po::value<uint64_t>()->value_name("S"),
+                    fmt::format("seed of every random choice (default {})", d.seed).c_str())(
+      "max-prompt-tokens", po::value<uint32_t>()->value_name("T"),
+      "cap on prompt lengths, tokens (default 0: no cap)")(
+      "max-output-tokens", po::value<uint32_t>()->value_name("T"),
+      "cap on output lengths, tokens (default 0: no cap)")(
+      "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
+      "override a key, e.g. --set generator.locality.persistence=0.5 (repeatable; applied last; "
+      "docs/trace-generators.md lists the keys)");
   return o;
 }
 
