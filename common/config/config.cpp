@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/atomic_file.h"
 #include "common/embedded.h"
 #include "common/error.h"
 
@@ -76,24 +77,7 @@ std::string to_yaml(const Config& config) {
 }
 
 void write_resolved_config(const Config& config, const std::filesystem::path& file) {
-  const std::filesystem::path temporary = file.string() + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << to_yaml(config);
-    out.flush();
-    if (!out) {
-      throw InputError(fmt::format("cannot write the resolved config to '{}': {}",
-                                   temporary.string(), std::strerror(errno)));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(temporary, file, ec);
-  if (ec) {
-    const std::string reason = ec.message();
-    std::filesystem::remove(temporary, ec);
-    throw InputError(
-        fmt::format("cannot write the resolved config to '{}': {}", file.string(), reason));
-  }
+  write_file_atomically(file, to_yaml(config), "the resolved config");
 }
 
 std::vector<KeyRow> config_keys() { return list_keys(Config{}); }

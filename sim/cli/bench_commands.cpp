@@ -2,11 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
-#include <ctime>
 #include <iostream>
 
 #include "common/trace/memory_source.h"
+#include "sim/cli/stopwatch.h"
 #include "sim/replay.h"
 #include "traces/gen/generator.h"
 
@@ -41,11 +40,10 @@ Timed timed_replay(const trace::TraceSource& source, const std::string& policy, 
   options.cache.policy = policy;
   options.cache.buffer_ratio = k;
   options.threads = 1;
-  const std::clock_t cpu = std::clock();
-  const auto start = std::chrono::steady_clock::now();
+  const Stopwatch clock;
   Timed t{sim::replay(source, options), 0, 0};
-  t.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  t.cpu_seconds = static_cast<double>(std::clock() - cpu) / CLOCKS_PER_SEC;
+  t.seconds = clock.wall_seconds();
+  t.cpu_seconds = clock.cpu_seconds();
   return t;
 }
 

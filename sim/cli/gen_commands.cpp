@@ -2,13 +2,12 @@
 
 #include <fmt/format.h>
 
-#include <chrono>
-#include <ctime>
-#include <fstream>
 #include <iostream>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/trace/reader.h"
+#include "sim/cli/stopwatch.h"
 #include "traces/gen/generator.h"
 #include "traces/stats/stats.h"
 
@@ -140,10 +139,8 @@ int trace_stats(const Args& args) {
   }
   std::cout << collector->to_text();
   if (vm->count("json")) {
-    const std::string path = (*vm)["json"].as<std::string>();
-    std::ofstream out(path);
-    if (!out) throw InputError(fmt::format("{}: cannot write the JSON statistics", path));
-    out << collector->to_json().dump(2) << "\n";
+    write_file_atomically((*vm)["json"].as<std::string>(), collector->to_json().dump(2) + "\n",
+                          "the JSON statistics");
   }
   return 0;
 }
@@ -173,8 +170,7 @@ int bench_gen(const Args& args) {
     uint64_t selections = 0;
     // CPU time of this (single-threaded) process, so that other load on the machine does not
     // count against the generator.
-    const std::clock_t cpu_start = std::clock();
-    const auto start = std::chrono::steady_clock::now();
+    const Stopwatch clock;
     for (uint32_t l = 0; l < config.model.layers; ++l) {
       const auto stream = generator.open_layer(0, l);
       while (stream->next()) {
@@ -183,9 +179,8 @@ int bench_gen(const Args& args) {
         }
       }
     }
-    const double cpu = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
-    const double wall =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double cpu = clock.cpu_seconds();
+    const double wall = clock.wall_seconds();
     std::cout << fmt::format("{:<11} {:>14} {:>9.3f} {:>9.3f} {:>13.1f}\n", spec.name, selections,
                              wall, cpu, static_cast<double>(selections) / cpu / 1e6);
   }

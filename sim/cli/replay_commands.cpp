@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/trace/file_source.h"
 #include "sim/cli/config_commands.h"
@@ -83,13 +84,7 @@ void print_table(const sim::ReplayResult& r, std::ostream& out) {
 }
 
 void write_json(const nlohmann::ordered_json& j, const std::filesystem::path& path) {
-  const std::filesystem::path tmp = path.string() + ".partial";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f << j.dump(2) << "\n";
-    if (!f.flush()) throw InputError(fmt::format("cannot write {}", path.string()));
-  }
-  std::filesystem::rename(tmp, path);
+  write_file_atomically(path, j.dump(2) + "\n", "the replay results");
 }
 
 int replay_command(const Args& args) {
