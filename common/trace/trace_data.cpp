@@ -3,7 +3,8 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
-#include "common/trace/reader.h"
+#include "common/trace/file_source.h"
+#include "common/trace/memory_source.h"
 
 namespace spin::trace {
 
@@ -62,24 +63,8 @@ void write_trace(const TraceData& data, const std::filesystem::path& path,
 }
 
 TraceData read_all(const std::filesystem::path& path) {
-  const TraceReader reader(path);
-  TraceData data;
-  data.header = reader.header();
-  const uint32_t heads = data.header.model.kv_heads;
-  for (size_t i = 0; i < reader.requests().size(); ++i) {
-    RequestData& r = data.requests.emplace_back();
-    r.info = reader.requests()[i];
-    for (uint32_t layer = 0; layer < data.header.model.layers; ++layer) {
-      LayerCursor c = reader.open_layer(i, layer);
-      for (uint32_t head = 0; head < heads; ++head) {
-        if (const PartitionMap* m = c.partition_map(head)) r.maps.push_back(*m);
-      }
-      while (c.next()) {
-        for (uint32_t head = 0; head < heads; ++head) r.append(c.selection(head));
-      }
-    }
-  }
-  return data;
+  const FileSource source(path);
+  return materialize(source, 0, source.requests().size());
 }
 
 }  // namespace spin::trace
