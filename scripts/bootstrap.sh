@@ -33,9 +33,19 @@ if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 
 BUILD_DIR=${BUILD_DIR:-build}
+# Meson's and ninja's output goes to a log; on failure its end is shown, so an error is never hidden.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+run_logged() {
+  if ! "$@" >"$log" 2>&1; then
+    echo "bootstrap: '$*' failed; the end of its output:" >&2
+    tail -n 60 "$log" >&2
+    exit 1
+  fi
+}
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   # shellcheck disable=SC2086
-  meson setup "$BUILD_DIR" ${MESON_ARGS:-} >/dev/null
+  run_logged meson setup "$BUILD_DIR" ${MESON_ARGS:-}
 fi
-ninja -C "$BUILD_DIR" >/dev/null
+run_logged ninja -C "$BUILD_DIR"
 echo "bootstrap: built $BUILD_DIR/spin" >&2
