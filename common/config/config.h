@@ -22,6 +22,7 @@
 #include "common/config/model.h"
 #include "common/config/schema.h"
 #include "common/policy/cache_config.h"
+#include "common/serving/serving_config.h"
 
 namespace spin::config {
 
@@ -42,6 +43,7 @@ struct Config {
   HardwareConfig hardware;
   TraceConfig trace;
   policy::CacheConfig cache;
+  serving::ServingConfig serving;
 
   template <class V>
   void visit(V& v) {
@@ -51,6 +53,7 @@ struct Config {
             "the GPU machine: a preset name (spin --list hardware) or its keys");
     v.field("trace", trace, "the attention-access trace the run replays");
     v.field("cache", cache, "the HBM page cache: replacement policy, pools, buffer ratio");
+    v.field("serving", serving, "the served system (mode) and the scheduler's batching limits");
   }
 };
 

@@ -56,6 +56,11 @@ struct HardwareConfig {
   double pcie_d2h_gbps = 0;
   double pcie_latency_us = 0;
   double host_memory_gib = 0;
+  double gemm_efficiency = 0;
+  double hbm_efficiency = 0;
+  double prefill_attention_efficiency = 0;
+  double kernel_launch_us = 0;
+  double cpu_roundtrip_us = 0;
   TransferConfig transfer;
 
   template <class V>
@@ -79,6 +84,23 @@ struct HardwareConfig {
     v.field("host_memory_gib", host_memory_gib,
             "host DRAM for this GPU's KV: the node's DRAM divided by its GPUs, GiB",
             required().above(0));
+    v.field("gemm_efficiency", gemm_efficiency,
+            "share of bf16_dense_tflops that the model's GEMMs reach when compute-bound",
+            required().above(0).at_most(1));
+    v.field("hbm_efficiency", hbm_efficiency,
+            "share of hbm_bandwidth_gbps that bandwidth-bound kernels (decode attention, weight "
+            "streaming, selection) reach",
+            required().above(0).at_most(1));
+    v.field("prefill_attention_efficiency", prefill_attention_efficiency,
+            "share of bf16_dense_tflops that causal prefill attention reaches",
+            required().above(0).at_most(1));
+    v.field("kernel_launch_us", kernel_launch_us,
+            "fixed cost of one kernel on the critical path (launch and tail), microseconds",
+            required().at_least(0));
+    v.field("cpu_roundtrip_us", cpu_roundtrip_us,
+            "a GPU to CPU to GPU control round trip (synchronise, decide on the host, launch), "
+            "microseconds",
+            required().at_least(0));
     v.field("transfer", transfer, "scattered page fetches host to HBM, by page size");
   }
 

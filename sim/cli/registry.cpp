@@ -5,6 +5,7 @@
 #include "sim/cli/config_commands.h"
 #include "sim/cli/gen_commands.h"
 #include "sim/cli/replay_commands.h"
+#include "sim/cli/sim_commands.h"
 #include "sim/cli/trace_commands.h"
 #include "spin_build_config.h"
 
@@ -19,6 +20,7 @@ void register_commands(Registry& registry) {
   register_config_commands(registry);
   register_gen_commands(registry);
   register_replay_commands(registry);
+  register_sim_commands(registry);
   register_trace_commands(registry);
 #if SPIN_HAVE_CUDA
   exec::register_device_commands(registry);

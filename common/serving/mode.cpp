@@ -1,0 +1,121 @@
+#include "common/serving/mode.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <array>
+#include <vector>
+
+#include "common/error.h"
+
+namespace spin::serving {
+namespace {
+
+constexpr std::array<std::string_view, 5> kAlgorithms = {"shadowkv", "retroinfer", "seer", "quest",
+                                                         "token"};
+
+struct KindName {
+  ModeKind kind;
+  ModeInfo info;
+  bool needs_algorithm;
+};
+
+constexpr std::array<KindName, 6> kKinds = {{
+    {ModeKind::kDense,
+     {"dense", "vLLM-like: all KV in HBM, full attention, preemption by recompute"},
+     false},
+    {ModeKind::kDenseOffload,
+     {"dense-offload", "as dense, but a preempted request's KV is swapped to host and back"},
+     false},
+    {ModeKind::kSparseOriginal,
+     {"sparse-original:<algo>",
+      "the algorithm's original system: its KV home, fetch path and cache (docs/simulator.md)"},
+     true},
+    {ModeKind::kSpin,
+     {"spin:<algo>",
+      "KV on host, per-request HBM page cache (cache section), one gather kernel per layer"},
+     true},
+    {ModeKind::kOracle,
+     {"oracle:<algo>", "as spin, with the Belady cache (the policy bound)"},
+     true},
+    {ModeKind::kIdeal,
+     {"ideal:<algo>", "as oracle, with transfers that take no time (the envelope)"},
+     true},
+}};
+
+std::string_view kind_word(const KindName& k) {
+  const std::string_view n = k.info.name;
+  return n.substr(0, n.find(':'));
+}
+
+}  // namespace
+
+bool Mode::kv_on_host() const {
+  switch (kind) {
+    case ModeKind::kDense:
+    case ModeKind::kDenseOffload:
+      return false;
+    case ModeKind::kSparseOriginal:
+      return algorithm == "shadowkv" || algorithm == "retroinfer";
+    case ModeKind::kSpin:
+    case ModeKind::kOracle:
+    case ModeKind::kIdeal:
+      return true;
+  }
+  return true;
+}
+
+std::string Mode::name() const {
+  for (const KindName& k : kKinds) {
+    if (k.kind == kind)
+      return algorithm.empty() ? std::string(kind_word(k))
+                               : fmt::format("{}:{}", kind_word(k), algorithm);
+  }
+  throw InvariantError("mode: a ModeKind has no name");
+}
+
+Mode parse_mode(std::string_view text) {
+  const size_t colon = text.find(':');
+  const std::string_view word = text.substr(0, colon);
+  const std::string_view algorithm =
+      colon == std::string_view::npos ? std::string_view{} : text.substr(colon + 1);
+  for (const KindName& k : kKinds) {
+    if (kind_word(k) != word) continue;
+    if (!k.needs_algorithm) {
+      if (colon != std::string_view::npos)
+        throw InputError(fmt::format("mode '{}': {} takes no algorithm", text, word));
+      return {k.kind, {}};
+    }
+    for (std::string_view a : kAlgorithms) {
+      if (a == algorithm) return {k.kind, std::string(a)};
+    }
+    throw InputError(fmt::format("mode '{}': expected {}:<algo> with <algo> one of {}", text, word,
+                                 fmt::join(kAlgorithms, ", ")));
+  }
+  std::vector<std::string_view> names;
+  for (const KindName& k : kKinds) names.push_back(k.info.name);
+  throw InputError(
+      fmt::format("mode '{}': unknown; expected one of {}", text, fmt::join(names, ", ")));
+}
+
+bool is_mode(std::string_view text) {
+  try {
+    parse_mode(text);
+    return true;
+  } catch (const InputError&) {
+    return false;
+  }
+}
+
+std::span<const std::string_view> mode_algorithms() { return kAlgorithms; }
+
+std::span<const ModeInfo> mode_kinds() {
+  static const std::array<ModeInfo, kKinds.size()> infos = [] {
+    std::array<ModeInfo, kKinds.size()> a{};
+    for (size_t i = 0; i < kKinds.size(); ++i) a[i] = kKinds[i].info;
+    return a;
+  }();
+  return infos;
+}
+
+}  // namespace spin::serving

@@ -1,0 +1,181 @@
+#include "sim/cli/sim_commands.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "common/serving/mode.h"
+#include "common/trace/file_source.h"
+#include "common/version.h"
+#include "sim/cli/config_commands.h"
+#include "sim/sim_outputs.h"
+#include "sim/simulator.h"
+#include "sim/trace_match.h"
+
+namespace po = boost::program_options;
+
+namespace spin::cli {
+namespace {
+
+// XXH64 of a file's bytes, as 16 hex digits (the provenance's trace hash).
+std::string file_hash(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(fmt::format("cannot read '{}'", path.string()));
+  XXH64_state_t* state = XXH64_createState();
+  XXH64_reset(state, 0);
+  std::vector<char> buffer(1 << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    XXH64_update(state, buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  const XXH64_hash_t h = XXH64_digest(state);
+  XXH64_freeState(state);
+  return fmt::format("{:016x}", h);
+}
+
+std::string hostname() {
+  char name[256] = {};
+  return gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("unknown");
+}
+
+void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
+  const auto& ttft = s["ttft_s"];
+  const auto& tpot = s["tpot_s"];
+  out << fmt::format(
+      "mode {}: {} of {} requests finished ({} rejected, {} truncated) in {:.3f} s simulated\n"
+      "throughput   {:.1f} output tokens/s, {:.3f} requests/s\n"
+      "TTFT         mean {:.3f} s, p50 {:.3f}, p90 {:.3f}, p99 {:.3f}\n"
+      "TPOT         mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f}\n"
+      "batch        mean {:.2f}, max {} decoding requests over {} iterations; {} preemptions\n"
+      "cache        hit ratio {:.4f}; PCIe {:.3f} GB host to HBM ({:.0f} B per output token), "
+      "{:.3f} GB back\n"
+      "HBM          weights {:.1f} GiB, KV pool {:.1f} GiB, peak KV use {:.2f} GiB; page tables "
+      "{:.1f} MiB two-level vs {:.1f} MiB flat at that peak\n",
+      s["mode"].get<std::string>(), s["requests_finished"].get<uint64_t>(),
+      s["requests"].get<uint64_t>(), s["requests_rejected"].get<uint64_t>(),
+      s["requests_truncated"].get<uint64_t>(), s["duration_s"].get<double>(),
+      s["throughput_tokens_per_s"].get<double>(), s["throughput_requests_per_s"].get<double>(),
+      ttft["mean"].get<double>(), ttft["p50"].get<double>(), ttft["p90"].get<double>(),
+      ttft["p99"].get<double>(), tpot["mean"].get<double>() * 1e3, tpot["p50"].get<double>() * 1e3,
+      tpot["p90"].get<double>() * 1e3, tpot["p99"].get<double>() * 1e3,
+      s["batch_mean"].get<double>(), s["batch_max"].get<uint32_t>(),
+      s["iterations"].get<uint64_t>(), s["preemptions"].get<uint64_t>(),
+      s["hit_ratio"].get<double>(), s["pcie_h2d_bytes"].get<double>() * 1e-9,
+      s["h2d_bytes_per_output_token"].get<double>(), s["pcie_d2h_bytes"].get<double>() * 1e-9,
+      s["hbm"]["weights_bytes"].get<double>() / (1ull << 30),
+      s["hbm"]["kv_pool_bytes"].get<double>() / (1ull << 30),
+      s["hbm"]["kv_used_peak_bytes"].get<double>() / (1ull << 30),
+      s["metadata"]["two_level_peak_bytes"].get<double>() / (1 << 20),
+      s["metadata"]["flat_table_bytes_at_peak"].get<double>() / (1 << 20));
+}
+
+int sim_command(const Args& args) {
+  po::options_description options("Options");
+  po::positional_options_description positional;
+  add_config_options(options, positional);
+  options.add_options()("trace", po::value<std::string>()->value_name("FILE"),
+                        "trace file (.spt) to replay: --set trace.path=FILE")(
+      "mode", po::value<std::string>()->value_name("MODE"),
+      "served system, e.g. dense or spin:shadowkv: --set serving.mode=MODE (spin --list modes)")(
+      "out", po::value<std::string>()->value_name("DIR"),
+      "write resolved_config.yaml, provenance.json, summary.json, requests.csv, timeline.json "
+      "(and steps.csv with --steps) into DIR (created if missing)")(
+      "steps", po::bool_switch(), "also write steps.csv: one row per iteration")(
+      "no-timeline", po::bool_switch(), "do not write timeline.json")(
+      "timeline-layers", po::value<uint32_t>()->default_value(8)->value_name("N"),
+      "per-layer spans and PCIe counters in timeline.json for the first N iterations")(
+      "threads",
+      po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
+      "worker threads for the policy steps of a batch (outputs do not depend on it)")(
+      "json", po::bool_switch(), "print summary.json instead of the text summary");
+  const auto vm = parse_options(
+      args, "sim", "[CONFIG] [--trace FILE] [--set KEY=VALUE]... [--out DIR] [options]",
+      "Simulates a serving system replaying a trace on a modelled GPU: continuous batching with\n"
+      "chunked prefill, admission by the mode's memory rule, preemption, the policy core on every\n"
+      "decode step, and a cost model of GEMMs, attention, selection and PCIe transfers (shared\n"
+      "fairly when concurrent). Prints throughput, TTFT, TPOT, batch size, hit ratio, PCIe bytes\n"
+      "and memory; --out DIR keeps every output (docs/simulator.md). CONFIG defaults to the\n"
+      "built-in configs/default.yaml; spin config keys lists the serving and hardware keys.",
+      options, positional);
+  if (!vm) return 0;
+
+  po::variables_map with_sets = *vm;
+  std::vector<std::string> sets =
+      vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  if (vm->count("mode")) sets.push_back("serving.mode=" + (*vm)["mode"].as<std::string>());
+  if (vm->count("trace")) sets.push_back("trace.path=" + (*vm)["trace"].as<std::string>());
+  with_sets.erase("set");
+  with_sets.emplace("set", po::variable_value(sets, false));
+  const config::Config cfg = config_from_options(with_sets);
+
+  const trace::FileSource source(cfg.trace.path);
+  sim::check_trace_matches_model(cfg.trace.path.string(), source.header().model, cfg.model);
+
+  sim::SimOptions so;
+  so.threads = (*vm)["threads"].as<unsigned>();
+  so.keep_iterations = (*vm)["steps"].as<bool>();
+  so.timeline = vm->count("out") && !(*vm)["no-timeline"].as<bool>();
+  so.timeline_layer_iterations = (*vm)["timeline-layers"].as<uint32_t>();
+  const bool tty = isatty(STDERR_FILENO);
+  so.progress = [&](double t, size_t done, size_t total) {
+    if (tty)
+      std::cerr << fmt::format("\rsim: {:.1f} s simulated, {}/{} requests", t, done, total)
+                << std::flush;
+  };
+  const sim::SimResult result = sim::simulate(cfg, source, so);
+  if (tty && result.iteration_count >= 256) std::cerr << "\n";
+  const nlohmann::ordered_json summary = sim::summary_json(result);
+
+  if (vm->count("out")) {
+    const std::filesystem::path dir = (*vm)["out"].as<std::string>();
+    std::filesystem::create_directories(dir);
+    config::write_resolved_config(cfg, dir / "resolved_config.yaml");
+    const nlohmann::ordered_json provenance = {{"program", "spin"},
+                                               {"version", std::string(version())},
+                                               {"git_commit", std::string(git_commit())},
+                                               {"trace", cfg.trace.path.string()},
+                                               {"trace_xxh64", file_hash(cfg.trace.path)},
+                                               {"seed", cfg.seed},
+                                               {"host", hostname()}};
+    write_file_atomically(dir / "provenance.json", provenance.dump(2) + "\n", "the provenance");
+    write_file_atomically(dir / "summary.json", summary.dump(2) + "\n", "the summary");
+    write_file_atomically(dir / "requests.csv", sim::requests_csv(result), "the request table");
+    if (so.keep_iterations)
+      write_file_atomically(dir / "steps.csv", sim::steps_csv(result), "the step table");
+    if (so.timeline)
+      write_file_atomically(dir / "timeline.json", result.timeline_json, "the timeline");
+  }
+  if ((*vm)["json"].as<bool>()) {
+    std::cout << summary.dump(2) << "\n";
+  } else {
+    print_summary(summary, std::cout);
+  }
+  return 0;
+}
+
+std::vector<std::pair<std::string, std::string>> list_modes() {
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const serving::ModeInfo& m : serving::mode_kinds())
+    entries.emplace_back(std::string(m.name), std::string(m.description));
+  return entries;
+}
+
+}  // namespace
+
+void register_sim_commands(Registry& registry) {
+  registry.add(Command{"sim",
+                       "simulate serving a trace on a modelled GPU: throughput, TTFT, TPOT, "
+                       "batch, hit ratio, PCIe bytes",
+                       sim_command});
+  registry.add(ListFamily{"modes", "served systems a simulation compares (config key serving.mode)",
+                          list_modes});
+}
+
+}  // namespace spin::cli

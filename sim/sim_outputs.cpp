@@ -1,0 +1,120 @@
+#include "sim/sim_outputs.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace spin::sim {
+
+Distribution distribution(std::vector<double> values) {
+  Distribution d;
+  d.count = values.size();
+  if (values.empty()) return d;
+  std::sort(values.begin(), values.end());
+  double sum = 0;
+  for (double v : values) sum += v;
+  d.mean = sum / static_cast<double>(values.size());
+  const auto rank = [&](double p) {
+    const auto k = static_cast<std::size_t>(std::ceil(p * static_cast<double>(values.size())));
+    return values[std::clamp<std::size_t>(k, 1, values.size()) - 1];
+  };
+  d.p50 = rank(0.50);
+  d.p90 = rank(0.90);
+  d.p99 = rank(0.99);
+  d.max = values.back();
+  return d;
+}
+
+namespace {
+
+nlohmann::ordered_json to_json(const Distribution& d) {
+  return {{"mean", d.mean}, {"p50", d.p50}, {"p90", d.p90}, {"p99", d.p99}, {"max", d.max}};
+}
+
+}  // namespace
+
+nlohmann::ordered_json summary_json(const SimResult& r) {
+  std::vector<double> ttft, tpot;
+  std::uint64_t tokens = 0, done = 0, rejected = 0, truncated = 0;
+  for (const RequestRecord& q : r.requests) {
+    truncated += q.truncated;
+    if (q.rejected) {
+      ++rejected;
+      continue;
+    }
+    ++done;
+    tokens += q.output_tokens;
+    ttft.push_back(q.ttft_s());
+    if (q.output_tokens > 1) tpot.push_back(q.tpot_s());
+  }
+  const double seconds = static_cast<double>(r.end_ns) * 1e-9;
+  const policy::PolicyStats& p = r.policy_total;
+  return {
+      {"mode", r.mode},
+      {"requests", r.requests.size()},
+      {"requests_finished", done},
+      {"requests_rejected", rejected},
+      {"requests_truncated", truncated},
+      {"output_tokens", tokens},
+      {"duration_s", seconds},
+      {"throughput_tokens_per_s", seconds > 0 ? static_cast<double>(tokens) / seconds : 0.0},
+      {"throughput_requests_per_s", seconds > 0 ? static_cast<double>(done) / seconds : 0.0},
+      {"ttft_s", to_json(distribution(ttft))},
+      {"tpot_s", to_json(distribution(tpot))},
+      {"iterations", r.iteration_count},
+      {"batch_mean", r.batch_time_weighted_mean},
+      {"batch_max", r.batch_max},
+      {"preemptions", r.preemptions},
+      {"hit_ratio", p.hit_ratio()},
+      {"policy",
+       {{"accesses", p.accesses},
+        {"hits", p.hits},
+        {"misses", p.misses},
+        {"bypassed", p.bypassed},
+        {"victims", p.victims}}},
+      {"pcie_h2d_bytes", r.h2d_bytes},
+      {"pcie_d2h_bytes", r.d2h_bytes},
+      {"h2d_bytes_per_output_token", tokens ? r.h2d_bytes / static_cast<double>(tokens) : 0.0},
+      {"hbm",
+       {{"weights_bytes", r.weight_bytes},
+        {"kv_pool_bytes", r.kv_pool_bytes},
+        {"kv_used_peak_bytes", r.kv_used_peak_bytes},
+        {"page_bytes", r.page_bytes}}},
+      {"metadata",
+       {{"two_level_peak_bytes", r.metadata_peak_bytes},
+        {"flat_table_bytes_at_peak", r.metadata_flat_bytes}}},
+  };
+}
+
+std::string requests_csv(const SimResult& r) {
+  std::string out =
+      "id,arrival_s,prompt_tokens,output_tokens,truncated,rejected,admitted_s,first_token_s,"
+      "finish_s,ttft_s,tpot_s,preemptions,accesses,hits,misses,hit_ratio\n";
+  for (const RequestRecord& q : r.requests) {
+    const auto s = [](TimeNs t) { return static_cast<double>(t) * 1e-9; };
+    out += fmt::format(
+        "{},{:.9f},{},{},{},{},{:.9f},{:.9f},{:.9f},{:.9f},{:.9f},{},{},{},{},{:.6f}\n", q.trace_id,
+        s(q.arrival_ns), q.prompt_tokens, q.output_tokens, int{q.truncated}, int{q.rejected},
+        s(q.admitted_ns), q.rejected ? 0.0 : s(q.first_token_ns), q.rejected ? 0.0 : s(q.finish_ns),
+        q.rejected ? 0.0 : q.ttft_s(), q.rejected ? 0.0 : q.tpot_s(), q.preemptions,
+        q.policy.accesses, q.policy.hits, q.policy.misses, q.policy.hit_ratio());
+  }
+  return out;
+}
+
+std::string steps_csv(const SimResult& r) {
+  std::string out =
+      "iteration,start_s,end_s,decodes,prefill_tokens,preempted,kv_used_bytes,fetched_bytes,hits,"
+      "misses\n";
+  for (std::size_t i = 0; i < r.iterations.size(); ++i) {
+    const IterationRecord& it = r.iterations[i];
+    out += fmt::format("{},{:.9f},{:.9f},{},{},{},{},{},{},{}\n", i,
+                       static_cast<double>(it.start_ns) * 1e-9,
+                       static_cast<double>(it.end_ns) * 1e-9, it.decodes, it.prefill_tokens,
+                       it.preempted, it.kv_used_bytes, it.fetched_bytes, it.hits, it.misses);
+  }
+  return out;
+}
+
+}  // namespace spin::sim

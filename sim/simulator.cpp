@@ -1,0 +1,719 @@
+#include "sim/simulator.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "common/error.h"
+#include "common/policy/budget.h"
+#include "common/policy/partition.h"
+#include "common/serving/scheduler.h"
+#include "sim/cost_model.h"
+#include "sim/des/link.h"
+#include "sim/parallel.h"
+#include "sim/request_policy.h"
+
+namespace spin::sim {
+namespace {
+
+using serving::ModeKind;
+
+// Kernels of one layer on the critical path: QKV GEMM, RoPE and KV write, attention, O GEMM,
+// gate-up GEMM, activation, down GEMM. Sparse modes add scoring, top-k and the residency kernel
+// (the gather kernel's launch is the fetch's latency).
+constexpr unsigned kDenseKernelsPerLayer = 7;
+constexpr unsigned kSparseExtraKernels = 3;
+// After the layers: final norm, LM head, sampling.
+constexpr unsigned kTailKernels = 3;
+// vLLM's KV block: dense modes allocate HBM in blocks of this many tokens.
+constexpr std::uint32_t kDenseBlockTokens = 16;
+// ShadowKV keeps a rank-160 pre-RoPE K per layer on the GPU (spin-paper.md, "Originals").
+constexpr std::uint32_t kShadowKvRank = 160;
+// RetroInfer's GPU cluster cache is 5% of the context for a 1.8% budget: k = 5/1.8 - 1
+// (locality-and-transfer.md, "Default cache sizes in practice").
+constexpr double kRetroInferBufferRatio = 5.0 / 1.8 - 1.0;
+
+enum class Fetch { kNone, kGather, kPerPageCopy, kFree };
+
+// What a mode does (docs/simulator.md, "Modes").
+struct Mechanics {
+  bool host_kv = false;  // KV on host, an HBM page cache (else all KV in HBM)
+  bool sparse = false;   // attention over the selected pages (needs the trace's selections)
+  Fetch fetch = Fetch::kNone;
+  bool cpu_roundtrip_per_layer = false;       // a host decision on every layer's critical path
+  double fetch_fraction = 1.0;                // share of a missed page's bytes that is fetched
+  double gpu_bytes_per_token_layer = 0;       // extra per-token HBM state (ShadowKV's low-rank K)
+  double extra_flops_per_selected_token = 0;  // per layer (ShadowKV rebuilds K from low rank)
+  policy::CacheConfig cache;
+  bool recompute = true;  // preemption recomputes (else swaps, or drops a host-KV cache)
+};
+
+Mechanics mechanics_of(const serving::Mode& mode, const config::Config& cfg) {
+  Mechanics m;
+  m.cache = cfg.cache;
+  m.sparse = mode.sparse();
+  const config::ModelConfig& model = cfg.model;
+  switch (mode.kind) {
+    case ModeKind::kDense:
+    case ModeKind::kDenseOffload:
+      m.recompute = mode.kind == ModeKind::kDense;
+      break;
+    case ModeKind::kSpin:
+      m.host_kv = true;
+      m.fetch = Fetch::kGather;
+      break;
+    case ModeKind::kOracle:
+    case ModeKind::kIdeal:
+      m.host_kv = true;
+      m.fetch = mode.kind == ModeKind::kIdeal ? Fetch::kFree : Fetch::kGather;
+      m.cache.policy = "belady";
+      break;
+    case ModeKind::kSparseOriginal:
+      if (mode.algorithm == "shadowkv") {
+        // V on host, fetched by ShadowKV's own gather kernel; the previous step's chunks reused.
+        m.host_kv = true;
+        m.fetch = Fetch::kGather;
+        m.fetch_fraction = 0.5;
+        m.gpu_bytes_per_token_layer = double{kShadowKvRank} * model.dtype_bytes();
+        m.extra_flops_per_selected_token =
+            2.0 * kShadowKvRank * model.kv_heads * static_cast<double>(model.head_dim);
+        m.cache.policy = "prev-step";
+        m.cache.buffer_ratio = 0;
+      } else if (mode.algorithm == "retroinfer") {
+        // A CPU-managed cluster cache: a host round trip per layer, one copy per missed page.
+        m.host_kv = true;
+        m.fetch = Fetch::kPerPageCopy;
+        m.cpu_roundtrip_per_layer = true;
+        m.cache.policy = "lru";
+        m.cache.buffer_ratio = kRetroInferBufferRatio;
+      }
+      // seer, quest, token: GPU-only originals, all KV in HBM.
+      break;
+  }
+  if (cfg.serving.preemption == serving::Preemption::kRecompute) m.recompute = true;
+  if (cfg.serving.preemption == serving::Preemption::kSwap) m.recompute = false;
+  if (m.host_kv)
+    m.recompute = false;  // the KV is on host already: a preempted request only
+                          // loses its cache
+  return m;
+}
+
+std::uint64_t ceil_div(std::uint64_t a, std::uint64_t b) { return (a + b - 1) / b; }
+
+// All KV in HBM, allocated in blocks as the context grows (vLLM).
+class DenseMemory final : public serving::MemoryRule {
+ public:
+  DenseMemory(std::uint64_t capacity_bytes, double bytes_per_token)
+      : capacity_(capacity_bytes), per_token_(bytes_per_token) {}
+
+  std::uint64_t need(std::uint64_t tokens) const {
+    return static_cast<std::uint64_t>(std::ceil(
+        static_cast<double>(ceil_div(tokens, kDenseBlockTokens) * kDenseBlockTokens) * per_token_));
+  }
+  bool fits_alone(const serving::RequestState& r) const override {
+    return need(std::uint64_t{r.prompt_tokens} + r.tokens) <= capacity_;
+  }
+  bool admit(const serving::RequestState& r) override {
+    const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
+    return take(r.id, need(resume ? r.context_tokens() : r.prefill_target));
+  }
+  bool grow(const serving::RequestState& r, std::uint32_t context_tokens) override {
+    return take(r.id, need(context_tokens));
+  }
+  void release(const serving::RequestState& r) override {
+    used_ -= held_[r.id];
+    held_.erase(r.id);
+  }
+  std::uint64_t used() const { return used_; }
+
+ private:
+  bool take(std::uint64_t id, std::uint64_t total) {
+    std::uint64_t& held = held_[id];
+    if (total <= held) return true;
+    if (used_ + (total - held) > capacity_) return false;
+    used_ += total - held;
+    held = total;
+    return true;
+  }
+  std::uint64_t capacity_;
+  double per_token_;
+  std::uint64_t used_ = 0;
+  std::map<std::uint64_t, std::uint64_t> held_;
+};
+
+// KV on host; each request holds its cache (budgets.h), static region and summaries, and while
+// it prefills, its prompt's KV.
+class HostKvMemory final : public serving::MemoryRule {
+ public:
+  using Footprint = std::function<policy::RequestFootprint(std::uint64_t id, std::uint32_t ctx)>;
+  HostKvMemory(const policy::BudgetParams& params, std::uint64_t pool_pages, Footprint footprint,
+               std::uint32_t page_tokens, std::uint64_t streams)
+      : budgets_(params, pool_pages),
+        footprint_(std::move(footprint)),
+        page_tokens_(page_tokens),
+        streams_(streams) {}
+
+  policy::RequestFootprint prefill_footprint(const serving::RequestState& r) const {
+    policy::RequestFootprint f = footprint_(r.id, r.prefill_target);
+    f.static_pages += ceil_div(r.prefill_target, page_tokens_) * streams_;
+    return f;
+  }
+  bool fits_alone(const serving::RequestState& r) const override {
+    serving::RequestState end = r;
+    end.prefill_target = r.prompt_tokens + r.tokens;
+    const policy::RequestFootprint f = prefill_footprint(end);
+    return budgets_.admission_pages(f) <= budgets_.hbm_pages();
+  }
+  bool admit(const serving::RequestState& r) override {
+    const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
+    const policy::RequestFootprint f =
+        resume ? footprint_(r.id, r.context_tokens()) : prefill_footprint(r);
+    if (!budgets_.can_admit(f)) return false;
+    budgets_.admit(r.id, f);
+    budgets_.rebalance();
+    return true;
+  }
+  bool grow(const serving::RequestState& r, std::uint32_t context_tokens) override {
+    const bool ok = budgets_.update(r.id, footprint_(r.id, context_tokens));
+    if (ok) budgets_.rebalance();
+    return ok;
+  }
+  void release(const serving::RequestState& r) override {
+    budgets_.release(r.id);
+    budgets_.rebalance();
+  }
+  std::uint64_t cache_pages(std::uint64_t id) const { return budgets_.cache_pages(id); }
+  std::uint64_t used_pages() const { return budgets_.used_pages(); }
+
+ private:
+  policy::BudgetManager budgets_;
+  Footprint footprint_;
+  std::uint64_t page_tokens_;
+  std::uint64_t streams_;
+};
+
+// Chrome trace events (Perfetto opens them): spans on lanes, and counters.
+class Timeline {
+ public:
+  void span(std::string_view lane, std::string_view name, TimeNs begin, TimeNs end,
+            std::string_view args = {}) {
+    add(fmt::format(R"({{"name":"{}","ph":"X","pid":0,"tid":{},"ts":{},"dur":{}{}}})", name,
+                    lane_id(lane), us(begin), us(end - begin),
+                    args.empty() ? "" : fmt::format(R"(,"args":{{{}}})", args)));
+  }
+  void counter(std::string_view name, TimeNs at, std::string_view key, double value) {
+    add(fmt::format(R"({{"name":"{}","ph":"C","pid":0,"ts":{},"args":{{"{}":{:.6g}}}}})", name,
+                    us(at), key, value));
+  }
+  std::string finish() {
+    std::string lanes;
+    for (std::size_t i = 0; i < lanes_.size(); ++i) {
+      lanes += fmt::format(
+          R"({{"name":"thread_name","ph":"M","pid":0,"tid":{},"args":{{"name":"{}"}}}},)", i,
+          lanes_[i]);
+    }
+    return fmt::format("{{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n{}{}\n]}}\n", lanes, body_);
+  }
+
+ private:
+  static std::string us(TimeNs ns) { return fmt::format("{}.{:03}", ns / 1000, ns % 1000); }
+  std::size_t lane_id(std::string_view lane) {
+    const auto it = std::find(lanes_.begin(), lanes_.end(), lane);
+    if (it != lanes_.end()) return static_cast<std::size_t>(it - lanes_.begin());
+    lanes_.emplace_back(lane);
+    return lanes_.size() - 1;
+  }
+  void add(const std::string& event) {
+    if (!body_.empty()) body_ += ",\n";
+    body_ += event;
+  }
+  std::vector<std::string> lanes_;
+  std::string body_;
+};
+
+TimeNs ns(double t) { return static_cast<TimeNs>(std::llround(std::max(0.0, t))); }
+
+class Simulation {
+ public:
+  Simulation(const config::Config& cfg, const trace::TraceSource& source, const SimOptions& opt)
+      : cfg_(cfg),
+        source_(source),
+        opt_(opt),
+        mode_(cfg.serving.parsed_mode()),
+        mech_(mechanics_of(mode_, cfg)),
+        cost_(cfg.model, cfg.hardware),
+        h2d_(events_, cfg.hardware.pcie_h2d_gbps),
+        d2h_(events_, cfg.hardware.pcie_d2h_gbps),
+        pool_(opt.threads) {
+    validate();
+    setup_memory();
+    setup_requests();
+    if (opt_.timeline) {
+      h2d_.set_utilisation_hook([this](TimeNs t, double u) { link_counter("PCIe H2D", t, u); });
+      d2h_.set_utilisation_hook([this](TimeNs t, double u) { link_counter("PCIe D2H", t, u); });
+    }
+  }
+
+  SimResult run() {
+    events_.schedule(0, [this] { start_iteration(); });
+    while (events_.step()) {
+    }
+    if (!scheduler_->done())
+      throw InvariantError("simulator: the event queue ran dry with requests unfinished");
+    return finish();
+  }
+
+ private:
+  struct Work {  // one policy step of one request in this iteration
+    std::uint64_t id;
+    std::uint32_t step;
+    bool warm;  // the prompt's KV is still in HBM: misses move no bytes
+  };
+
+  void validate() {
+    result_.mode = mode_.name();
+    if (!mode_.sparse()) return;
+    const auto& algs = source_.header().algorithms;
+    for (std::size_t r = 0; r < source_.requests().size(); ++r) {
+      const trace::AlgorithmInfo& a = source_.algorithm_of(r);
+      if (a.name != mode_.algorithm) {
+        std::vector<std::string> names;
+        for (const auto& x : algs) names.push_back(x.name);
+        throw InputError(fmt::format(
+            "serving.mode is {} but trace request {} was recorded with algorithm '{}' (the "
+            "trace's algorithms: {}); choose a mode with one of them",
+            mode_.name(), source_.requests()[r].id, a.name, fmt::join(names, ", ")));
+      }
+    }
+  }
+
+  void setup_memory() {
+    result_.weight_bytes = cost_.weight_bytes();
+    const double usable =
+        cfg_.serving.gpu_memory_utilization * static_cast<double>(cfg_.hardware.hbm_bytes());
+    if (usable <= static_cast<double>(result_.weight_bytes)) {
+      throw InputError(fmt::format(
+          "the model's weights ({:.1f} GiB) do not fit in hardware.hbm_gib × "
+          "serving.gpu_memory_utilization ({:.1f} GiB)",
+          static_cast<double>(result_.weight_bytes) / (1ull << 30), usable / (1ull << 30)));
+    }
+    result_.kv_pool_bytes = static_cast<std::uint64_t>(usable) - result_.weight_bytes;
+    const config::ModelConfig& model = cfg_.model;
+    if (mode_.sparse()) {
+      const trace::AlgorithmInfo& a = source_.algorithm_of(0);
+      page_tokens_ = a.page_tokens;
+      result_.page_bytes = model.page_bytes(page_tokens_);
+      summary_per_token_layer_ = summary_bytes_per_token(mode_.algorithm, model) * model.kv_heads +
+                                 mech_.gpu_bytes_per_token_layer;
+    }
+    streams_ = std::uint64_t{model.layers} * model.kv_heads;
+    if (mech_.host_kv) {
+      policy::BudgetParams params;
+      params.k_min = std::min(cfg_.serving.min_buffer_ratio, mech_.cache.buffer_ratio);
+      params.k_max = mech_.cache.buffer_ratio;
+      params.watermark = cfg_.serving.free_watermark;
+      host_memory_ = std::make_unique<HostKvMemory>(
+          params, result_.kv_pool_bytes / result_.page_bytes,
+          [this](std::uint64_t id, std::uint32_t ctx) {
+            return sizing(id).footprint(ctx, summary_pages(ctx));
+          },
+          page_tokens_, streams_);
+      memory_ = host_memory_.get();
+    } else {
+      const double per_token =
+          static_cast<double>(cost_.kv_bytes_per_token_layer()) * model.layers +
+          summary_per_token_layer_ * model.layers;
+      dense_memory_ = std::make_unique<DenseMemory>(result_.kv_pool_bytes, per_token);
+      memory_ = dense_memory_.get();
+    }
+  }
+
+  std::uint64_t summary_pages(std::uint32_t ctx) const {
+    const double bytes = summary_per_token_layer_ * cfg_.model.layers * ctx;
+    return static_cast<std::uint64_t>(std::ceil(bytes / static_cast<double>(result_.page_bytes)));
+  }
+
+  const RequestSizing& sizing(std::uint64_t id) {
+    auto& s = sizings_[id];
+    if (!s) s = std::make_unique<RequestSizing>(source_, id, mech_.cache);
+    return *s;
+  }
+
+  void setup_requests() {
+    const auto infos = source_.requests();
+    std::vector<serving::RequestState> states;
+    result_.requests.resize(infos.size());
+    sizings_.resize(infos.size());
+    policies_.resize(infos.size());
+    for (std::size_t i = 0; i < infos.size(); ++i) {
+      const trace::RequestInfo& info = infos[i];
+      RequestRecord& rec = result_.requests[i];
+      rec.trace_id = info.id;
+      rec.arrival_ns = info.arrival_us * 1000;
+      rec.prompt_tokens = info.prompt_tokens;
+      rec.output_tokens =
+          std::max<std::uint32_t>(1, std::min(info.output_tokens, info.decode_steps));
+      rec.truncated = info.decode_steps < info.output_tokens;
+      serving::RequestState s;
+      s.id = i;
+      s.arrival_ns = rec.arrival_ns;
+      s.prompt_tokens = info.prompt_tokens;
+      s.tokens = rec.output_tokens;
+      states.push_back(s);
+    }
+    serving::SchedulerLimits limits{cfg_.serving.max_batch_requests, cfg_.serving.max_batch_tokens,
+                                    mech_.recompute};
+    scheduler_ = std::make_unique<serving::Scheduler>(std::move(states), limits, *memory_);
+    result_.policy_layers.assign(cfg_.model.layers, {});
+  }
+
+  std::uint64_t kv_used_bytes() const {
+    return host_memory_ ? host_memory_->used_pages() * result_.page_bytes : dense_memory_->used();
+  }
+
+  RequestPolicy& policy(std::uint64_t id) {
+    auto& p = policies_[id];
+    if (!p) {
+      p = std::make_unique<RequestPolicy>(source_, id, mech_.cache, false);
+      const std::uint32_t resume_step = scheduler_->request(id).generated;
+      if (resume_step > 0) p->skip_to(resume_step);
+    }
+    return *p;
+  }
+
+  bool layer_detail() const { return opt_.timeline && iteration_ < opt_.timeline_layer_iterations; }
+  void link_counter(std::string_view name, TimeNs t, double u) {
+    if (layer_detail()) timeline_.counter(name, t, "utilisation", u);
+  }
+
+  void start_iteration() {
+    const TimeNs now = events_.now();
+    plan_ = scheduler_->plan(now);
+    for (std::uint64_t id : plan_.rejected) result_.requests[id].rejected = true;
+    for (std::uint64_t id : plan_.preempted) preempted(id);
+    if (plan_.empty() && plan_.resumed.empty()) {
+      if (scheduler_->done()) return;
+      const TimeNs next = scheduler_->next_arrival();
+      if (next == std::numeric_limits<TimeNs>::max())
+        throw InvariantError("simulator: requests wait but nothing runs and none arrive");
+      events_.schedule(std::max(next, now), [this] { start_iteration(); });
+      return;
+    }
+    iteration_start_ = now;
+    kv_used_at_start_ = kv_used_bytes();
+    result_.kv_used_peak_bytes = std::max(result_.kv_used_peak_bytes, kv_used_at_start_);
+    run_policies();
+    // A swapped-out request's KV comes back before the iteration (vLLM swaps in synchronously).
+    double swap_in = 0;
+    for (std::uint64_t id : plan_.resumed) {
+      if (!mech_.host_kv)
+        swap_in += static_cast<double>(scheduler_->request(id).context_tokens()) *
+                   static_cast<double>(cost_.kv_bytes_per_token_layer()) * cfg_.model.layers;
+    }
+    // An iteration that only swaps requests back in runs no layers.
+    auto layers = [this] { plan_.empty() ? end_iteration() : start_layer(0); };
+    if (swap_in > 0) {
+      h2d_.start(swap_in, cfg_.hardware.pcie_h2d_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3),
+                 layers);
+    } else {
+      layers();
+    }
+  }
+
+  void preempted(std::uint64_t id) {
+    ++result_.preemptions;
+    ++result_.requests[id].preemptions;
+    ++preempted_this_iteration_;
+    policies_[id].reset();                     // a resumed request starts with a cold cache
+    if (!mech_.host_kv && !mech_.recompute) {  // swap the KV out, in the background
+      const double bytes = static_cast<double>(scheduler_->request(id).context_tokens()) *
+                           static_cast<double>(cost_.kv_bytes_per_token_layer()) *
+                           cfg_.model.layers;
+      d2h_.start(bytes, cfg_.hardware.pcie_d2h_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3),
+                 [] {});
+    }
+  }
+
+  // Steps the policy core of every request that attends this iteration, on the worker threads.
+  void run_policies() {
+    work_.clear();
+    for (const serving::PrefillChunk& c : plan_.prefills) {
+      if (c.last) work_.push_back({c.id, scheduler_->request(c.id).generated, true});
+    }
+    for (std::uint64_t id : plan_.decodes)
+      work_.push_back({id, scheduler_->request(id).generated, false});
+    const std::size_t layers = cfg_.model.layers;
+    layer_selected_.assign(layers, 0);
+    layer_miss_bytes_.assign(layers, 0);
+    layer_dense_bytes_.assign(layers, 0);
+    iteration_hits_ = iteration_misses_ = 0;
+    double dense_bytes = 0;
+    static_pages_ = 0;
+    summary_bytes_ = 0;
+    selected_tokens_ = 0;
+    for (const Work& w : work_) {
+      if (w.warm) continue;  // the prompt's last position attends inside prefill attention
+      const std::uint32_t ctx = scheduler_->request(w.id).prompt_tokens + w.step;
+      dense_bytes +=
+          static_cast<double>(ctx) * static_cast<double>(cost_.kv_bytes_per_token_layer());
+      summary_bytes_ += summary_per_token_layer_ * ctx;
+      if (mode_.sparse())
+        static_pages_ +=
+            std::uint64_t{cfg_.model.kv_heads} *
+            policy::static_page_count(sizing(w.id).spec.static_region, page_tokens_, ctx);
+    }
+    std::fill(layer_dense_bytes_.begin(), layer_dense_bytes_.end(), dense_bytes);
+    if (!mode_.sparse()) return;
+
+    // Policy objects are created here (they open the trace), then stepped in parallel.
+    std::vector<RequestPolicy*> policies;
+    std::vector<std::uint64_t> caches;
+    for (const Work& w : work_) {
+      policies.push_back(&policy(w.id));
+      const std::uint32_t ctx = scheduler_->request(w.id).prompt_tokens + w.step;
+      caches.push_back(host_memory_
+                           ? host_memory_->cache_pages(w.id)
+                           : policies.back()->cache_pages_at(ctx, mech_.cache.buffer_ratio));
+    }
+    pool_.run(work_.size(), [&](std::size_t i) {
+      if (work_[i].step < source_.requests()[work_[i].id].decode_steps)
+        policies[i]->step(work_[i].step, caches[i]);
+    });
+    for (std::size_t i = 0; i < work_.size(); ++i) {
+      const Work& w = work_[i];
+      if (w.step >= source_.requests()[w.id].decode_steps) continue;
+      RequestRecord& rec = result_.requests[w.id];
+      const auto step_layers = policies[i]->step_layers();
+      for (std::size_t l = 0; l < layers; ++l) {
+        const policy::PolicyStats& s = step_layers[l];
+        if (!w.warm) layer_selected_[l] += s.accesses;
+        if (!w.warm) layer_miss_bytes_[l] += static_cast<double>(s.misses) * result_.page_bytes;
+        result_.policy_layers[l] += s;
+      }
+      const policy::PolicyStats& t = policies[i]->step_total();
+      rec.policy += t;
+      result_.policy_total += t;
+      iteration_hits_ += t.hits;
+      iteration_misses_ += t.misses;
+      if (!w.warm) selected_tokens_ += static_cast<double>(t.accesses) * page_tokens_;
+    }
+    metadata_sample();
+  }
+
+  void metadata_sample() {
+    std::uint64_t two_level = 0, flat = 0;
+    for (const auto& p : policies_) {
+      if (!p) continue;
+      const policy::MetadataBytes m = p->peak_metadata();
+      two_level += m.two_level();
+      flat += m.flat_page_table;
+    }
+    if (two_level > result_.metadata_peak_bytes) {
+      result_.metadata_peak_bytes = two_level;
+      result_.metadata_flat_bytes = flat;
+    }
+  }
+
+  std::uint64_t batch_tokens() const { return plan_.tokens(); }
+
+  void start_layer(std::uint32_t layer) {
+    const TimeNs now = events_.now();
+    double a = cost_.layer_gemm_ns(batch_tokens()) + cost_.launch_ns(kDenseKernelsPerLayer - 1);
+    if (mode_.sparse() && !plan_.decodes.empty()) {
+      a += cost_.hbm_ns(summary_bytes_) + cost_.launch_ns(kSparseExtraKernels);
+      if (mech_.cpu_roundtrip_per_layer) a += cost_.cpu_roundtrip_ns();
+    }
+    const TimeNs a_end = now + ns(a);
+    if (layer_detail())
+      timeline_.span("compute", fmt::format("L{} gemm+select", layer), now, a_end);
+    events_.schedule(a_end, [this, layer] { after_select(layer); });
+  }
+
+  void after_select(std::uint32_t layer) {
+    const TimeNs now = events_.now();
+    pending_ = 2;
+    // Page fetches for the decoding requests, on the H2D link.
+    const double bytes = layer_miss_bytes_[layer] * mech_.fetch_fraction;
+    if (bytes > 0 && (mech_.fetch == Fetch::kGather || mech_.fetch == Fetch::kPerPageCopy)) {
+      const double rate = mech_.fetch == Fetch::kGather
+                              ? cost_.gather_gbps(result_.page_bytes)
+                              : cost_.per_page_copy_gbps(result_.page_bytes);
+      const TimeNs latency = ns(
+          mech_.fetch == Fetch::kGather ? cost_.launch_ns(1) : cfg_.hardware.pcie_latency_us * 1e3);
+      iteration_fetched_ += static_cast<std::uint64_t>(bytes);
+      h2d_.start(bytes, rate, latency, [this, layer, now] {
+        if (layer_detail())
+          timeline_.span("copy H2D", fmt::format("L{} fetch", layer), now, events_.now());
+        join(layer);
+      });
+    } else {
+      events_.schedule(now, [this, layer] { join(layer); });
+    }
+    // Prefill attention of the chunks runs meanwhile on the compute stream.
+    double p = 0;
+    for (const serving::PrefillChunk& c : plan_.prefills)
+      p += cost_.prefill_attention_ns(c.tokens, c.start);
+    const TimeNs p_end = now + ns(p);
+    if (p > 0 && layer_detail())
+      timeline_.span("compute", fmt::format("L{} prefill attn", layer), now, p_end);
+    events_.schedule(p_end, [this, layer] { join(layer); });
+  }
+
+  void join(std::uint32_t layer) {
+    if (--pending_ > 0) return;
+    const TimeNs now = events_.now();
+    double b = cost_.launch_ns(1);
+    if (!plan_.decodes.empty()) {
+      const double attn_bytes =
+          mode_.sparse() ? (static_cast<double>(layer_selected_[layer] + static_pages_)) *
+                               static_cast<double>(result_.page_bytes)
+                         : layer_dense_bytes_[layer];
+      b += cost_.hbm_ns(attn_bytes);
+      if (mech_.extra_flops_per_selected_token > 0)
+        b += selected_tokens_ / cfg_.model.layers * mech_.extra_flops_per_selected_token /
+             (cfg_.hardware.bf16_dense_tflops * 1e3 * cfg_.hardware.gemm_efficiency);
+    }
+    const TimeNs b_end = now + ns(b);
+    if (layer_detail())
+      timeline_.span("compute", fmt::format("L{} attention+mlp", layer), now, b_end);
+    events_.schedule(b_end, [this, layer] {
+      if (layer + 1 < cfg_.model.layers) {
+        start_layer(layer + 1);
+      } else {
+        tail();
+      }
+    });
+  }
+
+  void tail() {
+    std::uint64_t emitting = plan_.decodes.size();
+    for (const serving::PrefillChunk& c : plan_.prefills) emitting += c.last ? 1 : 0;
+    const double t = (emitting ? cost_.lm_head_ns(emitting) : 0) + cost_.launch_ns(kTailKernels);
+    events_.schedule(events_.now() + ns(t), [this] { end_iteration(); });
+  }
+
+  void end_iteration() {
+    const TimeNs now = events_.now();
+    // New KV to host: a finished prompt, and every page a decoding request just filled.
+    if (mech_.host_kv) {
+      double bytes = 0;
+      for (const serving::PrefillChunk& c : plan_.prefills) {
+        if (c.last)
+          bytes += static_cast<double>(scheduler_->request(c.id).prefill_target) *
+                   static_cast<double>(cost_.kv_bytes_per_token_layer()) * cfg_.model.layers;
+      }
+      for (std::uint64_t id : plan_.decodes) {
+        if (scheduler_->request(id).context_tokens() % page_tokens_ == 0)
+          bytes += static_cast<double>(result_.page_bytes) * static_cast<double>(streams_);
+      }
+      if (bytes > 0)
+        d2h_.start(bytes, cfg_.hardware.pcie_d2h_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3),
+                   [] {});
+    }
+    const std::vector<std::uint64_t> finished = scheduler_->complete(plan_, now);
+    for (std::uint64_t id : finished) policies_[id].reset();
+
+    const std::uint32_t decodes = static_cast<std::uint32_t>(plan_.decodes.size());
+    std::uint32_t prefill_tokens = 0;
+    for (const auto& c : plan_.prefills) prefill_tokens += c.tokens;
+    batch_weighted_ += static_cast<double>(decodes) * static_cast<double>(now - iteration_start_);
+    busy_ns_ += now - iteration_start_;
+    result_.batch_max = std::max(result_.batch_max, decodes);
+    if (opt_.timeline) {
+      timeline_.span("iteration", decodes ? "decode" : "prefill", iteration_start_, now,
+                     fmt::format(R"("decodes":{},"prefill_tokens":{},"fetched_bytes":{})", decodes,
+                                 prefill_tokens, iteration_fetched_));
+      timeline_.counter("HBM KV used", iteration_start_, "GiB",
+                        static_cast<double>(kv_used_at_start_) / (1ull << 30));
+      timeline_.counter("batch", iteration_start_, "decoding requests", decodes);
+    }
+    if (opt_.keep_iterations) {
+      result_.iterations.push_back({iteration_start_, now, decodes, prefill_tokens,
+                                    preempted_this_iteration_, kv_used_at_start_,
+                                    iteration_fetched_, iteration_hits_, iteration_misses_});
+    }
+    ++iteration_;
+    iteration_fetched_ = 0;
+    preempted_this_iteration_ = 0;
+    if (opt_.progress && iteration_ % 256 == 0) {
+      std::size_t done = 0;
+      for (const auto& r : scheduler_->requests())
+        done += r.phase == serving::Phase::kFinished || r.phase == serving::Phase::kRejected;
+      opt_.progress(static_cast<double>(now) * 1e-9, done, scheduler_->requests().size());
+    }
+    start_iteration();
+  }
+
+  SimResult finish() {
+    for (const serving::RequestState& s : scheduler_->requests()) {
+      RequestRecord& rec = result_.requests[s.id];
+      rec.admitted_ns = s.first_admitted_ns;
+      rec.first_token_ns = s.first_token_ns;
+      rec.finish_ns = s.finish_ns;
+      if (!rec.rejected) result_.end_ns = std::max(result_.end_ns, s.finish_ns);
+    }
+    result_.iteration_count = iteration_;
+    result_.batch_time_weighted_mean =
+        busy_ns_ ? batch_weighted_ / static_cast<double>(busy_ns_) : 0.0;
+    result_.h2d_bytes = h2d_.bytes_moved();
+    result_.d2h_bytes = d2h_.bytes_moved();
+    if (opt_.timeline) result_.timeline_json = timeline_.finish();
+    return std::move(result_);
+  }
+
+  const config::Config& cfg_;
+  const trace::TraceSource& source_;
+  SimOptions opt_;
+  serving::Mode mode_;
+  Mechanics mech_;
+  CostModel cost_;
+  EventQueue events_;
+  Link h2d_, d2h_;
+  ParallelFor pool_;
+  SimResult result_;
+  Timeline timeline_;
+
+  std::uint32_t page_tokens_ = 16;
+  std::uint64_t streams_ = 0;
+  double summary_per_token_layer_ = 0;
+  std::unique_ptr<DenseMemory> dense_memory_;
+  std::unique_ptr<HostKvMemory> host_memory_;
+  serving::MemoryRule* memory_ = nullptr;
+  std::unique_ptr<serving::Scheduler> scheduler_;
+  std::vector<std::unique_ptr<RequestSizing>> sizings_;
+  std::vector<std::unique_ptr<RequestPolicy>> policies_;
+
+  // The iteration in flight.
+  serving::IterationPlan plan_;
+  std::vector<Work> work_;
+  std::vector<std::uint64_t> layer_selected_;
+  std::vector<double> layer_miss_bytes_;
+  std::vector<double> layer_dense_bytes_;
+  std::uint64_t static_pages_ = 0;
+  double summary_bytes_ = 0;
+  double selected_tokens_ = 0;
+  int pending_ = 0;
+  TimeNs iteration_start_ = 0;
+  std::uint64_t kv_used_at_start_ = 0;
+  std::uint64_t iteration_fetched_ = 0;
+  std::uint64_t iteration_hits_ = 0, iteration_misses_ = 0;
+  std::uint32_t preempted_this_iteration_ = 0;
+  std::uint64_t iteration_ = 0;
+  double batch_weighted_ = 0;
+  TimeNs busy_ns_ = 0;
+};
+
+}  // namespace
+
+SimResult simulate(const config::Config& config, const trace::TraceSource& source,
+                   const SimOptions& options) {
+  if (source.requests().empty()) throw InputError("the trace has no requests to simulate");
+  return Simulation(config, source, options).run();
+}
+
+}  // namespace spin::sim

@@ -1,0 +1,144 @@
+// The continuous-batching scheduler against a simple token-counting memory rule.
+#include <catch2/catch.hpp>
+
+#include <map>
+
+#include "common/serving/scheduler.h"
+
+using namespace spin::serving;
+
+namespace {
+
+// Memory counted in tokens: a request holds its context (or prefill target) tokens.
+class TokenMemory : public MemoryRule {
+ public:
+  explicit TokenMemory(std::uint64_t capacity) : capacity_(capacity) {}
+  bool fits_alone(const RequestState& r) const override {
+    return r.prompt_tokens + r.tokens <= capacity_;
+  }
+  bool admit(const RequestState& r) override { return take(r.id, r.prefill_target); }
+  bool grow(const RequestState& r, std::uint32_t context) override { return take(r.id, context); }
+  void release(const RequestState& r) override {
+    used_ -= held_[r.id];
+    held_.erase(r.id);
+  }
+  std::uint64_t used() const { return used_; }
+
+ private:
+  bool take(std::uint64_t id, std::uint64_t n) {
+    std::uint64_t& h = held_[id];
+    if (n <= h) return true;
+    if (used_ + n - h > capacity_) return false;
+    used_ += n - h;
+    h = n;
+    return true;
+  }
+  std::uint64_t capacity_, used_ = 0;
+  std::map<std::uint64_t, std::uint64_t> held_;
+};
+
+RequestState request(std::uint64_t id, TimeNs arrival, std::uint32_t prompt, std::uint32_t tokens) {
+  RequestState r;
+  r.id = id;
+  r.arrival_ns = arrival;
+  r.prompt_tokens = prompt;
+  r.tokens = tokens;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("scheduler: chunked prefill, then one token per decode iteration", "[unit][serving]") {
+  TokenMemory memory(1000);
+  Scheduler s({request(0, 0, 250, 3)}, {8, 100, true}, memory);
+  std::vector<std::uint32_t> chunks;
+  TimeNs t = 0;
+  while (true) {
+    const IterationPlan p = s.plan(t);
+    REQUIRE_FALSE(p.empty());
+    REQUIRE(p.tokens() <= 100);
+    for (const auto& c : p.prefills) chunks.push_back(c.tokens);
+    s.complete(p, ++t);
+    if (s.request(0).generated > 0) break;
+  }
+  CHECK(chunks == std::vector<std::uint32_t>{100, 100, 50});
+  CHECK(s.request(0).first_token_ns == 3);  // the last chunk emits the first token
+  IterationPlan p = s.plan(t);
+  CHECK(p.decodes == std::vector<std::uint64_t>{0});
+  s.complete(p, ++t);
+  p = s.plan(t);
+  s.complete(p, ++t);
+  CHECK(s.request(0).phase == Phase::kFinished);
+  CHECK(s.request(0).finish_ns == 5);
+  CHECK(s.done());
+  CHECK(memory.used() == 0);
+}
+
+TEST_CASE("scheduler: arrivals wait for their time; FCFS admission blocks on memory",
+          "[unit][serving]") {
+  TokenMemory memory(300);
+  Scheduler s({request(0, 0, 200, 2), request(1, 5, 200, 2), request(2, 6, 50, 2)}, {8, 1000, true},
+              memory);
+  IterationPlan p = s.plan(0);
+  REQUIRE(p.prefills.size() == 1);  // request 1 has not arrived
+  CHECK(s.next_arrival() == 5);
+  s.complete(p, 10);
+  p = s.plan(10);
+  // Request 1 does not fit beside 0; request 2 would, but must not overtake it.
+  CHECK(p.decodes == std::vector<std::uint64_t>{0});
+  CHECK(p.prefills.empty());
+  s.complete(p, 11);  // request 0 finishes and frees its memory
+  p = s.plan(11);
+  REQUIRE(p.prefills.size() == 2);
+  CHECK(p.prefills[0].id == 1);
+  CHECK(p.prefills[1].id == 2);
+}
+
+TEST_CASE("scheduler: out of memory preempts the newest request, which resumes first",
+          "[unit][serving]") {
+  TokenMemory memory(210);
+  Scheduler s({request(0, 0, 100, 50), request(1, 0, 100, 50)}, {8, 1000, true}, memory);
+  IterationPlan p = s.plan(0);
+  REQUIRE(p.prefills.size() == 2);
+  TimeNs t = 1;
+  s.complete(p, t);
+  std::uint64_t preempted = 0;
+  for (int i = 0; i < 20 && !preempted; ++i) {
+    p = s.plan(t);
+    if (!p.preempted.empty()) preempted = p.preempted.front() + 1;
+    s.complete(p, ++t);
+  }
+  REQUIRE(preempted == 2);  // request 1, admitted last
+  CHECK(s.request(1).preemptions == 1);
+  // Recompute: it prefills its prompt and the tokens it had generated.
+  CHECK(s.request(1).prefill_target > 100);
+  while (!s.done()) {
+    p = s.plan(t);
+    REQUIRE_FALSE(p.empty());
+    s.complete(p, ++t);
+  }
+  CHECK(s.request(0).finish_ns < s.request(1).finish_ns);
+  CHECK(memory.used() == 0);
+}
+
+TEST_CASE("scheduler: a request that can never fit is rejected, not retried forever",
+          "[unit][serving]") {
+  TokenMemory memory(100);
+  Scheduler s({request(0, 0, 500, 2), request(1, 0, 10, 2)}, {8, 1000, true}, memory);
+  const IterationPlan p = s.plan(0);
+  CHECK(p.rejected == std::vector<std::uint64_t>{0});
+  CHECK(s.request(0).phase == Phase::kRejected);
+  REQUIRE(p.prefills.size() == 1);
+  CHECK(p.prefills[0].id == 1);
+}
+
+TEST_CASE("scheduler: batch limits cap requests and tokens per iteration", "[unit][serving]") {
+  TokenMemory memory(100000);
+  std::vector<RequestState> rs;
+  for (std::uint64_t i = 0; i < 6; ++i) rs.push_back(request(i, 0, 10, 5));
+  Scheduler s(std::move(rs), {4, 25, true}, memory);
+  const IterationPlan p = s.plan(0);
+  CHECK(p.prefills.size() == 3);  // 10 + 10 + 5 tokens
+  CHECK(p.tokens() == 25);
+  CHECK_FALSE(p.prefills[2].last);
+}

@@ -1,0 +1,173 @@
+// The serving simulator end to end on the bundled sample trace (Qwen3-14B, ShadowKV, 4 requests
+// of 8192 prompt tokens and 64 decode steps): agreement with replay, determinism, the memory
+// rules of the modes, and its errors.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "common/config/config.h"
+#include "common/trace/file_source.h"
+#include "common/trace/memory_source.h"
+#include "sim/replay.h"
+#include "sim/sim_outputs.h"
+#include "sim/simulator.h"
+#include "tests/support.h"
+
+using spin::test::read_file;
+using spin::test::run_spin;
+using spin::test::source_path;
+
+namespace {
+
+spin::config::Config config(std::vector<std::string> sets = {}) {
+  sets.push_back("trace.path=" + source_path("traces/sample.spt").string());
+  return spin::config::default_config(sets);
+}
+
+// The sample trace with every request arriving at once, so they batch and compete for memory.
+spin::trace::MemorySource burst() {
+  spin::trace::TraceData data = spin::trace::read_all(source_path("traces/sample.spt"));
+  for (auto& r : data.requests) r.info.arrival_us = 0;
+  return spin::trace::MemorySource(std::move(data));
+}
+
+spin::sim::SimResult run(const spin::trace::TraceSource& source, const spin::config::Config& c,
+                         unsigned threads = 1) {
+  spin::sim::SimOptions o;
+  o.threads = threads;
+  o.keep_iterations = true;
+  return spin::sim::simulate(c, source, o);
+}
+
+}  // namespace
+
+TEST_CASE("simulator: hit counts agree exactly with replay for every cache policy", "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  for (const std::string policy : {"bucketed-lru", "lru", "belady"}) {
+    INFO(policy);
+    const spin::config::Config c = config({"cache.policy=" + policy});
+    spin::sim::ReplayOptions ro;
+    ro.cache = c.cache;
+    const spin::sim::ReplayResult replayed = spin::sim::replay(source, ro);
+    const spin::sim::SimResult simulated = run(source, c);
+    CHECK(simulated.policy_total.accesses == replayed.total.accesses);
+    CHECK(simulated.policy_total.hits == replayed.total.hits);
+    CHECK(simulated.policy_total.misses == replayed.total.misses);
+    CHECK(simulated.policy_total.victims == replayed.total.victims);
+    for (size_t l = 0; l < replayed.layers.size(); ++l)
+      CHECK(simulated.policy_layers[l].hits == replayed.layers[l].hits);
+    CHECK(simulated.batch_max == 4);
+  }
+}
+
+TEST_CASE("simulator: same inputs give byte-identical outputs, whatever the thread count",
+          "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  const spin::config::Config c = config();
+  spin::sim::SimOptions o;
+  o.keep_iterations = true;
+  o.threads = 1;
+  const spin::sim::SimResult a = spin::sim::simulate(c, source, o);
+  o.threads = 3;
+  const spin::sim::SimResult b = spin::sim::simulate(c, source, o);
+  CHECK(spin::sim::summary_json(a).dump() == spin::sim::summary_json(b).dump());
+  CHECK(spin::sim::requests_csv(a) == spin::sim::requests_csv(b));
+  CHECK(spin::sim::steps_csv(a) == spin::sim::steps_csv(b));
+  CHECK(a.timeline_json == b.timeline_json);
+  const auto timeline = nlohmann::json::parse(a.timeline_json);
+  CHECK(timeline["traceEvents"].size() > 100);
+}
+
+TEST_CASE("simulator: timing follows the cost model and the batch", "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  const spin::sim::SimResult r = run(source, config());
+  const auto s = spin::sim::summary_json(r);
+  CHECK(s["requests_finished"] == 4);
+  CHECK(s["output_tokens"] == 4 * 64);
+  // Every request's tokens come one per iteration after its first: TPOT is the decode
+  // iteration time, at least the weight streaming of one forward pass (27.5 GiB at 2981 GB/s).
+  const double weights_s = static_cast<double>(r.weight_bytes) / (3350e9 * 0.89);
+  CHECK(s["tpot_s"]["p50"].get<double>() > weights_s);
+  CHECK(s["tpot_s"]["p50"].get<double>() < 2 * weights_s);
+  for (const auto& q : r.requests) {
+    CHECK(q.first_token_ns > q.arrival_ns);
+    CHECK(q.finish_ns > q.first_token_ns);
+  }
+  // The iterations tile time without gaps while requests run.
+  for (size_t i = 1; i < r.iterations.size(); ++i)
+    CHECK(r.iterations[i].start_ns == r.iterations[i - 1].end_ns);
+  // Spin fetched misses over PCIe and offloaded the prompts' KV.
+  CHECK(r.h2d_bytes > 0);
+  CHECK(r.d2h_bytes >= 4.0 * 8192 * 163840);
+  // An ideal envelope (free transfers, Belady) is at least as fast as spin.
+  const auto ideal = spin::sim::summary_json(run(source, config({"serving.mode=ideal:shadowkv"})));
+  CHECK(ideal["duration_s"].get<double>() <= s["duration_s"].get<double>());
+  CHECK(ideal["hit_ratio"].get<double>() >= s["hit_ratio"].get<double>());
+}
+
+TEST_CASE("simulator: under memory pressure dense preempts while spin keeps the whole batch",
+          "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  // 27.5 GiB of weights; 30 GiB of HBM leaves ~2.5 GiB of KV: one 8K request fits densely
+  // (1.25 GiB), not four; spin needs only the working set.
+  const std::vector<std::string> small = {"hardware.hbm_gib=30",
+                                          "serving.gpu_memory_utilization=1"};
+  auto sets = small;
+  sets.push_back("serving.mode=dense");
+  const spin::sim::SimResult dense = run(source, config(sets));
+  sets.back() = "serving.mode=spin:shadowkv";
+  const spin::sim::SimResult spin_run = run(source, config(sets));
+  CHECK(dense.batch_max < 4);
+  CHECK(spin_run.batch_max == 4);
+  CHECK(spin_run.end_ns < dense.end_ns);
+  for (const auto& q : dense.requests) CHECK_FALSE(q.rejected);
+
+  // With swap (dense-offload) the preempted KV crosses PCIe both ways.
+  sets.back() = "serving.mode=dense-offload";
+  const spin::sim::SimResult offload = run(source, config(sets));
+  if (offload.preemptions > 0) CHECK(offload.d2h_bytes > 0);
+}
+
+TEST_CASE("simulator: a request that cannot fit is reported as rejected", "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  const spin::sim::SimResult r = run(
+      source,
+      config({"hardware.hbm_gib=28.5", "serving.gpu_memory_utilization=1", "serving.mode=dense"}));
+  const auto s = spin::sim::summary_json(r);
+  CHECK(s["requests_rejected"] == 4);
+  CHECK(s["requests_finished"] == 0);
+}
+
+TEST_CASE("simulator: config and trace disagreements are errors that say what disagrees",
+          "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  CHECK_THROWS_WITH(
+      run(source, config({"serving.mode=spin:seer"})),
+      Catch::Contains("serving.mode is spin:seer") && Catch::Contains("algorithm 'shadowkv'"));
+  CHECK_THROWS_WITH(run(source, config({"hardware.hbm_gib=20"})),
+                    Catch::Contains("weights") && Catch::Contains("do not fit"));
+  const auto bad = run_spin({"sim", "--mode", "spin:nonsense"});
+  CHECK(bad.status == 2);
+  CHECK(bad.err.find("serving.mode") != std::string::npos);
+}
+
+TEST_CASE("sim command: writes every output, and the summary matches the requests table",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  const auto r = run_spin({"sim", "--trace", source_path("traces/sample.spt").string(), "--out",
+                           (dir / "out").string(), "--steps", "--threads", "2"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("throughput") != std::string::npos);
+  for (const char* f : {"resolved_config.yaml", "provenance.json", "summary.json", "requests.csv",
+                        "steps.csv", "timeline.json"})
+    CHECK(std::filesystem::exists(dir / "out" / f));
+  const auto summary = nlohmann::json::parse(read_file(dir / "out" / "summary.json"));
+  const std::string csv = read_file(dir / "out" / "requests.csv");
+  CHECK(std::count(csv.begin(), csv.end(), '\n') == 1 + summary["requests"].get<int>());
+  const auto again = run_spin({"sim", "--trace", source_path("traces/sample.spt").string(), "--out",
+                               (dir / "again").string(), "--steps"});
+  for (const char* f : {"summary.json", "requests.csv", "steps.csv", "timeline.json"})
+    CHECK(read_file(dir / "out" / f) == read_file(dir / "again" / f));
+  const auto modes = run_spin({"--list", "modes"});
+  CHECK(modes.out.find("spin:<algo>") != std::string::npos);
+}
