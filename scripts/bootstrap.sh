@@ -13,7 +13,7 @@ PACKAGES=(
   meson ninja-build pkg-config g++ git
   libboost-program-options-dev libyaml-cpp-dev libeigen3-dev libfmt-dev nlohmann-json3-dev
   catch2 libzstd-dev libxxhash-dev clang-format
-  python3 python3-matplotlib
+  python3 python3-matplotlib python3-torch
 )
 
 missing=()

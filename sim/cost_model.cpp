@@ -35,8 +35,14 @@ double summary_bytes_per_token(std::string_view algorithm, const config::ModelCo
   throw InputError(fmt::format("no summary size for algorithm '{}'", algorithm));
 }
 
-CostModel::CostModel(const config::ModelConfig& model, const config::HardwareConfig& hardware)
-    : model_(model), hardware_(hardware) {
+CostModel::CostModel(const config::ModelConfig& model, const config::HardwareConfig& hardware,
+                     std::uint32_t tp)
+    : model_(model), hardware_(hardware), tp_(tp) {
+  if (tp == 0 || model.query_heads % tp != 0 || model.kv_heads % tp != 0) {
+    throw InputError(fmt::format(
+        "serving.tensor_parallel: {} GPUs cannot split {} query heads and {} KV heads evenly", tp,
+        model.query_heads, model.kv_heads));
+  }
   const std::uint64_t h = model.hidden_size, d = model.head_dim;
   const std::uint64_t qkv = h * (model.query_heads + 2ull * model.kv_heads) * d;
   const std::uint64_t o = std::uint64_t{model.query_heads} * d * h;
@@ -44,20 +50,28 @@ CostModel::CostModel(const config::ModelConfig& model, const config::HardwareCon
   layer_params_ = qkv + o + mlp;
 }
 
-std::uint64_t CostModel::weight_bytes() const {
+std::uint64_t CostModel::weight_bytes_per_gpu() const {
   const std::uint64_t embed = 2ull * model_.vocab_size * model_.hidden_size;  // input + LM head
-  return (layer_params_ * model_.layers + embed) * model_.dtype_bytes();
+  return (layer_params_ * model_.layers + embed) * model_.dtype_bytes() / tp_;
+}
+
+double CostModel::allreduce_ns(std::uint64_t tokens) const {
+  if (tp_ == 1) return 0;
+  const double bytes = static_cast<double>(tokens) * model_.hidden_size * model_.dtype_bytes();
+  const double ring = 2.0 * (tp_ - 1) / tp_ * bytes / hardware_.interconnect_gbps;
+  return 2 * (hardware_.allreduce_latency_us * 1e3 + ring);
 }
 
 double CostModel::layer_gemm_ns(std::uint64_t tokens) const {
-  const double flops = 2.0 * static_cast<double>(tokens) * static_cast<double>(layer_params_);
+  const double params = static_cast<double>(layer_params_) / tp_;
+  const double flops = 2.0 * static_cast<double>(tokens) * params;
   const double compute = flops / (hardware_.bf16_dense_tflops * 1e12 * hardware_.gemm_efficiency);
-  const double weights = static_cast<double>(layer_params_) * model_.dtype_bytes();
+  const double weights = params * model_.dtype_bytes();
   return std::max(compute * 1e9, hbm_ns(weights));
 }
 
 double CostModel::lm_head_ns(std::uint64_t tokens) const {
-  const double params = static_cast<double>(model_.vocab_size) * model_.hidden_size;
+  const double params = static_cast<double>(model_.vocab_size) * model_.hidden_size / tp_;
   const double flops = 2.0 * static_cast<double>(tokens) * params;
   const double compute = flops / (hardware_.bf16_dense_tflops * 1e12 * hardware_.gemm_efficiency);
   return std::max(compute * 1e9, hbm_ns(params * model_.dtype_bytes()));
@@ -71,7 +85,7 @@ double CostModel::prefill_attention_ns(std::uint64_t chunk, std::uint64_t prefix
   // QK^T and PV over the causal triangle: 4 · heads · head_dim FLOPs per (query, key) pair.
   const double pairs = static_cast<double>(chunk) *
                        (static_cast<double>(prefix) + (static_cast<double>(chunk) + 1) / 2);
-  const double flops = 4.0 * model_.query_heads * model_.head_dim * pairs;
+  const double flops = 4.0 * (model_.query_heads / tp_) * model_.head_dim * pairs;
   return flops / (hardware_.bf16_dense_tflops * 1e12 * hardware_.prefill_attention_efficiency) *
          1e9;
 }

@@ -8,6 +8,10 @@
 //   residency kernel's slot scan) take bytes / (hbm_bandwidth_gbps × hbm_efficiency).
 // - Causal prefill attention takes its FLOPs / (bf16_dense_tflops × prefill_attention_efficiency).
 // - Every kernel on the critical path adds kernel_launch_us.
+// - Tensor parallelism over `tp` GPUs splits every layer's heads and MLP columns: GEMM FLOPs and
+//   weight bytes, attention and prefill work divide by tp (the caller passes per-GPU bytes), and
+//   each layer adds two all-reduces of the batch's hidden states (ring: 2·(tp−1)/tp of the bytes
+//   over interconnect_gbps, plus allreduce_latency_us each).
 // - Scattered page fetches run at the transfer table's rate for the page size (gather kernel or
 //   one copy per page), interpolated linearly in log(page bytes), clamped at the ends.
 // Times are nanoseconds as doubles; the simulator rounds once per phase.
@@ -29,15 +33,21 @@ double summary_bytes_per_token(std::string_view algorithm, const config::ModelCo
 
 class CostModel {
  public:
-  CostModel(const config::ModelConfig& model, const config::HardwareConfig& hardware);
+  // Throws InputError unless tp divides the model's query and KV heads.
+  CostModel(const config::ModelConfig& model, const config::HardwareConfig& hardware,
+            std::uint32_t tp = 1);
 
   // Parameters of one transformer layer (attention projections and a gated MLP), and of the
   // whole model (layers, embedding and LM head).
   std::uint64_t layer_params() const { return layer_params_; }
-  std::uint64_t weight_bytes() const;
+  // Weights held by each GPU.
+  std::uint64_t weight_bytes_per_gpu() const;
+  std::uint32_t tp() const { return tp_; }
 
   // One layer's QKV, O and MLP GEMMs over `tokens` tokens of the batch.
   double layer_gemm_ns(std::uint64_t tokens) const;
+  // The two all-reduces of one layer over `tokens` tokens (0 without tensor parallelism).
+  double allreduce_ns(std::uint64_t tokens) const;
   // The LM head over `tokens` tokens that emit a token.
   double lm_head_ns(std::uint64_t tokens) const;
   // A bandwidth-bound kernel reading (and writing) `bytes` of HBM, without its launch.
@@ -63,6 +73,7 @@ class CostModel {
   config::ModelConfig model_;
   config::HardwareConfig hardware_;
   std::uint64_t layer_params_ = 0;
+  std::uint32_t tp_ = 1;
 };
 
 }  // namespace spin::sim

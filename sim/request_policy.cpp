@@ -76,21 +76,35 @@ std::uint64_t RequestSizing::cache_pages_at(std::uint32_t context_tokens, double
 }
 
 RequestPolicy::RequestPolicy(const trace::TraceSource& source, std::size_t request,
-                             const policy::CacheConfig& cache, bool decision_log)
+                             const policy::CacheConfig& cache, bool decision_log,
+                             std::vector<std::uint32_t> layers)
     : source_(source),
       request_(request),
       sizing_(source, request, cache),
+      trace_layers_(std::move(layers)),
       engine_({cache.segment_pages, decision_log}) {
-  cache_pages_ = sizing_.spec.cache_pages;
-  id_ = engine_.add_request(sizing_.spec);
+  const std::uint32_t all = sizing_.spec.model.layers;
+  if (trace_layers_.empty()) {
+    for (std::uint32_t l = 0; l < all; ++l) trace_layers_.push_back(l);
+  }
+  for (std::size_t i = 0; i < trace_layers_.size(); ++i) {
+    if (trace_layers_[i] >= all || (i > 0 && trace_layers_[i] <= trace_layers_[i - 1]))
+      throw InvariantError("request policy: sampled layers must be ascending trace layers");
+  }
+  const auto layers_run = static_cast<std::uint32_t>(trace_layers_.size());
+  policy::RequestSpec spec = sizing_.spec;
+  spec.model.layers = layers_run;
+  // The sampled pools keep their share of the cache (split_pages divides it by streams).
+  spec.cache_pages = sizing_.spec.cache_pages * layers_run / all;
+  cache_pages_ = spec.cache_pages;
+  id_ = engine_.add_request(spec);
   if (policy::policy_registry().info(cache.policy).needs_future) load_futures();
-  const std::uint32_t layers = sizing_.spec.model.layers;
-  for (std::uint32_t layer = 0; layer < layers; ++layer)
+  for (std::uint32_t layer : trace_layers_)
     streams_by_layer_.push_back(source.open_layer(request, layer));
-  clusters_ =
-      std::make_unique<Clusters>(Clusters{std::vector<std::uint32_t>(sizing_.streams, 0), {}});
-  before_.assign(layers, {});
-  step_layers_.assign(layers, {});
+  clusters_ = std::make_unique<Clusters>(Clusters{
+      std::vector<std::uint32_t>(std::size_t{layers_run} * sizing_.spec.model.kv_heads, 0), {}});
+  before_.assign(layers_run, {});
+  step_layers_.assign(layers_run, {});
 }
 
 RequestPolicy::~RequestPolicy() = default;
@@ -99,12 +113,12 @@ RequestPolicy::~RequestPolicy() = default;
 void RequestPolicy::load_futures() {
   const trace::RequestInfo& info = source_.requests()[request_];
   const policy::ModelShape& model = sizing_.spec.model;
-  for (std::uint32_t layer = 0; layer < model.layers; ++layer) {
+  for (std::uint32_t layer = 0; layer < trace_layers_.size(); ++layer) {
     std::vector<policy::StreamFuture> futures(model.kv_heads);
     std::vector<policy::PartitionMap> maps(model.kv_heads,
                                            policy::PartitionMap(sizing_.spec.geometry));
     Clusters clusters{std::vector<std::uint32_t>(model.kv_heads, 0), {}};
-    auto stream = source_.open_layer(request_, layer);
+    auto stream = source_.open_layer(request_, trace_layers_[layer]);
     while (stream->next()) {
       const std::uint32_t step = stream->step();
       const std::uint32_t context = info.prompt_tokens + step;
@@ -135,14 +149,16 @@ void RequestPolicy::step(std::uint32_t step, std::uint64_t cache_pages) {
                                      info.id, step, steps_done_, info.decode_steps));
   }
   const std::uint32_t context = info.prompt_tokens + step;
+  // The request's cache, less the share of the layers not run.
+  cache_pages = cache_pages * trace_layers_.size() / sizing_.spec.model.layers;
   if (cache_pages != cache_pages_) engine_.set_cache_pages(id_, cache_pages_ = cache_pages);
   engine_.begin_step(id_, step, context);
   const policy::ModelShape& model = sizing_.spec.model;
-  for (std::uint32_t layer = 0; layer < model.layers; ++layer) {
+  for (std::uint32_t layer = 0; layer < trace_layers_.size(); ++layer) {
     trace::StepStream& stream = *streams_by_layer_[layer];
     if (!stream.next() || stream.step() != step) {
       throw InvariantError(fmt::format("trace source: request {} layer {} did not yield step {}",
-                                       info.id, layer, step));
+                                       info.id, trace_layers_[layer], step));
     }
     for (std::uint32_t head = 0; head < model.kv_heads; ++head) {
       if (sizing_.variable) {

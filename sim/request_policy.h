@@ -1,6 +1,6 @@
-// One request's policy core over its trace steps: the driver that `spin replay` and the
-// simulator share, so the two make the same decisions (and report the same hit counts) by
-// construction.
+// One request's policy core over its trace steps (or a sample of its layers): the driver that `spin
+// replay` and the simulator share, so the two make the same decisions (and report the same hit
+// counts) by construction.
 //
 // It owns an Engine with the request alone in it (a request's pools never share slots with
 // another request's), the request's layer streams from the trace source and, for variable
@@ -45,8 +45,12 @@ struct RequestSizing {
 
 class RequestPolicy {
  public:
+  // `layers`: the trace layers to run, ascending (stream sampling: the others are never read);
+  // empty runs them all. Engine layers, step_layers() and layers() are indexed by position in
+  // `layers`.
   RequestPolicy(const trace::TraceSource& source, std::size_t request,
-                const policy::CacheConfig& cache, bool decision_log);
+                const policy::CacheConfig& cache, bool decision_log,
+                std::vector<std::uint32_t> layers = {});
   ~RequestPolicy();
   RequestPolicy(const RequestPolicy&) = delete;
   RequestPolicy& operator=(const RequestPolicy&) = delete;
@@ -56,7 +60,8 @@ class RequestPolicy {
     return sizing_.cache_pages_at(context_tokens, k);
   }
 
-  // Runs trace step `step` (the next one) with the request's cache at `cache_pages`.
+  // Runs trace step `step` (the next one) with the request's cache at `cache_pages` (for all its
+  // layers; a sample runs with its share).
   void step(std::uint32_t step, std::uint64_t cache_pages);
   // Skips the trace up to `step` (> steps_done()) without running the policy: a request that
   // resumes after a preemption with a cold cache. The trace's streams are read and discarded.
@@ -66,6 +71,7 @@ class RequestPolicy {
   const policy::PolicyStats& step_total() const { return step_total_; }
 
   std::uint32_t steps_done() const { return steps_done_; }
+  std::span<const std::uint32_t> trace_layers() const { return trace_layers_; }
   std::span<const policy::PolicyStats> layers() const;
   const policy::PolicyStats& total() const;
   policy::MetadataBytes peak_metadata() const;
@@ -79,6 +85,7 @@ class RequestPolicy {
   const trace::TraceSource& source_;
   std::size_t request_;
   RequestSizing sizing_;
+  std::vector<std::uint32_t> trace_layers_;  // engine layer i runs trace layer trace_layers_[i]
   policy::Engine engine_;
   policy::RequestId id_ = 0;
   std::uint64_t cache_pages_ = 0;

@@ -52,6 +52,7 @@ nlohmann::ordered_json summary_json(const SimResult& r) {
   const policy::PolicyStats& p = r.policy_total;
   return {
       {"mode", r.mode},
+      {"stream_sampling", r.sampling},
       {"requests", r.requests.size()},
       {"requests_finished", done},
       {"requests_rejected", rejected},

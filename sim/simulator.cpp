@@ -236,6 +236,23 @@ class Timeline {
   std::string body_;
 };
 
+// Counts of a sample scaled to what they stand for (rounded).
+policy::PolicyStats scaled(const policy::PolicyStats& s, double f) {
+  const auto r = [f](std::uint64_t v) {
+    return static_cast<std::uint64_t>(std::llround(static_cast<double>(v) * f));
+  };
+  policy::PolicyStats o;
+  o.steps = r(s.steps);
+  o.accesses = r(s.accesses);
+  o.hits = r(s.hits);
+  o.misses = o.accesses - std::min(o.accesses, o.hits);
+  o.bypassed = r(s.bypassed);
+  o.static_accesses = r(s.static_accesses);
+  o.victims = r(s.victims);
+  o.fetched_bytes = r(s.fetched_bytes);
+  return o;
+}
+
 TimeNs ns(double t) { return static_cast<TimeNs>(std::llround(std::max(0.0, t))); }
 
 class Simulation {
@@ -246,7 +263,8 @@ class Simulation {
         opt_(opt),
         mode_(cfg.serving.parsed_mode()),
         mech_(mechanics_of(mode_, cfg)),
-        cost_(cfg.model, cfg.hardware),
+        cost_(cfg.model, cfg.hardware, cfg.serving.tensor_parallel),
+        share_(1.0 / cfg.serving.tensor_parallel),
         h2d_(events_, cfg.hardware.pcie_h2d_gbps),
         d2h_(events_, cfg.hardware.pcie_d2h_gbps),
         pool_(opt.threads) {
@@ -277,7 +295,13 @@ class Simulation {
 
   void validate() {
     result_.mode = mode_.name();
+    result_.sampling = cfg_.sim.stream_sampling;
     if (!mode_.sparse()) return;
+    if (result_.sampling < 1 && mech_.cache.pool_scope == policy::PoolScope::kRequest) {
+      throw InputError(
+          "sim.stream_sampling < 1 samples layers, whose pools must stay whole: it needs "
+          "cache.pool_scope request-layer or stream, not request");
+    }
     const auto& algs = source_.header().algorithms;
     for (std::size_t r = 0; r < source_.requests().size(); ++r) {
       const trace::AlgorithmInfo& a = source_.algorithm_of(r);
@@ -293,16 +317,18 @@ class Simulation {
   }
 
   void setup_memory() {
-    result_.weight_bytes = cost_.weight_bytes();
+    result_.weight_bytes = cost_.weight_bytes_per_gpu();
     const double usable =
         cfg_.serving.gpu_memory_utilization * static_cast<double>(cfg_.hardware.hbm_bytes());
     if (usable <= static_cast<double>(result_.weight_bytes)) {
       throw InputError(fmt::format(
-          "the model's weights ({:.1f} GiB) do not fit in hardware.hbm_gib × "
+          "the model's weights ({:.1f} GiB per GPU) do not fit in hardware.hbm_gib × "
           "serving.gpu_memory_utilization ({:.1f} GiB)",
           static_cast<double>(result_.weight_bytes) / (1ull << 30), usable / (1ull << 30)));
     }
-    result_.kv_pool_bytes = static_cast<std::uint64_t>(usable) - result_.weight_bytes;
+    // Pages hold every KV head of a stream's layer; the pool is the sum over the GPUs.
+    result_.kv_pool_bytes =
+        (static_cast<std::uint64_t>(usable) - result_.weight_bytes) * cfg_.serving.tensor_parallel;
     const config::ModelConfig& model = cfg_.model;
     if (mode_.sparse()) {
       const trace::AlgorithmInfo& a = source_.algorithm_of(0);
@@ -376,10 +402,31 @@ class Simulation {
     return host_memory_ ? host_memory_->used_pages() * result_.page_bytes : dense_memory_->used();
   }
 
+  // Stream sampling: a seeded choice of max(1, round(layers × rate)) layers per request.
+  std::vector<std::uint32_t> sampled_layers(std::uint64_t id) const {
+    const std::uint32_t layers = cfg_.model.layers;
+    if (result_.sampling >= 1) return {};
+    const auto k = static_cast<std::uint32_t>(
+        std::clamp<long long>(std::llround(layers * result_.sampling), 1, layers));
+    std::vector<std::uint32_t> all(layers);
+    for (std::uint32_t l = 0; l < layers; ++l) all[l] = l;
+    std::uint64_t state = cfg_.seed ^ (0x9e3779b97f4a7c15ull * (id + 1));
+    const auto next = [&] {  // splitmix64
+      std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      return z ^ (z >> 31);
+    };
+    for (std::uint32_t i = 0; i < k; ++i) std::swap(all[i], all[i + next() % (layers - i)]);
+    all.resize(k);
+    std::sort(all.begin(), all.end());
+    return all;
+  }
+
   RequestPolicy& policy(std::uint64_t id) {
     auto& p = policies_[id];
     if (!p) {
-      p = std::make_unique<RequestPolicy>(source_, id, mech_.cache, false);
+      p = std::make_unique<RequestPolicy>(source_, id, mech_.cache, false, sampled_layers(id));
       const std::uint32_t resume_step = scheduler_->request(id).generated;
       if (resume_step > 0) p->skip_to(resume_step);
     }
@@ -418,8 +465,8 @@ class Simulation {
     // An iteration that only swaps requests back in runs no layers.
     auto layers = [this] { plan_.empty() ? end_iteration() : start_layer(0); };
     if (swap_in > 0) {
-      h2d_.start(swap_in, cfg_.hardware.pcie_h2d_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3),
-                 layers);
+      h2d_.start(swap_in * share_, cfg_.hardware.pcie_h2d_gbps,
+                 ns(cfg_.hardware.pcie_latency_us * 1e3), layers);
     } else {
       layers();
     }
@@ -434,8 +481,8 @@ class Simulation {
       const double bytes = static_cast<double>(scheduler_->request(id).context_tokens()) *
                            static_cast<double>(cost_.kv_bytes_per_token_layer()) *
                            cfg_.model.layers;
-      d2h_.start(bytes, cfg_.hardware.pcie_d2h_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3),
-                 [] {});
+      d2h_.start(bytes * share_, cfg_.hardware.pcie_d2h_gbps,
+                 ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
     }
   }
 
@@ -448,7 +495,7 @@ class Simulation {
     for (std::uint64_t id : plan_.decodes)
       work_.push_back({id, scheduler_->request(id).generated, false});
     const std::size_t layers = cfg_.model.layers;
-    layer_selected_.assign(layers, 0);
+    layer_selected_.assign(layers, 0.0);
     layer_miss_bytes_.assign(layers, 0);
     layer_dense_bytes_.assign(layers, 0);
     iteration_hits_ = iteration_misses_ = 0;
@@ -461,7 +508,7 @@ class Simulation {
       const std::uint32_t ctx = scheduler_->request(w.id).prompt_tokens + w.step;
       dense_bytes +=
           static_cast<double>(ctx) * static_cast<double>(cost_.kv_bytes_per_token_layer());
-      summary_bytes_ += summary_per_token_layer_ * ctx;
+      summary_bytes_ += summary_per_token_layer_ * ctx * share_;
       if (mode_.sparse())
         static_pages_ +=
             std::uint64_t{cfg_.model.kv_heads} *
@@ -489,13 +536,27 @@ class Simulation {
       if (w.step >= source_.requests()[w.id].decode_steps) continue;
       RequestRecord& rec = result_.requests[w.id];
       const auto step_layers = policies[i]->step_layers();
-      for (std::size_t l = 0; l < layers; ++l) {
-        const policy::PolicyStats& s = step_layers[l];
-        if (!w.warm) layer_selected_[l] += s.accesses;
-        if (!w.warm) layer_miss_bytes_[l] += static_cast<double>(s.misses) * result_.page_bytes;
-        result_.policy_layers[l] += s;
+      const auto trace_layers = policies[i]->trace_layers();
+      const double sampled_layers = static_cast<double>(trace_layers.size());
+      const bool exact = trace_layers.size() == layers;
+      // A sample stands for every layer: each layer gets the sampled layers' mean.
+      policy::PolicyStats sampled;
+      for (std::size_t j = 0; j < trace_layers.size(); ++j) {
+        sampled += step_layers[j];
+        if (exact) result_.policy_layers[trace_layers[j]] += step_layers[j];
       }
-      const policy::PolicyStats& t = policies[i]->step_total();
+      for (std::size_t l = 0; l < layers; ++l) {
+        if (!exact) result_.policy_layers[l] += scaled(sampled, 1.0 / sampled_layers);
+        if (w.warm) continue;
+        const double accesses = exact ? static_cast<double>(step_layers[l].accesses)
+                                      : static_cast<double>(sampled.accesses) / sampled_layers;
+        const double misses = exact ? static_cast<double>(step_layers[l].misses)
+                                    : static_cast<double>(sampled.misses) / sampled_layers;
+        layer_selected_[l] += accesses;
+        layer_miss_bytes_[l] += misses * static_cast<double>(result_.page_bytes);
+      }
+      const policy::PolicyStats t =
+          exact ? policies[i]->step_total() : scaled(sampled, layers / sampled_layers);
       rec.policy += t;
       result_.policy_total += t;
       iteration_hits_ += t.hits;
@@ -538,7 +599,7 @@ class Simulation {
     const TimeNs now = events_.now();
     pending_ = 2;
     // Page fetches for the decoding requests, on the H2D link.
-    const double bytes = layer_miss_bytes_[layer] * mech_.fetch_fraction;
+    const double bytes = layer_miss_bytes_[layer] * mech_.fetch_fraction * share_;
     if (bytes > 0 && (mech_.fetch == Fetch::kGather || mech_.fetch == Fetch::kPerPageCopy)) {
       const double rate = mech_.fetch == Fetch::kGather
                               ? cost_.gather_gbps(result_.page_bytes)
@@ -573,9 +634,9 @@ class Simulation {
           mode_.sparse() ? (static_cast<double>(layer_selected_[layer] + static_pages_)) *
                                static_cast<double>(result_.page_bytes)
                          : layer_dense_bytes_[layer];
-      b += cost_.hbm_ns(attn_bytes);
+      b += cost_.hbm_ns(attn_bytes * share_) + cost_.allreduce_ns(batch_tokens());
       if (mech_.extra_flops_per_selected_token > 0)
-        b += selected_tokens_ / cfg_.model.layers * mech_.extra_flops_per_selected_token /
+        b += selected_tokens_ / cfg_.model.layers * mech_.extra_flops_per_selected_token * share_ /
              (cfg_.hardware.bf16_dense_tflops * 1e3 * cfg_.hardware.gemm_efficiency);
     }
     const TimeNs b_end = now + ns(b);
@@ -612,8 +673,8 @@ class Simulation {
           bytes += static_cast<double>(result_.page_bytes) * static_cast<double>(streams_);
       }
       if (bytes > 0)
-        d2h_.start(bytes, cfg_.hardware.pcie_d2h_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3),
-                   [] {});
+        d2h_.start(bytes * share_, cfg_.hardware.pcie_d2h_gbps,
+                   ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
     }
     const std::vector<std::uint64_t> finished = scheduler_->complete(plan_, now);
     for (std::uint64_t id : finished) policies_[id].reset();
@@ -672,6 +733,7 @@ class Simulation {
   serving::Mode mode_;
   Mechanics mech_;
   CostModel cost_;
+  double share_;  // of every per-layer byte and FLOP that one GPU handles (1 / tensor_parallel)
   EventQueue events_;
   Link h2d_, d2h_;
   ParallelFor pool_;
@@ -691,7 +753,7 @@ class Simulation {
   // The iteration in flight.
   serving::IterationPlan plan_;
   std::vector<Work> work_;
-  std::vector<std::uint64_t> layer_selected_;
+  std::vector<double> layer_selected_;  // selected pages (all GPUs)
   std::vector<double> layer_miss_bytes_;
   std::vector<double> layer_dense_bytes_;
   std::uint64_t static_pages_ = 0;

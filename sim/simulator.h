@@ -77,9 +77,10 @@ struct IterationRecord {
 
 struct SimResult {
   std::string mode;
+  double sampling = 1;  // sim.stream_sampling: share of each request's layers simulated
   std::uint64_t page_bytes = 0;
-  std::uint64_t weight_bytes = 0;
-  std::uint64_t kv_pool_bytes = 0;      // HBM for KV, summaries and caches
+  std::uint64_t weight_bytes = 0;       // per GPU
+  std::uint64_t kv_pool_bytes = 0;      // HBM for KV, summaries and caches, over all GPUs
   std::vector<RequestRecord> requests;  // in trace order
   std::vector<IterationRecord> iterations;
   std::string timeline_json;
@@ -90,8 +91,8 @@ struct SimResult {
   std::uint64_t kv_used_peak_bytes = 0;
   std::uint64_t metadata_peak_bytes = 0;  // two-level page tables of the live requests
   std::uint64_t metadata_flat_bytes = 0;  // a flat table for the same requests, at that peak
-  double h2d_bytes = 0;                   // every host-to-HBM byte (fetches, swaps)
-  double d2h_bytes = 0;                   // every HBM-to-host byte (offloads, swaps)
+  double h2d_bytes = 0;                   // host-to-HBM bytes of one GPU (fetches, swaps)
+  double d2h_bytes = 0;                   // HBM-to-host bytes of one GPU (offloads, swaps)
   std::uint64_t preemptions = 0;
   std::vector<policy::PolicyStats> policy_layers;
   policy::PolicyStats policy_total;

@@ -37,6 +37,19 @@ struct TraceConfig {
   }
 };
 
+// Knobs of the simulator itself (not of the modelled system).
+struct SimConfig {
+  double stream_sampling = 1.0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("stream_sampling", stream_sampling,
+            "share of each request's layers whose policy is simulated (1 = all, exact; e.g. "
+            "0.125); the others are estimated from them (docs/simulator.md, \"Stream sampling\")",
+            above(0).at_most(1));
+  }
+};
+
 struct Config {
   std::uint64_t seed = 1;
   ModelConfig model;
@@ -44,6 +57,7 @@ struct Config {
   TraceConfig trace;
   policy::CacheConfig cache;
   serving::ServingConfig serving;
+  SimConfig sim;
 
   template <class V>
   void visit(V& v) {
@@ -54,6 +68,7 @@ struct Config {
     v.field("trace", trace, "the attention-access trace the run replays");
     v.field("cache", cache, "the HBM page cache: replacement policy, pools, buffer ratio");
     v.field("serving", serving, "the served system (mode) and the scheduler's batching limits");
+    v.field("sim", sim, "the simulator's own knobs (stream sampling)");
   }
 };
 

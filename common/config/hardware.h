@@ -61,6 +61,8 @@ struct HardwareConfig {
   double prefill_attention_efficiency = 0;
   double kernel_launch_us = 0;
   double cpu_roundtrip_us = 0;
+  double interconnect_gbps = 0;
+  double allreduce_latency_us = 0;
   TransferConfig transfer;
 
   template <class V>
@@ -100,6 +102,12 @@ struct HardwareConfig {
     v.field("cpu_roundtrip_us", cpu_roundtrip_us,
             "a GPU to CPU to GPU control round trip (synchronise, decide on the host, launch), "
             "microseconds",
+            required().at_least(0));
+    v.field("interconnect_gbps", interconnect_gbps,
+            "GPU-to-GPU all-reduce bus bandwidth per GPU (tensor parallelism), GB/s",
+            required().above(0));
+    v.field("allreduce_latency_us", allreduce_latency_us,
+            "fixed cost of one all-reduce across the tensor-parallel GPUs, microseconds",
             required().at_least(0));
     v.field("transfer", transfer, "scattered page fetches host to HBM, by page size");
   }

@@ -32,6 +32,7 @@ struct ServingConfig {
   std::string mode = "spin:shadowkv";
   std::uint32_t max_batch_requests = 256;
   std::uint32_t max_batch_tokens = 8192;
+  std::uint32_t tensor_parallel = 1;
   double gpu_memory_utilization = 0.9;
   Preemption preemption = Preemption::kAuto;
   double min_buffer_ratio = 1.0;
@@ -52,6 +53,11 @@ struct ServingConfig {
             "most tokens in one iteration: one per decoding request plus the prefill chunk "
             "(chunked prefill)",
             config::at_least(1));
+    v.field("tensor_parallel", tensor_parallel,
+            "GPUs that shard each layer's heads (1, 2, 4 or 8); each has its own PCIe link",
+            config::at_least(1).at_most(8));
+    v.check("tensor_parallel", "1, 2, 4 or 8",
+            [&] { return (tensor_parallel & (tensor_parallel - 1)) == 0; });
     v.field("gpu_memory_utilization", gpu_memory_utilization,
             "share of HBM for weights and KV (the rest: activations, workspace), as vLLM's "
             "option of that name",

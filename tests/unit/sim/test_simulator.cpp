@@ -8,6 +8,7 @@
 #include "common/config/config.h"
 #include "common/trace/file_source.h"
 #include "common/trace/memory_source.h"
+#include "sim/cost_model.h"
 #include "sim/replay.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
@@ -170,4 +171,43 @@ TEST_CASE("sim command: writes every output, and the summary matches the request
     CHECK(read_file(dir / "out" / f) == read_file(dir / "again" / f));
   const auto modes = run_spin({"--list", "modes"});
   CHECK(modes.out.find("spin:<algo>") != std::string::npos);
+}
+
+TEST_CASE("simulator: stream sampling estimates the exact run and is exact at rate 1",
+          "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  const auto exact = spin::sim::summary_json(run(source, config()));
+  for (const std::string rate : {"0.5", "0.25"}) {
+    INFO(rate);
+    const auto sampled =
+        spin::sim::summary_json(run(source, config({"sim.stream_sampling=" + rate})));
+    CHECK(sampled["stream_sampling"].get<double>() == std::stod(rate));
+    CHECK(sampled["duration_s"].get<double>() ==
+          Approx(exact["duration_s"].get<double>()).epsilon(0.02));
+    CHECK(sampled["hit_ratio"].get<double>() ==
+          Approx(exact["hit_ratio"].get<double>()).epsilon(0.02));
+    CHECK(sampled["policy"]["accesses"].get<double>() ==
+          Approx(exact["policy"]["accesses"].get<double>()).epsilon(0.05));
+  }
+  CHECK_THROWS_WITH(run(source, config({"sim.stream_sampling=0.5", "cache.pool_scope=request"})),
+                    Catch::Contains("pool_scope"));
+}
+
+TEST_CASE("simulator: tensor parallelism shards weights, KV traffic and compute per GPU",
+          "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  const spin::sim::SimResult one = run(source, config());
+  const spin::sim::SimResult two = run(source, config({"serving.tensor_parallel=2"}));
+  CHECK(two.weight_bytes * 2 == one.weight_bytes);
+  CHECK(two.h2d_bytes == Approx(one.h2d_bytes / 2).epsilon(0.01));
+  const auto s1 = spin::sim::summary_json(one);
+  const auto s2 = spin::sim::summary_json(two);
+  CHECK(s2["tpot_s"]["mean"].get<double>() < s1["tpot_s"]["mean"].get<double>());
+  CHECK(s2["ttft_s"]["mean"].get<double>() < s1["ttft_s"]["mean"].get<double>());
+  CHECK(s2["hit_ratio"] == s1["hit_ratio"]);  // the policy sees every head either way
+
+  spin::config::Config c = config();
+  c.model.kv_heads = 4;
+  CHECK_THROWS_WITH(spin::sim::CostModel(c.model, c.hardware, 8),
+                    Catch::Contains("tensor_parallel") && Catch::Contains("4 KV heads"));
 }
