@@ -17,7 +17,9 @@
 
 namespace {
 
-constexpr std::size_t kMaxMessageBytes = 400;
+// One line that still fits the longest valid-key list (the hardware section, 17 keys) after a
+// mutated option echoed in full.
+constexpr std::size_t kMaxMessageBytes = 600;
 
 // Bytes that mean something to YAML, and a few that do not.
 const std::string kAlphabet = "{}[]:,-#&*!|>'\"%@`?~ \n\t.0123456789abexyz_=+E\\";
