@@ -2,11 +2,16 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <iostream>
+#include <thread>
 
+#include "common/config/config.h"
 #include "common/trace/memory_source.h"
 #include "sim/cli/stopwatch.h"
 #include "sim/replay.h"
+#include "sim/sim_outputs.h"
+#include "sim/simulator.h"
 #include "traces/gen/generator.h"
 
 namespace po = boost::program_options;
@@ -107,11 +112,102 @@ int bench_core(const Args& args) {
   return 0;
 }
 
+struct SimRun {
+  nlohmann::ordered_json summary;
+  double pages = 0;  // selected pages the policy core processed (sampled runs: fewer)
+  double wall_s = 0, cpu_s = 0;
+};
+
+SimRun timed_sim(const trace::TraceSource& source, double sampling, unsigned threads) {
+  config::Config c = config::default_config({fmt::format("sim.stream_sampling={}", sampling)});
+  sim::SimOptions o;
+  o.threads = threads;
+  o.timeline = false;
+  const Stopwatch clock;
+  const sim::SimResult r = sim::simulate(c, source, o);
+  SimRun run;
+  run.wall_s = clock.wall_seconds();
+  run.cpu_s = clock.cpu_seconds();
+  run.summary = sim::summary_json(r);
+  run.pages =
+      static_cast<double>(r.policy_total.accesses + r.policy_total.static_accesses) * r.sampling;
+  return run;
+}
+
+double relative_error(const SimRun& a, const SimRun& exact, const char* key,
+                      const char* sub = nullptr) {
+  const auto value = [&](const SimRun& r) {
+    return sub ? r.summary[key][sub].get<double>() : r.summary[key].get<double>();
+  };
+  return std::abs(value(a) - value(exact)) / std::abs(value(exact));
+}
+
+int bench_sim(const Args& args) {
+  po::options_description options("Options");
+  options.add_options()("requests", po::value<uint32_t>()->default_value(16),
+                        "LongBench-v2-like requests (prompts 32K-120K tokens)")(
+      "max-output-tokens", po::value<uint32_t>()->default_value(512),
+      "cap on each request's output tokens (the workload's mean is 5K)")(
+      "rate", po::value<double>()->default_value(0.5), "Poisson arrivals, requests per second")(
+      "threads",
+      po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
+      "threads of the parallel runs")("seed", po::value<uint64_t>()->default_value(1),
+                                      "generator seed");
+  const auto vm = parse_options(
+      args, "bench sim", "[options]",
+      "Measures the serving simulator end to end (trace source, policy core and timing), pulling\n"
+      "ShadowKV selections straight from the generator: spin:shadowkv on Qwen3-14B / H100 SXM "
+      "with\n"
+      "the default config. First the exact run on one thread (selected pages per CPU second, per\n"
+      "core) and on --threads threads, then stream sampling at 1/2 to 1/64 of the layers with its\n"
+      "wall time and its relative error against the exact run on throughput, mean TTFT, mean\n"
+      "TPOT and hit ratio.",
+      options);
+  if (!vm) return 0;
+  gen::GeneratorConfig g;
+  g.algorithm = "shadowkv";
+  g.seed = (*vm)["seed"].as<uint64_t>();
+  g.workload.name = "longbench-v2";
+  g.workload.requests = (*vm)["requests"].as<uint32_t>();
+  g.workload.rate_rps = (*vm)["rate"].as<double>();
+  g.workload.max_output_tokens = (*vm)["max-output-tokens"].as<uint32_t>();
+  const gen::Generator generator(g);
+  const unsigned threads = (*vm)["threads"].as<unsigned>();
+
+  std::cout << fmt::format(
+      "Simulation: {} LongBench-v2-like requests at {} req/s, output <= {} tokens, spin:shadowkv, "
+      "generator as the source\n"
+      "{:<22} {:>8} {:>15} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9}\n",
+      g.workload.requests, g.workload.rate_rps, g.workload.max_output_tokens, "run", "threads",
+      "selected pages", "wall s", "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit");
+  const SimRun exact1 = timed_sim(generator, 1.0, 1);
+  const auto row = [&](const std::string& name, unsigned t, const SimRun& r) {
+    std::cout << fmt::format(
+        "{:<22} {:>8} {:>15.0f} {:>9.2f} {:>13.1f} {:>9.2f}% {:>8.2f}% "
+        "{:>8.2f}% {:>8.2f}%\n",
+        name, t, r.pages, r.wall_s, r.pages / r.cpu_s / 1e6,
+        100 * relative_error(r, exact1, "throughput_tokens_per_s"),
+        100 * relative_error(r, exact1, "ttft_s", "mean"),
+        100 * relative_error(r, exact1, "tpot_s", "mean"),
+        100 * relative_error(r, exact1, "hit_ratio"));
+  };
+  row("exact", 1, exact1);
+  if (threads > 1) row("exact", threads, timed_sim(generator, 1.0, threads));
+  for (const unsigned d : {2u, 4u, 8u, 16u, 32u, 64u})
+    row(fmt::format("sampled 1/{}", d), threads, timed_sim(generator, 1.0 / d, threads));
+  std::cout << "(M pages/cpu-s: selected pages the policy core processed per CPU second of the "
+               "process; on one thread, per core)\n";
+  return 0;
+}
+
 }  // namespace
 
 void register_bench_commands(Registry& registry) {
   registry.add(
       Command{"bench core", "measure policy-core replay speed and metadata footprint", bench_core});
+  registry.add(Command{"bench sim",
+                       "measure the serving simulator end to end, exact and with stream sampling",
+                       bench_sim});
 }
 
 }  // namespace spin::cli

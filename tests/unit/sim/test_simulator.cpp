@@ -211,3 +211,12 @@ TEST_CASE("simulator: tensor parallelism shards weights, KV traffic and compute 
   CHECK_THROWS_WITH(spin::sim::CostModel(c.model, c.hardware, 8),
                     Catch::Contains("tensor_parallel") && Catch::Contains("4 KV heads"));
 }
+
+TEST_CASE("bench sim: prints the exact and sampled runs with their errors", "[unit][sim]") {
+  const auto r = run_spin({"bench", "sim", "--requests", "1", "--max-output-tokens", "8",
+                           "--threads", "2"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("exact                         1") != std::string::npos);
+  CHECK(r.out.find("sampled 1/64") != std::string::npos);
+  CHECK(r.out.find("0.00%     0.00%     0.00%     0.00%") != std::string::npos);  // exact vs exact
+}
