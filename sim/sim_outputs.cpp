@@ -1,9 +1,16 @@
 #include "sim/sim_outputs.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
+
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "common/version.h"
 
 namespace spin::sim {
 
@@ -116,6 +123,50 @@ std::string steps_csv(const SimResult& r) {
                        it.preempted, it.kv_used_bytes, it.fetched_bytes, it.hits, it.misses);
   }
   return out;
+}
+
+std::string file_xxh64(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(fmt::format("cannot read '{}'", path.string()));
+  XXH64_state_t* state = XXH64_createState();
+  XXH64_reset(state, 0);
+  std::vector<char> buffer(1 << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    XXH64_update(state, buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  const XXH64_hash_t h = XXH64_digest(state);
+  XXH64_freeState(state);
+  return fmt::format("{:016x}", h);
+}
+
+namespace {
+
+std::string hostname() {
+  char name[256] = {};
+  return gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("unknown");
+}
+
+}  // namespace
+
+void write_sim_outputs(const std::filesystem::path& dir, const config::Config& cfg,
+                       const SimResult& result) {
+  std::filesystem::create_directories(dir);
+  config::write_resolved_config(cfg, dir / "resolved_config.yaml");
+  const nlohmann::ordered_json provenance = {{"program", "spin"},
+                                             {"version", std::string(version())},
+                                             {"git_commit", std::string(git_commit())},
+                                             {"trace", cfg.trace.path.string()},
+                                             {"trace_xxh64", file_xxh64(cfg.trace.path)},
+                                             {"seed", cfg.seed},
+                                             {"host", hostname()}};
+  write_file_atomically(dir / "provenance.json", provenance.dump(2) + "\n", "the provenance");
+  write_file_atomically(dir / "summary.json", summary_json(result).dump(2) + "\n", "the summary");
+  write_file_atomically(dir / "requests.csv", requests_csv(result), "the request table");
+  if (!result.iterations.empty())
+    write_file_atomically(dir / "steps.csv", steps_csv(result), "the step table");
+  if (!result.timeline_json.empty())
+    write_file_atomically(dir / "timeline.json", result.timeline_json, "the timeline");
 }
 
 }  // namespace spin::sim

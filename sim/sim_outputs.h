@@ -4,10 +4,12 @@
 // seed give byte-identical files.
 #pragma once
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "common/config/config.h"
 #include "sim/simulator.h"
 
 namespace spin::sim {
@@ -22,5 +24,14 @@ Distribution distribution(std::vector<double> values);
 nlohmann::ordered_json summary_json(const SimResult& result);
 std::string requests_csv(const SimResult& result);
 std::string steps_csv(const SimResult& result);
+
+// XXH64 of a file's bytes as 16 hex digits (the provenance's trace hash). InputError if unreadable.
+std::string file_xxh64(const std::filesystem::path& path);
+
+// Writes a run's folder (created if missing): resolved_config.yaml, provenance.json,
+// summary.json, requests.csv, and steps.csv / timeline.json when the result holds them. Each file
+// is written atomically.
+void write_sim_outputs(const std::filesystem::path& dir, const config::Config& config,
+                       const SimResult& result);
 
 }  // namespace spin::sim

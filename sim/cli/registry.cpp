@@ -6,6 +6,7 @@
 #include "sim/cli/gen_commands.h"
 #include "sim/cli/replay_commands.h"
 #include "sim/cli/sim_commands.h"
+#include "sim/cli/sweep_commands.h"
 #include "sim/cli/trace_commands.h"
 #include "spin_build_config.h"
 
@@ -21,6 +22,7 @@ void register_commands(Registry& registry) {
   register_gen_commands(registry);
   register_replay_commands(registry);
   register_sim_commands(registry);
+  register_sweep_commands(registry);
   register_trace_commands(registry);
 #if SPIN_HAVE_CUDA
   exec::register_device_commands(registry);

@@ -2,18 +2,14 @@
 
 #include <fmt/format.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <thread>
 
-#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/serving/mode.h"
 #include "common/trace/file_source.h"
-#include "common/version.h"
 #include "sim/cli/config_commands.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
@@ -23,27 +19,6 @@ namespace po = boost::program_options;
 
 namespace spin::cli {
 namespace {
-
-// XXH64 of a file's bytes, as 16 hex digits (the provenance's trace hash).
-std::string file_hash(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("cannot read '{}'", path.string()));
-  XXH64_state_t* state = XXH64_createState();
-  XXH64_reset(state, 0);
-  std::vector<char> buffer(1 << 20);
-  while (in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    XXH64_update(state, buffer.data(), static_cast<size_t>(in.gcount()));
-  }
-  const XXH64_hash_t h = XXH64_digest(state);
-  XXH64_freeState(state);
-  return fmt::format("{:016x}", h);
-}
-
-std::string hostname() {
-  char name[256] = {};
-  return gethostname(name, sizeof name - 1) == 0 ? std::string(name) : std::string("unknown");
-}
 
 void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
   const auto& ttft = s["ttft_s"];
@@ -133,25 +108,7 @@ int sim_command(const Args& args) {
   if (tty && result.iteration_count >= 256) std::cerr << "\n";
   const nlohmann::ordered_json summary = sim::summary_json(result);
 
-  if (vm->count("out")) {
-    const std::filesystem::path dir = (*vm)["out"].as<std::string>();
-    std::filesystem::create_directories(dir);
-    config::write_resolved_config(cfg, dir / "resolved_config.yaml");
-    const nlohmann::ordered_json provenance = {{"program", "spin"},
-                                               {"version", std::string(version())},
-                                               {"git_commit", std::string(git_commit())},
-                                               {"trace", cfg.trace.path.string()},
-                                               {"trace_xxh64", file_hash(cfg.trace.path)},
-                                               {"seed", cfg.seed},
-                                               {"host", hostname()}};
-    write_file_atomically(dir / "provenance.json", provenance.dump(2) + "\n", "the provenance");
-    write_file_atomically(dir / "summary.json", summary.dump(2) + "\n", "the summary");
-    write_file_atomically(dir / "requests.csv", sim::requests_csv(result), "the request table");
-    if (so.keep_iterations)
-      write_file_atomically(dir / "steps.csv", sim::steps_csv(result), "the step table");
-    if (so.timeline)
-      write_file_atomically(dir / "timeline.json", result.timeline_json, "the timeline");
-  }
+  if (vm->count("out")) sim::write_sim_outputs((*vm)["out"].as<std::string>(), cfg, result);
   if ((*vm)["json"].as<bool>()) {
     std::cout << summary.dump(2) << "\n";
   } else {

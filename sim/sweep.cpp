@@ -1,0 +1,546 @@
+#include "sim/sweep.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "common/atomic_file.h"
+#include "common/config/schema.h"
+#include "common/error.h"
+#include "common/trace/file_source.h"
+#include "common/version.h"
+#include "sim/sim_outputs.h"
+#include "sim/simulator.h"
+#include "sim/trace_match.h"
+
+namespace spin::sim {
+namespace fs = std::filesystem;
+using config::Node;
+
+namespace {
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw InputError(fmt::format("cannot read '{}'", file.string()));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A value as --set takes it: a scalar's text, or a flow list.
+std::string value_text(const Node& n) {
+  if (n.kind == Node::Kind::kScalar) return n.quoted ? fmt::format("\"{}\"", n.text) : n.text;
+  if (n.kind == Node::Kind::kList) {
+    std::vector<std::string> items;
+    for (const Node& i : n.items) items.push_back(value_text(i));
+    return fmt::format("[{}]", fmt::join(items, ", "));
+  }
+  throw InputError(fmt::format("{}: expected a value (a scalar or a list)", n.where()));
+}
+
+double number(const Node& n, std::string_view what) {
+  if (n.kind == Node::Kind::kScalar) {
+    try {
+      size_t used = 0;
+      const double v = std::stod(n.text, &used);
+      if (used == n.text.size() && std::isfinite(v)) return v;
+    } catch (const std::exception&) {
+    }
+  }
+  throw InputError(fmt::format("{}: {} must be a number", n.where(), what));
+}
+
+std::string format_number(double v) {
+  if (v == std::floor(v) && std::abs(v) < 1e15) return fmt::format("{}", static_cast<long long>(v));
+  return fmt::format("{}", v);
+}
+
+// The values of one axis key: a list, a range {from, to, step}, or one scalar.
+std::vector<std::string> axis_values(const Node& n, const std::string& key) {
+  std::vector<std::string> out;
+  if (n.kind == Node::Kind::kList) {
+    for (const Node& i : n.items) out.push_back(value_text(i));
+  } else if (n.kind == Node::Kind::kMapping) {
+    for (const auto& e : n.entries) {
+      if (e.key.text != "from" && e.key.text != "to" && e.key.text != "step")
+        throw InputError(fmt::format("{}: {}: unknown range key '{}'; expected from, to, step",
+                                     e.key.where(), key, e.key.text));
+    }
+    const Node* from = n.find("from");
+    const Node* to = n.find("to");
+    const Node* step = n.find("step");
+    if (!from || !to)
+      throw InputError(fmt::format("{}: {}: a range needs from and to", n.where(), key));
+    const double a = number(*from, key + ".from"), b = number(*to, key + ".to");
+    const double s = step ? number(*step, key + ".step") : 1.0;
+    if (!(s > 0) || b < a)
+      throw InputError(
+          fmt::format("{}: {}: a range needs step > 0 and to >= from", n.where(), key));
+    const auto count = static_cast<long long>(std::floor((b - a) / s + 1e-9)) + 1;
+    if (count > 100000)
+      throw InputError(
+          fmt::format("{}: {}: a range of {} values is too long", n.where(), key, count));
+    for (long long i = 0; i < count; ++i)
+      out.push_back(format_number(a + static_cast<double>(i) * s));
+  } else {
+    out.push_back(value_text(n));
+  }
+  if (out.empty()) throw InputError(fmt::format("{}: {}: no values", n.where(), key));
+  return out;
+}
+
+using Assignment = std::vector<std::pair<std::string, std::string>>;
+
+std::vector<Assignment> expand_axis(const Node& axis) {
+  if (axis.kind != Node::Kind::kMapping || axis.entries.size() != 1 ||
+      (axis.entries[0].key.text != "grid" && axis.entries[0].key.text != "zip")) {
+    throw InputError(
+        fmt::format("{}: an axis is a mapping with one key, grid or zip", axis.where()));
+  }
+  const bool grid = axis.entries[0].key.text == "grid";
+  const Node& body = axis.entries[0].value;
+  if (body.kind != Node::Kind::kMapping || body.entries.empty())
+    throw InputError(fmt::format("{}: expected a mapping of key paths to values", body.where()));
+  std::vector<Assignment> out;
+  if (grid) {
+    out.push_back({});
+    for (const auto& e : body.entries) {
+      std::vector<Assignment> next;
+      for (const Assignment& a : out) {
+        for (const std::string& v : axis_values(e.value, e.key.text)) {
+          Assignment b = a;
+          b.emplace_back(e.key.text, v);
+          next.push_back(std::move(b));
+        }
+      }
+      out = std::move(next);
+    }
+    return out;
+  }
+  std::vector<std::vector<std::string>> columns;
+  for (const auto& e : body.entries) {
+    columns.push_back(axis_values(e.value, e.key.text));
+    if (columns.back().size() != columns.front().size()) {
+      throw InputError(fmt::format("{}: zip: {} has {} values but {} has {}", e.key.where(),
+                                   e.key.text, columns.back().size(), body.entries[0].key.text,
+                                   columns.front().size()));
+    }
+  }
+  for (size_t i = 0; i < columns.front().size(); ++i) {
+    Assignment a;
+    for (size_t k = 0; k < columns.size(); ++k)
+      a.emplace_back(body.entries[k].key.text, columns[k][i]);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\n\r") == std::string::npos) return v;
+  std::string q = "\"";
+  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return q + "\"";
+}
+
+std::vector<std::string> parse_csv_line(const std::string& line) {
+  std::vector<std::string> out;
+  std::string cur;
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (quoted) {
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        cur += '"';
+        ++i;
+      } else if (c == '"') {
+        quoted = false;
+      } else {
+        cur += c;
+      }
+    } else if (c == '"') {
+      quoted = true;
+    } else if (c == ',') {
+      out.push_back(std::move(cur));
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  out.push_back(std::move(cur));
+  return out;
+}
+
+// Records of a CSV file whose quoted fields may hold newlines.
+std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
+  const std::string text = read_text(file);
+  std::vector<std::vector<std::string>> rows;
+  std::string record;
+  bool quoted = false;
+  for (char c : text) {
+    if (c == '"') quoted = !quoted;
+    if (c == '\n' && !quoted) {
+      rows.push_back(parse_csv_line(record));
+      record.clear();
+    } else {
+      record += c;
+    }
+  }
+  if (!record.empty()) rows.push_back(parse_csv_line(record));
+  return rows;
+}
+
+void flatten(const nlohmann::ordered_json& j, const std::string& prefix,
+             std::vector<std::pair<std::string, std::string>>& out) {
+  for (const auto& [key, value] : j.items()) {
+    const std::string name = prefix.empty() ? key : prefix + "." + key;
+    if (value.is_object()) {
+      flatten(value, name, out);
+    } else if (value.is_string()) {
+      out.emplace_back(name, value.get<std::string>());
+    } else if (!value.is_array()) {
+      out.emplace_back(name, value.dump());
+    }
+  }
+}
+
+// A value as the user wrote it, without the quotes that keep a string a string for --set.
+std::string display(const std::string& v) {
+  return v.size() >= 2 && v.front() == '"' && v.back() == '"' ? v.substr(1, v.size() - 2) : v;
+}
+
+std::string point_name(size_t index) { return fmt::format("p{:06}", index); }
+
+struct Row {
+  bool ok = false;
+  std::string error;
+  std::vector<std::pair<std::string, std::string>> metrics;
+};
+
+class Runner {
+ public:
+  Runner(const Sweep& sweep, const fs::path& out, const SweepOptions& options)
+      : sweep_(sweep), out_(out), options_(options) {}
+
+  SweepStats run() {
+    fs::create_directories(out_ / "points");
+    write_file_atomically(out_ / "sweep.yaml", read_text(sweep_.file), "the sweep file");
+    for (const auto& entry : fs::directory_iterator(out_ / "points")) {
+      if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
+    }
+    std::deque<const SweepPoint*> todo;
+    for (const SweepPoint& p : sweep_.points) {
+      if (p.index % options_.shard.count != options_.shard.index) continue;
+      ++stats_.total;
+      const std::string inputs = inputs_hash(p);
+      inputs_[p.index] = inputs;
+      if (auto row = finished_row(p, inputs)) {
+        rows_[p.index] = std::move(*row);
+        ++stats_.skipped;
+      } else {
+        todo.push_back(&p);
+      }
+    }
+    write_results();
+    report();
+    std::mutex take;
+    auto work = [&] {
+      for (;;) {
+        const SweepPoint* p;
+        {
+          std::lock_guard lock(take);
+          if (todo.empty()) return;
+          p = todo.front();
+          todo.pop_front();
+        }
+        Row row = run_point(*p);
+        std::lock_guard lock(mutex_);
+        ++stats_.ran;
+        if (!row.ok) ++stats_.failed;
+        rows_[p->index] = std::move(row);
+        write_results();
+        report();
+      }
+    };
+    const unsigned jobs = std::max(1u, options_.jobs);
+    std::vector<std::jthread> workers;
+    for (unsigned j = 1; j < jobs; ++j) workers.emplace_back(work);
+    work();
+    workers.clear();
+    return stats_;
+  }
+
+ private:
+  void report() {
+    if (options_.progress)
+      options_.progress(stats_.ran + stats_.skipped, stats_.failed, stats_.skipped, stats_.total);
+  }
+
+  // Hash of everything a point's result depends on: its resolved config, the trace's bytes, and
+  // the program.
+  std::string inputs_hash(const SweepPoint& p) {
+    const config::Config cfg = sweep_.config(p, options_.extra_sets);
+    const std::string trace = cfg.trace.path.string();
+    if (!trace_hashes_.count(trace)) {
+      trace_hashes_[trace] = fs::exists(cfg.trace.path) ? file_xxh64(cfg.trace.path) : "missing";
+    }
+    const std::string text = fmt::format("{}\n{}\n{}\n{}", config::to_yaml(cfg),
+                                         trace_hashes_[trace], version(), git_commit());
+    return fmt::format("{:016x}", XXH64(text.data(), text.size(), 0));
+  }
+
+  std::optional<Row> finished_row(const SweepPoint& p, const std::string& inputs) {
+    const fs::path dir = out_ / "points" / point_name(p.index);
+    try {
+      const auto meta = nlohmann::ordered_json::parse(read_text(dir / "point.json"));
+      if (meta.at("inputs_xxh64") != inputs || meta.at("status") != "ok") return std::nullopt;
+      return ok_row(dir);
+    } catch (const std::exception&) {
+      return std::nullopt;  // absent or unreadable: run it again
+    }
+  }
+
+  static Row ok_row(const fs::path& dir) {
+    Row row;
+    row.ok = true;
+    flatten(nlohmann::ordered_json::parse(read_text(dir / "summary.json")), "", row.metrics);
+    return row;
+  }
+
+  Row run_point(const SweepPoint& p) {
+    const fs::path final_dir = out_ / "points" / point_name(p.index);
+    const fs::path tmp = out_ / "points" / (point_name(p.index) + ".tmp");
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    nlohmann::ordered_json meta = {{"point", p.index}, {"inputs_xxh64", inputs_[p.index]}};
+    nlohmann::ordered_json values = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : p.values) values[k] = display(v);
+    meta["values"] = values;
+    Row row;
+    try {
+      const config::Config cfg = sweep_.config(p, options_.extra_sets);
+      const trace::FileSource source(cfg.trace.path);
+      check_trace_matches_model(cfg.trace.path.string(), source.header().model, cfg.model);
+      SimOptions so;
+      so.threads = 1;
+      const SimResult result = simulate(cfg, source, so);
+      write_sim_outputs(tmp, cfg, result);
+      meta["status"] = "ok";
+      row = ok_row(tmp);
+    } catch (const std::exception& e) {
+      meta["status"] = "failed";
+      meta["error"] = e.what();
+      row.error = e.what();
+    }
+    write_file_atomically(tmp / "point.json", meta.dump(2) + "\n", "the point record");
+    fs::remove_all(final_dir);
+    fs::rename(tmp, final_dir);
+    return row;
+  }
+
+  void write_results() {
+    std::vector<std::string> metric_names;
+    std::set<std::string> seen;
+    for (const auto& [index, row] : rows_) {
+      for (const auto& [k, v] : row.metrics) {
+        if (seen.insert(k).second) metric_names.push_back(k);
+      }
+    }
+    std::string csv = "point,status,error,folder";
+    for (const std::string& k : sweep_.swept_keys) csv += "," + csv_field(k);
+    for (const std::string& k : metric_names) csv += "," + csv_field(k);
+    csv += "\n";
+    for (const auto& [index, row] : rows_) {
+      const SweepPoint& p = sweep_.points[index];
+      csv += fmt::format("{},{},{},points/{}", index, row.ok ? "ok" : "failed",
+                         csv_field(row.error), point_name(index));
+      for (const std::string& k : sweep_.swept_keys) {
+        std::string v;
+        for (const auto& [pk, pv] : p.values) {
+          if (pk == k) v = display(pv);
+        }
+        csv += "," + csv_field(v);
+      }
+      std::map<std::string, std::string> m(row.metrics.begin(), row.metrics.end());
+      for (const std::string& k : metric_names) csv += "," + csv_field(m.count(k) ? m[k] : "");
+      csv += "\n";
+    }
+    write_file_atomically(out_ / "results.csv", csv, "the results table");
+  }
+
+  const Sweep& sweep_;
+  fs::path out_;
+  SweepOptions options_;
+  SweepStats stats_;
+  std::mutex mutex_;
+  std::map<size_t, Row> rows_;
+  std::map<size_t, std::string> inputs_;
+  std::map<std::string, std::string> trace_hashes_;
+};
+
+}  // namespace
+
+std::vector<std::string> SweepPoint::sets() const {
+  std::vector<std::string> out;
+  for (const auto& [k, v] : values) out.push_back(k + "=" + v);
+  return out;
+}
+
+config::Config Sweep::config(const SweepPoint& point, const std::vector<std::string>& extra) const {
+  std::vector<std::string> sets = set;
+  for (std::string& s : point.sets()) sets.push_back(std::move(s));
+  sets.insert(sets.end(), extra.begin(), extra.end());
+  return base ? config::load_config(*base, sets) : config::default_config(sets);
+}
+
+Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_sets) {
+  Sweep sweep;
+  sweep.file = file;
+  const Node root = config::parse_yaml(
+      read_text(file), std::make_shared<const config::Source>(
+                           config::Source{file.string(), true, fs::absolute(file).parent_path()}));
+  if (root.kind != Node::Kind::kMapping)
+    throw InputError(fmt::format("{}: a sweep file is a mapping (base, command, set, axes, seeds)",
+                                 root.where()));
+  for (const auto& e : root.entries) {
+    static const std::set<std::string> known = {"base", "command", "set", "axes", "seeds"};
+    if (!known.count(e.key.text))
+      throw InputError(fmt::format("{}: unknown key '{}'; expected base, command, set, axes, seeds",
+                                   e.key.where(), e.key.text));
+  }
+  if (const Node* base = root.find("base")) {
+    if (base->kind != Node::Kind::kScalar)
+      throw InputError(fmt::format("{}: base: expected a config file path", base->where()));
+    sweep.base = fs::absolute(file).parent_path() / base->text;
+  }
+  if (const Node* command = root.find("command")) {
+    if (command->kind != Node::Kind::kScalar || command->text != "sim")
+      throw InputError(fmt::format("{}: command: only sim is supported", command->where()));
+  }
+  if (const Node* set = root.find("set")) {
+    if (set->kind != Node::Kind::kList)
+      throw InputError(fmt::format("{}: set: expected a list of KEY=VALUE", set->where()));
+    for (const Node& s : set->items) sweep.set.push_back(value_text(s));
+  }
+  std::vector<Assignment> points{{}};
+  if (const Node* axes = root.find("axes")) {
+    if (axes->kind != Node::Kind::kList)
+      throw InputError(fmt::format("{}: axes: expected a list of grid or zip axes", axes->where()));
+    for (const Node& axis : axes->items) {
+      const std::vector<Assignment> values = expand_axis(axis);
+      for (const auto& [k, v] : values.front()) {
+        if (std::find(sweep.swept_keys.begin(), sweep.swept_keys.end(), k) !=
+            sweep.swept_keys.end())
+          throw InputError(fmt::format("{}: key {} is swept by two axes", axis.where(), k));
+        sweep.swept_keys.push_back(k);
+      }
+      std::vector<Assignment> next;
+      for (const Assignment& a : points) {
+        for (const Assignment& b : values) {
+          Assignment c = a;
+          c.insert(c.end(), b.begin(), b.end());
+          next.push_back(std::move(c));
+        }
+      }
+      points = std::move(next);
+      if (points.size() > 1000000)
+        throw InputError(
+            fmt::format("{}: the sweep expands to more than a million points", axis.where()));
+    }
+  }
+  if (const Node* seeds = root.find("seeds")) {
+    const std::vector<std::string> values = axis_values(*seeds, "seeds");
+    sweep.swept_keys.push_back("seed");
+    std::vector<Assignment> next;
+    for (const Assignment& a : points) {
+      for (const std::string& s : values) {
+        Assignment c = a;
+        c.emplace_back("seed", s);
+        next.push_back(std::move(c));
+      }
+    }
+    points = std::move(next);
+  }
+  for (size_t i = 0; i < points.size(); ++i) {
+    SweepPoint p{i, std::move(points[i])};
+    try {
+      sweep.config(p, extra_sets);
+    } catch (const InputError& e) {
+      throw InputError(fmt::format("{}: point {} ({}): {}", file.string(), i,
+                                   fmt::join(p.sets(), ", "), e.what()));
+    }
+    sweep.points.push_back(std::move(p));
+  }
+  return sweep;
+}
+
+SweepShard parse_shard(const std::string& text) {
+  unsigned i = 0, n = 0;
+  char slash = 0;
+  std::istringstream in(text);
+  if (!(in >> i >> slash >> n) || slash != '/' || !in.eof() || n == 0 || i >= n)
+    throw InputError(fmt::format("--shard {}: expected i/N with 0 <= i < N, e.g. 0/4", text));
+  return {i, n};
+}
+
+SweepStats run_sweep(const Sweep& sweep, const fs::path& out, const SweepOptions& options) {
+  return Runner(sweep, out, options).run();
+}
+
+void merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
+  if (shards.empty()) throw InputError("sweep merge: name at least one shard folder");
+  std::vector<std::string> header;
+  std::map<long long, std::vector<std::string>> rows;
+  std::string sweep_text;
+  fs::create_directories(out / "points");
+  for (const fs::path& shard : shards) {
+    const auto records = read_csv(shard / "results.csv");
+    if (records.empty()) throw InputError(fmt::format("{}: results.csv is empty", shard.string()));
+    const std::string text = read_text(shard / "sweep.yaml");
+    if (sweep_text.empty()) sweep_text = text;
+    if (text != sweep_text)
+      throw InputError(fmt::format("{}: sweep.yaml differs from {}'s: not shards of one sweep",
+                                   shard.string(), shards.front().string()));
+    const auto& h = records.front();
+    // Headers agree on the common prefix; a shard without finished points has no metric columns.
+    const auto& shorter = h.size() < header.size() ? h : header;
+    if (!std::equal(shorter.begin(), shorter.end(),
+                    (h.size() < header.size() ? header : h).begin()))
+      throw InputError(
+          fmt::format("{}: results.csv columns differ from the other shards'", shard.string()));
+    if (h.size() > header.size()) header = h;
+    for (size_t r = 1; r < records.size(); ++r) {
+      const auto& row = records[r];
+      const long long point = std::stoll(row.at(0));
+      if (rows.count(point) && rows[point] != row)
+        throw InputError(fmt::format("point {} differs between shards", point));
+      rows[point] = row;
+      const fs::path from = shard / row.at(3);
+      const fs::path to = out / row.at(3);
+      if (!fs::exists(to)) fs::copy(from, to, fs::copy_options::recursive);
+    }
+  }
+  std::string csv;
+  const auto line = [&](const std::vector<std::string>& fields) {
+    std::vector<std::string> f(header.size());
+    for (size_t i = 0; i < fields.size() && i < f.size(); ++i) f[i] = csv_field(fields[i]);
+    csv += fmt::format("{}\n", fmt::join(f, ","));
+  };
+  line(header);
+  for (const auto& [point, row] : rows) line(row);
+  write_file_atomically(out / "sweep.yaml", sweep_text, "the sweep file");
+  write_file_atomically(out / "results.csv", csv, "the results table");
+}
+
+}  // namespace spin::sim

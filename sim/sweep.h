@@ -1,0 +1,77 @@
+// Parameter sweeps (`spin sweep`; docs/sweeps.md): a sweep file's points, and running them into
+// one output folder that survives being killed at any moment.
+//
+// Expansion: the points are the cartesian product of the axes (a grid: the cartesian product of
+// its keys, first key slowest; a zip: parallel lists), times the seeds; each point is a list of
+// --set overrides on the base config. Running: each point's output is written into
+// points/pNNNNNN.tmp/ and renamed to points/pNNNNNN/ when complete, with point.json (status and
+// the hash of its inputs: resolved config, trace bytes, program version); results.csv is rewritten
+// atomically after every point. A rerun removes stale .tmp folders, keeps finished points whose
+// inputs are unchanged, and runs the rest (failed points are retried), so no point is lost,
+// duplicated or half written.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/config/config.h"
+
+namespace spin::sim {
+
+struct SweepPoint {
+  std::size_t index = 0;
+  std::vector<std::pair<std::string, std::string>> values;  // swept key path → value as written
+  std::vector<std::string> sets() const;                    // "key=value"
+};
+
+struct Sweep {
+  std::filesystem::path file;
+  std::optional<std::filesystem::path> base;  // empty: the built-in default config
+  std::vector<std::string> set;               // applied to every point, before its own values
+  std::vector<std::string> swept_keys;        // in column order
+  std::vector<SweepPoint> points;
+
+  // The point's config: base, then `set`, then its values, then `extra` (e.g. CLI --set).
+  config::Config config(const SweepPoint& point, const std::vector<std::string>& extra = {}) const;
+};
+
+// Reads and expands a sweep file; InputError names file:line:column and the key for anything
+// malformed, and the point for a value the config rejects.
+Sweep load_sweep(const std::filesystem::path& file,
+                 const std::vector<std::string>& extra_sets = {});
+
+struct SweepShard {
+  std::uint32_t index = 0, count = 1;  // runs the points with point % count == index
+};
+// Parses "i/N" (0 <= i < N); InputError otherwise.
+SweepShard parse_shard(const std::string& text);
+
+struct SweepOptions {
+  unsigned jobs = 1;
+  SweepShard shard;
+  std::vector<std::string> extra_sets;
+  // Called from the calling thread after each point: (done, failed, skipped, total).
+  std::function<void(std::size_t, std::size_t, std::size_t, std::size_t)> progress;
+};
+
+struct SweepStats {
+  std::size_t total = 0;    // points of this shard
+  std::size_t skipped = 0;  // finished before, inputs unchanged
+  std::size_t ran = 0;
+  std::size_t failed = 0;  // of those run
+};
+
+// Runs the shard's points into `out` (created if missing).
+SweepStats run_sweep(const Sweep& sweep, const std::filesystem::path& out,
+                     const SweepOptions& options);
+
+// Joins shard folders into `out`: point folders copied, results.csv rows merged by point. The
+// shards must come from the same sweep (equal headers); a point in two shards must agree.
+void merge_sweeps(const std::vector<std::filesystem::path>& shards,
+                  const std::filesystem::path& out);
+
+}  // namespace spin::sim

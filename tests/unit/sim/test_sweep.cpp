@@ -1,0 +1,177 @@
+// Parameter sweeps: expansion, results, resuming after a kill, sharding and merging, failures.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <thread>
+
+#include "common/error.h"
+#include "sim/sweep.h"
+#include "tests/support.h"
+
+using spin::test::read_file;
+using spin::test::run_spin;
+using spin::test::source_path;
+using spin::test::write_file;
+
+namespace {
+
+std::string sweep_text(const std::string& axes, const std::string& extra = "") {
+  return "base: " + source_path("configs/default.yaml").string() + "\n" + extra + "axes:\n" + axes;
+}
+
+size_t lines(const std::string& s) {
+  return static_cast<size_t>(std::count(s.begin(), s.end(), '\n'));
+}
+
+}  // namespace
+
+TEST_CASE("sweep: grids, zips, ranges and seeds expand in order", "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(dir / "s.yaml", sweep_text("  - grid:\n"
+                                        "      serving.mode: [dense, \"spin:shadowkv\"]\n"
+                                        "      cache.buffer_ratio: {from: 1, to: 2, step: 0.5}\n"
+                                        "  - zip:\n"
+                                        "      hardware: [h100-sxm, h200]\n"
+                                        "      serving.max_batch_tokens: [4096, 8192]\n",
+                                        "seeds: [3, 4]\n"));
+  const spin::sim::Sweep s = spin::sim::load_sweep(dir / "s.yaml");
+  REQUIRE(s.points.size() == 2 * 3 * 2 * 2);
+  CHECK(s.swept_keys == std::vector<std::string>{"serving.mode", "cache.buffer_ratio", "hardware",
+                                                 "serving.max_batch_tokens", "seed"});
+  CHECK(s.points[0].sets() == std::vector<std::string>{"serving.mode=dense", "cache.buffer_ratio=1",
+                                                       "hardware=h100-sxm",
+                                                       "serving.max_batch_tokens=4096", "seed=3"});
+  CHECK(s.points[1].values.back().second == "4");
+  CHECK(s.points[2].values[2].second == "h200");
+  CHECK(s.points[2].values[3].second == "8192");  // zipped with h200
+  CHECK(s.points[4].values[1].second == "1.5");
+  CHECK(s.points[12].values[0].second == "\"spin:shadowkv\"");
+  CHECK(s.config(s.points[23]).serving.mode == "spin:shadowkv");
+  CHECK(s.config(s.points[23]).seed == 4);
+}
+
+TEST_CASE("sweep: malformed files and rejected values name the place", "[unit][sim]") {
+  spin::test::TempDir dir;
+  const auto error = [&](const std::string& text) {
+    write_file(dir / "s.yaml", text);
+    try {
+      spin::sim::load_sweep(dir / "s.yaml");
+    } catch (const spin::InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(error("axis: []\n").find("s.yaml:1:1: unknown key 'axis'") != std::string::npos);
+  CHECK(error(sweep_text("  - zip:\n      seed: [1, 2]\n      cache.buckets: [8]\n"))
+            .find("zip: cache.buckets has 1 values but seed has 2") != std::string::npos);
+  CHECK(
+      error(sweep_text("  - grid:\n      cache.buckets: {from: 4, to: 1}\n")).find("to >= from") !=
+      std::string::npos);
+  const std::string bad = error(sweep_text("  - grid:\n      cache.bucketz: [8]\n"));
+  CHECK(bad.find("point 0 (cache.bucketz=8)") != std::string::npos);
+  CHECK(bad.find("did you mean") != std::string::npos);
+}
+
+TEST_CASE("sweep: runs every point once, records failures, and keeps finished points on rerun",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(dir / "s.yaml",
+             sweep_text("  - grid:\n"
+                        "      serving.mode: [dense, \"spin:shadowkv\"]\n"
+                        "      hardware.hbm_gib: [80, 20]\n"));  // 20: weights do not fit
+  const auto first =
+      run_spin({"sweep", (dir / "s.yaml").string(), "--out", (dir / "o").string(), "--jobs", "2"});
+  CHECK(first.status == 1);  // a point failed
+  CHECK(first.out.find("4 points: 4 run (2 failed)") != std::string::npos);
+  const std::string csv = read_file(dir / "o" / "results.csv");
+  CHECK(lines(csv) == 5);
+  CHECK(csv.rfind("point,status,error,folder,serving.mode,hardware.hbm_gib,mode,", 0) == 0);
+  CHECK(csv.find("\n0,ok,,points/p000000,dense,80,dense,") != std::string::npos);
+  CHECK(csv.find("\n1,failed,") != std::string::npos);
+  CHECK(csv.find("do not fit") != std::string::npos);
+  CHECK(std::filesystem::exists(dir / "o" / "points" / "p000002" / "timeline.json"));
+
+  const auto again = run_spin({"sweep", (dir / "s.yaml").string(), "--out", (dir / "o").string()});
+  CHECK(again.out.find("4 points: 2 run (2 failed), 2 kept from an earlier run") !=
+        std::string::npos);
+  CHECK(read_file(dir / "o" / "results.csv") == csv);
+  // A changed input (here a --set for every point) recomputes.
+  const auto changed = run_spin({"sweep", (dir / "s.yaml").string(), "--out", (dir / "o").string(),
+                                 "--set", "serving.max_batch_tokens=4096"});
+  CHECK(changed.out.find("4 points: 4 run") != std::string::npos);
+}
+
+TEST_CASE("sweep: shards merged give the table of the whole sweep", "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(dir / "s.yaml", sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2, 3, 4, 5]\n"));
+  REQUIRE(run_spin({"sweep", (dir / "s.yaml").string(), "--out", (dir / "all").string()}).status ==
+          0);
+  for (const char* shard : {"0/2", "1/2"}) {
+    const auto r = run_spin({"sweep", (dir / "s.yaml").string(), "--out",
+                             (dir / ("s" + std::string(1, shard[0]))).string(), "--shard", shard});
+    REQUIRE(r.status == 0);
+  }
+  CHECK(lines(read_file(dir / "s0" / "results.csv")) == 4);  // points 0, 2, 4
+  const auto merged = run_spin({"sweep", "merge", (dir / "s1").string(), (dir / "s0").string(),
+                                "--out", (dir / "m").string()});
+  REQUIRE(merged.status == 0);
+  CHECK(read_file(dir / "m" / "results.csv") == read_file(dir / "all" / "results.csv"));
+  CHECK(std::filesystem::exists(dir / "m" / "points" / "p000003" / "summary.json"));
+  CHECK(run_spin({"sweep", "x.yaml", "--out", "o", "--shard", "2/2"}).status == 2);
+}
+
+TEST_CASE("sweep: killed mid-run, a rerun finishes the missing points, none lost or duplicated",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(dir / "s.yaml",
+             sweep_text("  - grid:\n      cache.buffer_ratio: {from: 1, to: 12, step: 1}\n"
+                        "      serving.mode: [\"spin:shadowkv\", \"oracle:shadowkv\", "
+                        "\"ideal:shadowkv\"]\n",
+                        "seeds: [1, 2, 3]\n"));
+  const std::string spin_exe = std::string(SPIN_BUILD_DIR) + "/spin";
+  const std::string out = (dir / "o").string();
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    freopen("/dev/null", "w", stderr);
+    freopen("/dev/null", "w", stdout);
+    execl(spin_exe.c_str(), spin_exe.c_str(), "sweep", (dir / "s.yaml").c_str(), "--out",
+          out.c_str(), "--jobs", "1", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  // Kill it once a few points are done, in the middle of others.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  size_t done = 0;
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (std::filesystem::exists(dir / "o" / "results.csv"))
+      done = lines(read_file(dir / "o" / "results.csv")) - 1;
+    if (done >= 3) break;
+  }
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  REQUIRE(done >= 3);
+  REQUIRE(done < 108);  // still running when killed
+
+  const auto rerun = run_spin({"sweep", (dir / "s.yaml").string(), "--out", out, "--jobs", "2"});
+  REQUIRE(rerun.status == 0);
+  CHECK(rerun.out.find("108 points:") != std::string::npos);
+  // Points finished before the kill are kept (one more may have finished as it was killed).
+  const bool kept = rerun.out.find(std::to_string(done) + " kept from") != std::string::npos ||
+                    rerun.out.find(std::to_string(done + 1) + " kept from") != std::string::npos;
+  CHECK(kept);
+  const std::string csv = read_file(dir / "o" / "results.csv");
+  CHECK(lines(csv) == 109);
+  for (int p = 0; p < 108; ++p) {
+    const std::string row = "\n" + std::to_string(p) + ",ok,";
+    const size_t at = csv.find(row);
+    CHECK(at != std::string::npos);
+    CHECK(csv.find(row, at + 1) == std::string::npos);
+  }
+  for (const auto& e : std::filesystem::directory_iterator(dir / "o" / "points"))
+    CHECK(e.path().extension() != ".tmp");
+}
