@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "exec/device.h"
+#include "exec/gpu_bench.h"
 
 namespace spin::exec {
 namespace {
@@ -40,6 +41,9 @@ int gpu_info(const cli::Args& args) {
 
 void register_device_commands(cli::Registry& registry) {
   registry.add(cli::Command{"gpu info", "list the CUDA devices of this machine", gpu_info});
+  registry.add(cli::Command{"bench gpu",
+                            "measure gather-copy vs DMA copies and the residency kernel on the GPU",
+                            bench_gpu});
 }
 
 }  // namespace spin::exec

@@ -1,0 +1,14 @@
+// `spin bench gpu`: transfer paths and the residency kernel on the GPU at hand
+// (docs/gpu-kernels.md). Part 1 moves a fetch list of scattered pages with the gather kernel and,
+// on the same buffers in the same run, with one cudaMemcpyAsync per page, one
+// cudaMemcpyBatchAsync, and one bulk cudaMemcpyAsync of the same bytes, both ways. Part 2 times
+// the residency kernel per layer at batch 64 on generated selections.
+#pragma once
+
+#include "sim/cli/command.h"
+
+namespace spin::exec {
+
+int bench_gpu(const cli::Args& args);
+
+}  // namespace spin::exec
