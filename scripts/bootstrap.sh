@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   meson ninja-build pkg-config g++ git
   libboost-program-options-dev libyaml-cpp-dev libeigen3-dev libfmt-dev nlohmann-json3-dev
-  catch2 libzstd-dev libxxhash-dev clang-format
-  python3 python3-matplotlib python3-torch
+  catch2 libzstd-dev libxxhash-dev clang-format libopenmpi-dev openmpi-bin
+  python3 python3-matplotlib python3-pandas python3-torch
 )
 
 missing=()

@@ -24,6 +24,11 @@
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
 #include "sim/trace_match.h"
+#include "spin_build_config.h"
+
+#if SPIN_HAVE_MPI
+#include <mpi.h>
+#endif
 
 namespace spin::sim {
 namespace fs = std::filesystem;
@@ -233,7 +238,9 @@ class Runner {
   Runner(const Sweep& sweep, const fs::path& out, const SweepOptions& options)
       : sweep_(sweep), out_(out), options_(options) {}
 
-  SweepStats run() {
+  // Removes stale .tmp folders, keeps finished points whose inputs are unchanged, writes
+  // results.csv, and returns the points left to run.
+  std::deque<const SweepPoint*> prepare() {
     fs::create_directories(out_ / "points");
     write_file_atomically(out_ / "sweep.yaml", read_text(sweep_.file), "the sweep file");
     for (const auto& entry : fs::directory_iterator(out_ / "points")) {
@@ -254,37 +261,7 @@ class Runner {
     }
     write_results();
     report();
-    std::mutex take;
-    auto work = [&] {
-      for (;;) {
-        const SweepPoint* p;
-        {
-          std::lock_guard lock(take);
-          if (todo.empty()) return;
-          p = todo.front();
-          todo.pop_front();
-        }
-        Row row = run_point(*p);
-        std::lock_guard lock(mutex_);
-        ++stats_.ran;
-        if (!row.ok) ++stats_.failed;
-        rows_[p->index] = std::move(row);
-        write_results();
-        report();
-      }
-    };
-    const unsigned jobs = std::max(1u, options_.jobs);
-    std::vector<std::jthread> workers;
-    for (unsigned j = 1; j < jobs; ++j) workers.emplace_back(work);
-    work();
-    workers.clear();
-    return stats_;
-  }
-
- private:
-  void report() {
-    if (options_.progress)
-      options_.progress(stats_.ran + stats_.skipped, stats_.failed, stats_.skipped, stats_.total);
+    return todo;
   }
 
   // Hash of everything a point's result depends on: its resolved config, the trace's bytes, and
@@ -300,30 +277,38 @@ class Runner {
     return fmt::format("{:016x}", XXH64(text.data(), text.size(), 0));
   }
 
-  std::optional<Row> finished_row(const SweepPoint& p, const std::string& inputs) {
-    const fs::path dir = out_ / "points" / point_name(p.index);
-    try {
-      const auto meta = nlohmann::ordered_json::parse(read_text(dir / "point.json"));
-      if (meta.at("inputs_xxh64") != inputs || meta.at("status") != "ok") return std::nullopt;
-      return ok_row(dir);
-    } catch (const std::exception&) {
-      return std::nullopt;  // absent or unreadable: run it again
-    }
+  // Runs points on `jobs` threads.
+  SweepStats run() {
+    std::deque<const SweepPoint*> todo = prepare();
+    std::mutex take;
+    auto work = [&] {
+      for (;;) {
+        const SweepPoint* p;
+        {
+          std::lock_guard lock(take);
+          if (todo.empty()) return;
+          p = todo.front();
+          todo.pop_front();
+        }
+        record(p->index, run_point(*p, inputs_.at(p->index)));
+      }
+    };
+    const unsigned jobs = std::max(1u, options_.jobs);
+    std::vector<std::jthread> workers;
+    for (unsigned j = 1; j < jobs; ++j) workers.emplace_back(work);
+    work();
+    workers.clear();
+    return stats_;
   }
 
-  static Row ok_row(const fs::path& dir) {
-    Row row;
-    row.ok = true;
-    flatten(nlohmann::ordered_json::parse(read_text(dir / "summary.json")), "", row.metrics);
-    return row;
-  }
-
-  Row run_point(const SweepPoint& p) {
+  // Runs the point and writes its folder (points/pNNNNNN/, through a .tmp folder); `inputs` is
+  // its inputs_hash().
+  Row run_point(const SweepPoint& p, const std::string& inputs) {
     const fs::path final_dir = out_ / "points" / point_name(p.index);
     const fs::path tmp = out_ / "points" / (point_name(p.index) + ".tmp");
     fs::remove_all(tmp);
     fs::create_directories(tmp);
-    nlohmann::ordered_json meta = {{"point", p.index}, {"inputs_xxh64", inputs_[p.index]}};
+    nlohmann::ordered_json meta = {{"point", p.index}, {"inputs_xxh64", inputs}};
     nlohmann::ordered_json values = nlohmann::ordered_json::object();
     for (const auto& [k, v] : p.values) values[k] = display(v);
     meta["values"] = values;
@@ -346,6 +331,51 @@ class Runner {
     write_file_atomically(tmp / "point.json", meta.dump(2) + "\n", "the point record");
     fs::remove_all(final_dir);
     fs::rename(tmp, final_dir);
+    return row;
+  }
+
+  // The row of a point another process ran (MPI), read back from its folder.
+  Row row_from_folder(std::size_t index) {
+    const fs::path dir = out_ / "points" / point_name(index);
+    const auto meta = nlohmann::ordered_json::parse(read_text(dir / "point.json"));
+    if (meta.at("status") == "ok") return ok_row(dir);
+    Row row;
+    row.error = meta.value("error", std::string("failed"));
+    return row;
+  }
+
+  SweepStats stats() const { return stats_; }
+
+  void record(std::size_t index, Row row) {
+    std::lock_guard lock(mutex_);
+    ++stats_.ran;
+    if (!row.ok) ++stats_.failed;
+    rows_[index] = std::move(row);
+    write_results();
+    report();
+  }
+
+ private:
+  void report() {
+    if (options_.progress)
+      options_.progress(stats_.ran + stats_.skipped, stats_.failed, stats_.skipped, stats_.total);
+  }
+
+  std::optional<Row> finished_row(const SweepPoint& p, const std::string& inputs) {
+    const fs::path dir = out_ / "points" / point_name(p.index);
+    try {
+      const auto meta = nlohmann::ordered_json::parse(read_text(dir / "point.json"));
+      if (meta.at("inputs_xxh64") != inputs || meta.at("status") != "ok") return std::nullopt;
+      return ok_row(dir);
+    } catch (const std::exception&) {
+      return std::nullopt;  // absent or unreadable: run it again
+    }
+  }
+
+  static Row ok_row(const fs::path& dir) {
+    Row row;
+    row.ok = true;
+    flatten(nlohmann::ordered_json::parse(read_text(dir / "summary.json")), "", row.metrics);
     return row;
   }
 
@@ -497,6 +527,69 @@ SweepShard parse_shard(const std::string& text) {
 SweepStats run_sweep(const Sweep& sweep, const fs::path& out, const SweepOptions& options) {
   return Runner(sweep, out, options).run();
 }
+
+bool sweep_mpi_available() { return SPIN_HAVE_MPI; }
+
+#if SPIN_HAVE_MPI
+// Rank 0 hands out points one at a time to whichever rank asks (dynamic load balancing) and
+// writes results.csv from the folders the ranks wrote; the others run points. Messages are one
+// int64: a worker sends the point it finished (-1 at first), rank 0 answers with the next point
+// (-1: stop).
+SweepStats run_sweep_mpi(const Sweep& sweep, const fs::path& out, const SweepOptions& options) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) MPI_Init(nullptr, nullptr);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  Runner runner(sweep, out, options);
+  SweepStats stats;
+  constexpr int kReport = 1, kAssign = 2;
+  if (size == 1) {
+    stats = runner.run();
+  } else if (rank == 0) {
+    std::deque<const SweepPoint*> todo = runner.prepare();
+    int active = size - 1;
+    while (active > 0) {
+      long long finished = -1;
+      MPI_Status status;
+      MPI_Recv(&finished, 1, MPI_LONG_LONG, MPI_ANY_SOURCE, kReport, MPI_COMM_WORLD, &status);
+      if (finished >= 0)
+        runner.record(static_cast<size_t>(finished),
+                      runner.row_from_folder(static_cast<size_t>(finished)));
+      long long next = -1;
+      if (!todo.empty()) {
+        next = static_cast<long long>(todo.front()->index);
+        todo.pop_front();
+      } else {
+        --active;
+      }
+      MPI_Send(&next, 1, MPI_LONG_LONG, status.MPI_SOURCE, kAssign, MPI_COMM_WORLD);
+    }
+    stats = runner.stats();
+  } else {
+    long long finished = -1;
+    for (;;) {
+      MPI_Send(&finished, 1, MPI_LONG_LONG, 0, kReport, MPI_COMM_WORLD);
+      long long next = -1;
+      MPI_Recv(&next, 1, MPI_LONG_LONG, 0, kAssign, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+      if (next < 0) break;
+      const SweepPoint& p = sweep.points.at(static_cast<size_t>(next));
+      runner.run_point(p, runner.inputs_hash(p));
+      ++stats.ran;
+      finished = next;
+    }
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  MPI_Finalize();
+  stats.rank = rank;
+  return stats;
+}
+#else
+SweepStats run_sweep_mpi(const Sweep&, const fs::path&, const SweepOptions&) {
+  throw InputError("--mpi: this spin was built without MPI (install libopenmpi-dev and rebuild)");
+}
+#endif
 
 void merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
   if (shards.empty()) throw InputError("sweep merge: name at least one shard folder");

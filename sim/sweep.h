@@ -63,11 +63,21 @@ struct SweepStats {
   std::size_t skipped = 0;  // finished before, inputs unchanged
   std::size_t ran = 0;
   std::size_t failed = 0;  // of those run
+  int rank = 0;            // MPI rank (run_sweep_mpi); 0 otherwise
 };
 
 // Runs the shard's points into `out` (created if missing).
 SweepStats run_sweep(const Sweep& sweep, const std::filesystem::path& out,
                      const SweepOptions& options);
+
+// Whether this spin was built with MPI (meson option `mpi`).
+bool sweep_mpi_available();
+
+// The same under mpirun: rank 0 hands points to the other ranks as they ask (dynamic load
+// balancing) and writes results.csv; every rank writes the folders of the points it ran. Returns
+// rank 0's totals on rank 0. Throws InputError when built without MPI.
+SweepStats run_sweep_mpi(const Sweep& sweep, const std::filesystem::path& out,
+                         const SweepOptions& options);
 
 // Joins shard folders into `out`: point folders copied, results.csv rows merged by point. The
 // shards must come from the same sweep (equal headers); a point in two shards must agree.

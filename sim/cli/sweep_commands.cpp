@@ -34,7 +34,10 @@ int sweep_command(const Args& args) {
       "run only the points with point % N == i (job arrays; join with spin sweep merge)")(
       "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
       "override applied to every point, after the sweep's own values (repeatable)")(
-      "dry-run", po::bool_switch(), "list the expanded points and exit");
+      "dry-run", po::bool_switch(), "list the expanded points and exit")(
+      "mpi", po::bool_switch(),
+      "run under mpirun: rank 0 hands points to the other ranks as they ask and writes "
+      "results.csv (mpirun -n K spin sweep ... --mpi; needs a build with MPI)");
   po::positional_options_description positional;
   positional.add("sweep", 1);
   const auto vm = parse_options(
@@ -82,7 +85,10 @@ int sweep_command(const Args& args) {
                      tty ? "\r" : "", done, total, failed, skipped, eta, tty ? "   " : "\n")
               << std::flush;
   };
-  const sim::SweepStats stats = sim::run_sweep(sweep, (*vm)["out"].as<std::string>(), so);
+  const bool mpi = (*vm)["mpi"].as<bool>();
+  const sim::SweepStats stats = mpi ? sim::run_sweep_mpi(sweep, (*vm)["out"].as<std::string>(), so)
+                                    : sim::run_sweep(sweep, (*vm)["out"].as<std::string>(), so);
+  if (stats.rank != 0) return 0;  // rank 0 reports for all
   if (tty) std::cerr << "\n";
   std::cout << fmt::format(
       "{} points: {} run ({} failed), {} kept from an earlier run; results in {}/results.csv\n",
