@@ -20,12 +20,13 @@ trace::MemorySource shadowkv_request(uint32_t context, uint32_t steps, uint32_t 
   gen::GeneratorConfig g;
   g.algorithm = "shadowkv";
   g.seed = seed;
-  g.model.layers = layers;
   g.workload.name = "fixed";
   g.workload.requests = 1;
   g.workload.prompt_tokens = context;
   g.workload.output_tokens = steps;
-  const gen::Generator generator(g);
+  config::ModelConfig model = gen::default_model();
+  model.layers = layers;
+  const gen::Generator generator(g, model);
   return trace::MemorySource(trace::materialize(generator, 0, 1));
 }
 

@@ -502,11 +502,17 @@ class LayerStream final : public trace::StepStream {
 
 }  // namespace
 
-Generator::Generator(GeneratorConfig config) : config_(std::move(config)) {
-  validate(config_);
+Generator::Generator(GeneratorConfig config, config::ModelConfig model)
+    : config_(std::move(config)), model_(std::move(model)) {
+  validate(config_, model_);
   spec_ = resolve_algorithm(config_);
-  const ModelSection& m = config_.model;
-  header_.model = {m.name, m.layers, m.query_heads, m.kv_heads, m.head_dim, m.dtype_bytes};
+  const config::ModelConfig& m = model_;
+  header_.model = {m.preset.empty() ? "custom" : m.preset,
+                   m.layers,
+                   m.query_heads,
+                   m.kv_heads,
+                   m.head_dim,
+                   m.dtype_bytes()};
   header_.algorithms = {spec_.info};
   header_.source =
       fmt::format("spin trace gen: algorithm {}, workload {}", spec_.name, config_.workload.name);
