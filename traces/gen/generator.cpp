@@ -359,10 +359,10 @@ void HeadState::move_hotspots(uint32_t step, const Range& range) {
 
 HeadState::Source HeadState::source_of(uint64_t r) const {
   const uint32_t u = static_cast<uint32_t>(r >> 48);
-  return u < recall_     ? Source::kRecall
-         : u < revisit_  ? Source::kRevisit
-         : u < reemerge_ ? Source::kReemerge
-                         : Source::kFresh;
+  // recall_ <= revisit_ <= reemerge_: counting the thresholds passed needs no branch.
+  static_assert(static_cast<int>(Source::kRecall) == 0 && static_cast<int>(Source::kRevisit) == 1 &&
+                static_cast<int>(Source::kReemerge) == 2 && static_cast<int>(Source::kFresh) == 3);
+  return static_cast<Source>((u >= recall_) + (u >= revisit_) + (u >= reemerge_));
 }
 
 int64_t HeadState::candidate(Source source, uint64_t r, uint32_t step, const Range& range) {
