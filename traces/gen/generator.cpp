@@ -417,17 +417,32 @@ void HeadState::draw(uint32_t step, const Range& range, uint32_t count) {
     candidates_[i] = ring ? -1 : candidate(s, r, step, range);
   }
   for (uint32_t i = 0; i < count; ++i) {
-    if (positions_[i] != kNoPosition) candidates_[i] = ring_[positions_[i] & ring_mask_];
+    // A select, not a branch: ring_[kNoPosition & ring_mask_] is a valid read.
+    const uint64_t at = positions_[i];
+    const int64_t entry = ring_[at & ring_mask_];
+    candidates_[i] = at != kNoPosition ? entry : candidates_[i];
   }
   for (uint32_t i = 0; i < count; ++i) {
     int64_t c = candidates_[i];
     bool ok = valid(c, range);
     // A rejected recall tries the next entries of the ring first (dropped at about the same
-    // step): cheap, as they are adjacent in memory.
-    for (uint64_t p = positions_[i] + 1;
-         !ok && positions_[i] != kNoPosition && p <= positions_[i] + kNeighbours && p < ring_count_;
-         ++p) {
-      ok = valid(c = ring_[p & ring_mask_], range);
+    // step): cheap, as they are adjacent in memory. The first valid one is found without a
+    // branch per entry; ring entries are partition ids (or the zeros of a ring not yet full),
+    // so their bits can be read without the range check first.
+    const uint64_t at = positions_[i];
+    if (!ok && at != kNoPosition) {
+      uint32_t found = 0;
+      uint32_t next[kNeighbours + 1];
+      for (uint32_t j = 0; j < kNeighbours; ++j) {
+        const uint64_t p = at + 1 + j;
+        next[j] = ring_[p & ring_mask_];
+        found |= static_cast<uint32_t>((p < ring_count_) &
+                                       (next[j] - range.lo < range.hi - range.lo) & !test(next[j]))
+                 << j;
+      }
+      next[kNeighbours] = next[kNeighbours - 1];  // none valid: c is redrawn below
+      c = next[std::countr_zero(found | (1u << kNeighbours))];
+      ok = found != 0;
     }
     for (int t = 1; t < detail::kTries && !ok; ++t) {
       ok = valid(c = candidate(sources_[i], rng_.next(), step, range), range);
