@@ -224,17 +224,18 @@ ResidencyRow bench_residency(const std::string& algorithm, bool per_stream_pools
   gen::GeneratorConfig g;
   g.algorithm = algorithm;
   g.seed = seed;
-  g.model.layers = 4;
-  g.model.kv_heads = 8;
-  g.model.query_heads = 32;
+  config::ModelConfig model = gen::default_model();
+  model.layers = 4;
+  model.kv_heads = 8;
+  model.query_heads = 32;
   g.locality.poor_layers = 0;
   g.workload.name = "fixed";
   g.workload.requests = batch;
   g.workload.prompt_tokens = context;
   g.workload.output_tokens = warmup_steps + timed_steps;
-  const gen::Generator generator(g);
+  const gen::Generator generator(g, model);
   const trace::AlgorithmInfo& alg = generator.algorithm_of(0);
-  const std::uint32_t heads = g.model.kv_heads;
+  const std::uint32_t heads = model.kv_heads;
   const std::uint32_t layer = 2;  // a sparse layer (the generator's first layers may be dense)
   const policy::PartitionGeometry geometry{alg.partition_kind == trace::PartitionKind::kVariable
                                                ? policy::PartitionKind::kVariable

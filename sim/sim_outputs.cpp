@@ -11,6 +11,7 @@
 #include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/version.h"
+#include "sim/trace_source.h"
 
 namespace spin::sim {
 
@@ -140,6 +141,15 @@ std::string file_xxh64(const std::filesystem::path& path) {
   return fmt::format("{:016x}", h);
 }
 
+std::string trace_source_hash(const config::TraceConfig& trace) {
+  if (trace.path) return file_xxh64(*trace.path);
+  // A generator is its settings: the hash of its resolved keys.
+  config::Config c;
+  c.trace = trace;
+  const std::string yaml = config::to_yaml(c);
+  return fmt::format("{:016x}", XXH64(yaml.data(), yaml.size(), 0));
+}
+
 namespace {
 
 std::string hostname() {
@@ -156,8 +166,8 @@ void write_sim_outputs(const std::filesystem::path& dir, const config::Config& c
   const nlohmann::ordered_json provenance = {{"program", "spin"},
                                              {"version", std::string(version())},
                                              {"git_commit", std::string(git_commit())},
-                                             {"trace", cfg.trace.path.string()},
-                                             {"trace_xxh64", file_xxh64(cfg.trace.path)},
+                                             {"trace", trace_source_name(cfg.trace)},
+                                             {"trace_xxh64", trace_source_hash(cfg.trace)},
                                              {"seed", cfg.seed},
                                              {"host", hostname()}};
   write_file_atomically(dir / "provenance.json", provenance.dump(2) + "\n", "the provenance");

@@ -28,6 +28,10 @@ std::string steps_csv(const SimResult& result);
 // XXH64 of a file's bytes as 16 hex digits (the provenance's trace hash). InputError if unreadable.
 std::string file_xxh64(const std::filesystem::path& path);
 
+// What a run's trace source is made of, as 16 hex digits: the file's XXH64, or for a generator
+// the XXH64 of its resolved settings.
+std::string trace_source_hash(const config::TraceConfig& trace);
+
 // Writes a run's folder (created if missing): resolved_config.yaml, provenance.json,
 // summary.json, requests.csv, and steps.csv / timeline.json when the result holds them. Each file
 // is written atomically.

@@ -19,11 +19,10 @@
 #include "common/atomic_file.h"
 #include "common/config/schema.h"
 #include "common/error.h"
-#include "common/trace/file_source.h"
 #include "common/version.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
-#include "sim/trace_match.h"
+#include "sim/trace_source.h"
 #include "spin_build_config.h"
 
 #if SPIN_HAVE_MPI
@@ -268,9 +267,11 @@ class Runner {
   // the program.
   std::string inputs_hash(const SweepPoint& p) {
     const config::Config cfg = sweep_.config(p, options_.extra_sets);
-    const std::string trace = cfg.trace.path.string();
+    const std::string trace = trace_source_name(cfg.trace);
     if (!trace_hashes_.count(trace)) {
-      trace_hashes_[trace] = fs::exists(cfg.trace.path) ? file_xxh64(cfg.trace.path) : "missing";
+      trace_hashes_[trace] = !cfg.trace.path || fs::exists(*cfg.trace.path)
+                                 ? trace_source_hash(cfg.trace)
+                                 : std::string("missing");
     }
     const std::string text = fmt::format("{}\n{}\n{}\n{}", config::to_yaml(cfg),
                                          trace_hashes_[trace], version(), git_commit());
@@ -315,11 +316,10 @@ class Runner {
     Row row;
     try {
       const config::Config cfg = sweep_.config(p, options_.extra_sets);
-      const trace::FileSource source(cfg.trace.path);
-      check_trace_matches_model(cfg.trace.path.string(), source.header().model, cfg.model);
+      const std::unique_ptr<trace::TraceSource> source = open_trace_source(cfg);
       SimOptions so;
       so.threads = 1;
-      const SimResult result = simulate(cfg, source, so);
+      const SimResult result = simulate(cfg, *source, so);
       write_sim_outputs(tmp, cfg, result);
       meta["status"] = "ok";
       row = ok_row(tmp);

@@ -31,6 +31,13 @@ std::string read_text(const std::filesystem::path& file) {
   return text.str();
 }
 
+// What parsing one section at a time cannot check: rules between sections.
+Config checked(Config config) {
+  if (config.trace.generator)
+    gen::validate(*config.trace.generator, config.model, "trace.generator");
+  return config;
+}
+
 }  // namespace
 
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets) {
@@ -38,17 +45,17 @@ Config load_config(const std::filesystem::path& file, const std::vector<std::str
     throw InputError(fmt::format("cannot read config file '{}': it is a directory", file.string()));
   }
   const std::string text = read_text(file);
-  return parse_config<Config>(
-      text,
-      std::make_shared<const Source>(
-          Source{file.string(), true, std::filesystem::absolute(file).parent_path()}),
-      sets);
+  return checked(
+      parse_config<Config>(text,
+                           std::make_shared<const Source>(Source{
+                               file.string(), true, std::filesystem::absolute(file).parent_path()}),
+                           sets));
 }
 
 Config load_config_text(std::string_view yaml, std::string_view origin_name,
                         const std::vector<std::string>& sets) {
-  return parse_config<Config>(
-      yaml, std::make_shared<const Source>(Source{std::string(origin_name), true, {}}), sets);
+  return checked(parse_config<Config>(
+      yaml, std::make_shared<const Source>(Source{std::string(origin_name), true, {}}), sets));
 }
 
 Config default_config(const std::vector<std::string>& sets) {
@@ -56,11 +63,11 @@ Config default_config(const std::vector<std::string>& sets) {
   if (!text) throw InvariantError("configs/default.yaml is not compiled into this binary");
   // Its relative paths resolve as if it were ./configs/default.yaml, where it lives in the source
   // tree, so the built-in and the file on disk give the same config.
-  return parse_config<Config>(
+  return checked(parse_config<Config>(
       *text,
       std::make_shared<const Source>(Source{fmt::format("{} (built in)", kDefaultConfig), true,
                                             std::filesystem::absolute("configs")}),
-      sets);
+      sets));
 }
 
 ModelConfig model_preset(std::string_view name) { return load_preset<ModelConfig>(name, "model"); }

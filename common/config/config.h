@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,17 +24,30 @@
 #include "common/config/schema.h"
 #include "common/policy/cache_config.h"
 #include "common/serving/serving_config.h"
+#include "common/trace/generator_config.h"
 
 namespace spin::config {
 
+// Where the run's selections come from: a trace file or a generator (DESIGN.md §3). Exactly one
+// of the two; giving both is an error while parsing, giving neither is an error for a command
+// that needs a trace (sim::open_trace_source). A null value (`path: ~`, `--set trace.path=`)
+// removes a source that an earlier layer gave, so `--set` can switch from one to the other.
 struct TraceConfig {
-  std::filesystem::path path = "traces/sample.spt";
+  std::optional<std::filesystem::path> path;
+  std::optional<gen::GeneratorConfig> generator;
 
   template <class V>
   void visit(V& v) {
     v.field("path", path,
             "trace file to replay; relative to the folder of the config file that gives it (to "
-            "the current directory for --set and for this default)");
+            "the current directory for --set)");
+    v.field("generator", generator,
+            "a synthetic trace generator to pull selections from instead of a file, for the "
+            "run's model (docs/trace-generators.md)");
+    v.check("generator",
+            "either trace.path or trace.generator, not both (a null value, e.g. --set "
+            "trace.path=, removes one)",
+            [this] { return !(path && generator); });
   }
 };
 
@@ -65,7 +79,9 @@ struct Config {
     v.field("model", model, "the served model: a preset name (spin --list models) or its keys");
     v.field("hardware", hardware,
             "the GPU machine: a preset name (spin --list hardware) or its keys");
-    v.field("trace", trace, "the attention-access trace the run replays");
+    v.field("trace", trace,
+            "the attention-access trace the run replays: a file (trace.path) or a generator "
+            "(trace.generator)");
     v.field("cache", cache, "the HBM page cache: replacement policy, pools, buffer ratio");
     v.field("serving", serving, "the served system (mode) and the scheduler's batching limits");
     v.field("sim", sim, "the simulator's own knobs (stream sampling)");

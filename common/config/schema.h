@@ -22,7 +22,9 @@
 //                                 the file that gave it, else to the current directory), enums
 //                                 with an enum_names() overload found by ADL, std::vector of
 //                                 unsigned integers or doubles, and nested sections (a struct
-//                                 with its own visit()).
+//                                 with its own visit()); std::optional of any of these for a key
+//                                 that may be absent (none by default; a null value, `key: ~` or
+//                                 `--set key=`, removes what earlier sources gave).
 //   v.check(key, expected, predicate)
 //                                 a rule over several fields, checked after they are parsed;
 //                                 the error says "<key path>: expected <expected>".
@@ -36,6 +38,7 @@
 // replaces everything earlier sources gave for that section.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstdint>
 #include <filesystem>
@@ -191,6 +194,16 @@ concept Section = std::is_class_v<T> && requires(T& t, KeyCollector& k) {
   t.visit(k);
 };
 
+// std::optional<T>: a key that may be absent.
+template <class T>
+struct OptionalTraits : std::false_type {};
+template <class T>
+struct OptionalTraits<std::optional<T>> : std::true_type {
+  using value_type = T;
+};
+template <class T>
+concept Optional = OptionalTraits<T>::value;
+
 // "model" + "layers" → "model.layers"; "" + "seed" → "seed".
 std::string join_path(std::string_view prefix, std::string_view key);
 
@@ -345,7 +358,24 @@ class Parser {
 
   template <class T>
   void field(std::string_view key, T& value, std::string_view description, Constraints c = {}) {
-    if constexpr (Section<T>) {
+    if constexpr (Optional<T>) {
+      // A null value means "none" and drops what earlier sources gave.
+      std::vector<const Node*> values = section_.values_of(key);
+      const auto null = std::find_if(values.rbegin(), values.rend(),
+                                     [](const Node* n) { return n->kind == Node::Kind::kNull; });
+      if (null != values.rend()) {
+        value.reset();
+        values.erase(values.begin(), null.base());
+      }
+      if (values.empty()) return;
+      if constexpr (Section<typename T::value_type>) {
+        if (!value) value.emplace();
+        parse_section(*value, std::move(values), join_path(section_.path, key), section_.where);
+      } else {
+        value = detail::Codec<typename T::value_type>::parse(*values.back(),
+                                                             {join_path(section_.path, key), c});
+      }
+    } else if constexpr (Section<T>) {
       parse_section(value, section_.values_of(key), join_path(section_.path, key), section_.where);
     } else {
       const Node* node = section_.value_of(key);
@@ -423,12 +453,18 @@ class Emitter {
   explicit Emitter(std::vector<Line>& lines, int indent = 0) : lines_(lines), indent_(indent) {}
 
   template <class T>
-  void field(std::string_view key, const T& value, std::string_view description, Constraints = {}) {
-    if constexpr (Section<T>) {
+  void field(std::string_view key, const T& value, std::string_view description,
+             Constraints c = {}) {
+    if constexpr (Optional<T>) {
+      if (value) field(key, *value, description, c);  // an absent key is not written
+    } else if constexpr (Section<T>) {
+      const std::size_t header = lines_.size();
       lines_.push_back({indent_, std::string(key) + ":", std::string(description)});
       Emitter child(lines_, indent_ + 2);
       T copy = value;  // visit() is not const; the emitter only reads
       copy.visit(child);
+      // A section whose keys are all absent is an empty mapping, not nothing.
+      if (lines_.size() == header + 1) lines_[header].text += " {}";
     } else {
       lines_.push_back({indent_, std::string(key) + ": " + detail::Codec<T>::format(value),
                         std::string(description)});
@@ -474,7 +510,13 @@ class KeyLister {
   void field(std::string_view key, const T& value, std::string_view description,
              Constraints c = {}) {
     const std::string path = join_path(prefix_, key);
-    if constexpr (Section<T>) {
+    if constexpr (Optional<T>) {
+      // Listed with the defaults of a present value; the default of the key itself is none.
+      const std::size_t row = rows_.size();
+      field(key, value ? *value : typename T::value_type{}, description, c);
+      rows_[row].type += " (optional)";
+      rows_[row].default_value = value ? rows_[row].default_value : "(none)";
+    } else if constexpr (Section<T>) {
       const std::size_t row = rows_.size();
       rows_.push_back({path, "a mapping", "", std::string(description)});
       KeyLister child(rows_, path);

@@ -12,6 +12,7 @@
 #include "sim/replay.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
+#include "sim/trace_source.h"
 #include "traces/gen/generator.h"
 
 namespace po = boost::program_options;
@@ -25,12 +26,13 @@ trace::MemorySource shadowkv_request(uint32_t context, uint32_t steps, uint32_t 
   gen::GeneratorConfig g;
   g.algorithm = "shadowkv";
   g.seed = seed;
-  g.model.layers = layers;
   g.workload.name = "fixed";
   g.workload.requests = 1;
   g.workload.prompt_tokens = context;
   g.workload.output_tokens = steps;
-  const gen::Generator generator(g);
+  config::ModelConfig model = gen::default_model();
+  model.layers = layers;
+  const gen::Generator generator(g, model);
   return trace::MemorySource(trace::materialize(generator, 0, 1));
 }
 
@@ -118,13 +120,15 @@ struct SimRun {
   double wall_s = 0, cpu_s = 0;
 };
 
-SimRun timed_sim(const trace::TraceSource& source, double sampling, unsigned threads) {
-  config::Config c = config::default_config({fmt::format("sim.stream_sampling={}", sampling)});
+SimRun timed_sim(std::vector<std::string> sets, double sampling, unsigned threads) {
+  sets.push_back(fmt::format("sim.stream_sampling={}", sampling));
+  const config::Config c = config::default_config(sets);
   sim::SimOptions o;
   o.threads = threads;
   o.timeline = false;
   const Stopwatch clock;
-  const sim::SimResult r = sim::simulate(c, source, o);
+  const std::unique_ptr<trace::TraceSource> source = sim::open_trace_source(c);
+  const sim::SimResult r = sim::simulate(c, *source, o);
   SimRun run;
   run.wall_s = clock.wall_seconds();
   run.cpu_s = clock.cpu_seconds();
@@ -156,30 +160,33 @@ int bench_sim(const Args& args) {
   const auto vm = parse_options(
       args, "bench sim", "[options]",
       "Measures the serving simulator end to end (trace source, policy core and timing), pulling\n"
-      "ShadowKV selections straight from the generator: spin:shadowkv on Qwen3-14B / H100 SXM "
-      "with\n"
-      "the default config. First the exact run on one thread (selected pages per CPU second, per\n"
+      "ShadowKV selections straight from the generator (trace.generator): spin:shadowkv on\n"
+      "Qwen3-14B / H100 SXM with the default config. First the exact run on one thread (selected "
+      "pages per CPU second, per\n"
       "core) and on --threads threads, then stream sampling at 1/2 to 1/64 of the layers with its\n"
       "wall time and its relative error against the exact run on throughput, mean TTFT, mean\n"
       "TPOT and hit ratio.",
       options);
   if (!vm) return 0;
-  gen::GeneratorConfig g;
-  g.algorithm = "shadowkv";
-  g.seed = (*vm)["seed"].as<uint64_t>();
-  g.workload.name = "longbench-v2";
-  g.workload.requests = (*vm)["requests"].as<uint32_t>();
-  g.workload.rate_rps = (*vm)["rate"].as<double>();
-  g.workload.max_output_tokens = (*vm)["max-output-tokens"].as<uint32_t>();
-  const gen::Generator generator(g);
+  const uint32_t requests = (*vm)["requests"].as<uint32_t>();
+  const double rate = (*vm)["rate"].as<double>();
+  const uint32_t max_output = (*vm)["max-output-tokens"].as<uint32_t>();
+  const std::vector<std::string> generator = {
+      "trace.path=",
+      "trace.generator.algorithm=shadowkv",
+      fmt::format("trace.generator.seed={}", (*vm)["seed"].as<uint64_t>()),
+      "trace.generator.workload.name=longbench-v2",
+      fmt::format("trace.generator.workload.requests={}", requests),
+      fmt::format("trace.generator.workload.rate_rps={}", rate),
+      fmt::format("trace.generator.workload.max_output_tokens={}", max_output)};
   const unsigned threads = (*vm)["threads"].as<unsigned>();
 
   std::cout << fmt::format(
       "Simulation: {} LongBench-v2-like requests at {} req/s, output <= {} tokens, spin:shadowkv, "
       "generator as the source\n"
       "{:<22} {:>8} {:>15} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9}\n",
-      g.workload.requests, g.workload.rate_rps, g.workload.max_output_tokens, "run", "threads",
-      "selected pages", "wall s", "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit");
+      requests, rate, max_output, "run", "threads", "selected pages", "wall s", "M pages/cpu-s",
+      "err tput", "err TTFT", "err TPOT", "err hit");
   const SimRun exact1 = timed_sim(generator, 1.0, 1);
   const auto row = [&](const std::string& name, unsigned t, const SimRun& r) {
     std::cout << fmt::format(

@@ -46,7 +46,7 @@ po::options_description generator_options() {
   return o;
 }
 
-gen::GeneratorConfig generator_config(const po::variables_map& vm) {
+gen::TraceGenConfig generator_config(const po::variables_map& vm) {
   std::vector<std::string> sets;
   const auto shorthand = [&](const char* option, const char* key) {
     if (!vm.count(option)) return;
@@ -84,7 +84,8 @@ int trace_gen(const Args& args) {
       "docs/trace-generators.md. Same config and seed, same file.",
       options);
   if (!vm) return 0;
-  const gen::Generator generator(generator_config(*vm));
+  const gen::TraceGenConfig config = generator_config(*vm);
+  const gen::Generator generator(config.generator, config.model);
   const size_t n = generator.requests().size();
   gen::copy_to_file(generator, (*vm)["out"].as<std::string>(), {}, [n](size_t done) {
     std::cerr << fmt::format("\rrequests written: {}/{}", done, n) << std::flush;
@@ -119,7 +120,8 @@ int trace_stats(const Args& args) {
   }
   std::unique_ptr<stats::StatsCollector> collector;
   if (from_gen) {
-    const gen::Generator generator(generator_config(*vm));
+    const gen::TraceGenConfig config = generator_config(*vm);
+    const gen::Generator generator(config.generator, config.model);
     collector = std::make_unique<stats::StatsCollector>(generator.header());
     for (size_t r = 0; r < generator.requests().size(); ++r) {
       for (uint32_t l = 0; l < generator.header().model.layers; ++l) {
@@ -149,9 +151,11 @@ int bench_gen(const Args& args) {
   po::options_description options("Options");
   options.add_options()("steps", po::value<uint32_t>()->default_value(512),
                         "decode steps per request")(
-      "prompt-tokens", po::value<uint32_t>()->default_value(55000), "prompt length in tokens");
+      "prompt-tokens", po::value<uint32_t>()->default_value(55000), "prompt length in tokens")(
+      "algorithm", po::value<std::string>()->value_name("NAME"),
+      "time only this algorithm (default: every one)");
   const auto vm = parse_options(
-      args, "bench gen", "[--steps N] [--prompt-tokens T]",
+      args, "bench gen", "[--steps N] [--prompt-tokens T] [--algorithm NAME]",
       "Measures generation speed on one thread: every layer and KV head of one request of the\n"
       "default model (40 layers, 8 KV heads) for each algorithm, with default locality.\n"
       "Prints selected partitions per CPU second, i.e. per core (the target is >= 150 M).",
@@ -159,22 +163,28 @@ int bench_gen(const Args& args) {
   if (!vm) return 0;
   std::cout << fmt::format("{:<11} {:>14} {:>9} {:>9} {:>13}\n", "algorithm", "selections",
                            "wall s", "cpu s", "M sel/cpu-s");
+  if (vm->count("algorithm") && !gen::known_algorithm((*vm)["algorithm"].as<std::string>())) {
+    throw InputError(fmt::format("bench gen: --algorithm: expected one of {}, got '{}'",
+                                 gen::algorithm_names(), (*vm)["algorithm"].as<std::string>()));
+  }
   for (const gen::AlgorithmSpec& spec : gen::algorithms()) {
+    if (vm->count("algorithm") && (*vm)["algorithm"].as<std::string>() != spec.name) continue;
     gen::GeneratorConfig config;
     config.algorithm = std::string(spec.name);
     config.workload.name = "fixed";
     config.workload.requests = 1;
     config.workload.prompt_tokens = (*vm)["prompt-tokens"].as<uint32_t>();
     config.workload.output_tokens = (*vm)["steps"].as<uint32_t>();
-    const gen::Generator generator(config);
+    const gen::Generator generator(config, gen::default_model());
+    const config::ModelConfig& model = generator.model();
     uint64_t selections = 0;
     // CPU time of this (single-threaded) process, so that other load on the machine does not
     // count against the generator.
     const Stopwatch clock;
-    for (uint32_t l = 0; l < config.model.layers; ++l) {
+    for (uint32_t l = 0; l < model.layers; ++l) {
       const auto stream = generator.open_layer(0, l);
       while (stream->next()) {
-        for (uint32_t h = 0; h < config.model.kv_heads; ++h) {
+        for (uint32_t h = 0; h < model.kv_heads; ++h) {
           selections += stream->selection(h).size();
         }
       }

@@ -11,10 +11,9 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
-#include "common/trace/file_source.h"
 #include "sim/cli/config_commands.h"
 #include "sim/replay.h"
-#include "sim/trace_match.h"
+#include "sim/trace_source.h"
 
 namespace po = boost::program_options;
 
@@ -93,8 +92,9 @@ int replay_command(const Args& args) {
   add_config_options(options, config_positional);
   options.add_options()(
       "trace", po::value<std::string>()->value_name("TRACE"),
-      "trace file (.spt) to replay; also the first positional argument (default: trace.path of "
-      "the config, traces/sample.spt in the built-in default)")(
+      "trace file (.spt) to replay instead of the config's trace source; also the first "
+      "positional argument (default: trace.path or trace.generator of the config; the built-in "
+      "default replays traces/sample.spt)")(
       "policy", po::value<std::string>(),
       "replacement policy: shorthand for --set cache.policy=NAME")(
       "buffer-ratio", po::value<std::string>()->value_name("K"),
@@ -115,13 +115,14 @@ int replay_command(const Args& args) {
   positional.add("trace", 1);
   const auto vm = parse_options(
       args, "replay", "[TRACE] [--config FILE] [--set KEY=VALUE]... [options]",
-      "Runs the policy core alone over a trace, without a timing model: each request's pages\n"
-      "compete for its HBM cache of floor((1 + k)·M_r) pages (M_r: the pages one step may select,\n"
-      "from the algorithm's retrieval budget; k: cache.buffer_ratio) under the replacement policy\n"
-      "of the config's cache section. Prints hits, misses, bypasses, static-region accesses and\n"
-      "bytes fetched per layer and overall (counts are of selected pages), and the peak metadata\n"
-      "of one request: two-level page tables vs a flat worst-case table. The shorthand options\n"
-      "are --set overrides, validated the same way; spin config keys lists the cache keys.",
+      "Runs the policy core alone over a trace (TRACE, else the config's trace.path or\n"
+      "trace.generator), without a timing model: each request's pages compete for its HBM cache\n"
+      "of floor((1 + k)·M_r) pages (M_r: the pages one step may select, from the algorithm's\n"
+      "retrieval budget; k: cache.buffer_ratio) under the replacement policy of the config's\n"
+      "cache section. Prints hits, misses, bypasses, static-region accesses and bytes fetched\n"
+      "per layer and overall (counts are of selected pages), and the peak metadata of one\n"
+      "request: two-level page tables vs a flat worst-case table. The shorthand options are\n"
+      "--set overrides, validated the same way; spin config keys lists the keys.",
       options, positional);
   if (!vm) return 0;
 
@@ -134,14 +135,16 @@ int replay_command(const Args& args) {
                                   {"pool-scope", "cache.pool_scope"}}) {
     if (vm->count(flag)) sets.push_back(fmt::format("{}={}", key, (*vm)[flag].as<std::string>()));
   }
-  if (vm->count("trace"))
+  if (vm->count("trace")) {  // replaces the config's source, whichever it is
+    sets.push_back("trace.generator=");
     sets.push_back(fmt::format("trace.path={}", (*vm)["trace"].as<std::string>()));
+  }
   with_sets.erase("set");
   with_sets.emplace("set", po::variable_value(sets, false));
   const config::Config cfg = config_from_options(with_sets);
 
-  const trace::FileSource source(cfg.trace.path);
-  sim::check_trace_matches_model(cfg.trace.path.string(), source.header().model, cfg.model);
+  const std::unique_ptr<trace::TraceSource> opened = sim::open_trace_source(cfg);
+  const trace::TraceSource& source = *opened;
   sim::ReplayOptions ro;
   ro.cache = cfg.cache;
   ro.threads = (*vm)["threads"].as<unsigned>();
@@ -154,7 +157,7 @@ int replay_command(const Args& args) {
   const sim::ReplayResult result = sim::replay(source, ro);
   if (show_progress) std::cerr << "\n";
 
-  const nlohmann::ordered_json json = result_json(result, cfg.trace.path.string());
+  const nlohmann::ordered_json json = result_json(result, sim::trace_source_name(cfg.trace));
   if (vm->count("out")) {
     const std::filesystem::path dir = (*vm)["out"].as<std::string>();
     std::filesystem::create_directories(dir);

@@ -9,11 +9,10 @@
 
 #include "common/error.h"
 #include "common/serving/mode.h"
-#include "common/trace/file_source.h"
 #include "sim/cli/config_commands.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
-#include "sim/trace_match.h"
+#include "sim/trace_source.h"
 
 namespace po = boost::program_options;
 
@@ -55,8 +54,10 @@ int sim_command(const Args& args) {
   po::options_description options("Options");
   po::positional_options_description positional;
   add_config_options(options, positional);
-  options.add_options()("trace", po::value<std::string>()->value_name("FILE"),
-                        "trace file (.spt) to replay: --set trace.path=FILE")(
+  options.add_options()(
+      "trace", po::value<std::string>()->value_name("FILE"),
+      "trace file (.spt) to replay instead of the config's trace source (trace.path or "
+      "trace.generator)")(
       "mode", po::value<std::string>()->value_name("MODE"),
       "served system, e.g. dense or spin:shadowkv: --set serving.mode=MODE (spin --list modes)")(
       "out", po::value<std::string>()->value_name("DIR"),
@@ -85,13 +86,15 @@ int sim_command(const Args& args) {
   std::vector<std::string> sets =
       vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
   if (vm->count("mode")) sets.push_back("serving.mode=" + (*vm)["mode"].as<std::string>());
-  if (vm->count("trace")) sets.push_back("trace.path=" + (*vm)["trace"].as<std::string>());
+  if (vm->count("trace")) {  // replaces the config's source, whichever it is
+    sets.push_back("trace.generator=");
+    sets.push_back("trace.path=" + (*vm)["trace"].as<std::string>());
+  }
   with_sets.erase("set");
   with_sets.emplace("set", po::variable_value(sets, false));
   const config::Config cfg = config_from_options(with_sets);
 
-  const trace::FileSource source(cfg.trace.path);
-  sim::check_trace_matches_model(cfg.trace.path.string(), source.header().model, cfg.model);
+  const std::unique_ptr<trace::TraceSource> source = sim::open_trace_source(cfg);
 
   sim::SimOptions so;
   so.threads = (*vm)["threads"].as<unsigned>();
@@ -104,7 +107,7 @@ int sim_command(const Args& args) {
       std::cerr << fmt::format("\rsim: {:.1f} s simulated, {}/{} requests", t, done, total)
                 << std::flush;
   };
-  const sim::SimResult result = sim::simulate(cfg, source, so);
+  const sim::SimResult result = sim::simulate(cfg, *source, so);
   if (tty && result.iteration_count >= 256) std::cerr << "\n";
   const nlohmann::ordered_json summary = sim::summary_json(result);
 

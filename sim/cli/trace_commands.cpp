@@ -295,21 +295,22 @@ int bench_trace(const Args& args) {
 
   constexpr uint32_t kPrompt = 128 * 1024, kSteps = 512, kLayers = 4;
   gen::GeneratorConfig g;  // the calibrated ShadowKV generator (docs/trace-generators.md)
+  config::ModelConfig model = gen::default_model();
+  model.layers = kLayers;
   g.algorithm = "shadowkv";
   g.seed = seed;
-  g.model.layers = kLayers;
   g.workload.name = "fixed";
   g.workload.prompt_tokens = kPrompt;
   g.workload.output_tokens = kSteps;
   g.workload.requests = 1;
   {  // the number of requests follows from one request's selections
-    const gen::Generator one(g);
+    const gen::Generator one(g, model);
     const trace::TraceData probe = trace::materialize(one, 0, 1);
     g.workload.requests = static_cast<uint32_t>(
         std::max<uint64_t>(1, (want + probe.requests[0].ids.size() - 1) /
                                   std::max<size_t>(1, probe.requests[0].ids.size())));
   }
-  const gen::Generator generator(g);
+  const gen::Generator generator(g, model);
   const uint64_t requests = generator.requests().size();
   const trace::TraceHeader& header = generator.header();
   const uint32_t kHeads = header.model.kv_heads;

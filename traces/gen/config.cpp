@@ -2,151 +2,42 @@
 
 #include <fmt/format.h>
 
-#include <array>
 #include <fstream>
 #include <memory>
 #include <sstream>
 
+#include "common/config/config.h"
 #include "common/error.h"
 
 namespace spin::gen {
-namespace {
 
-using trace::AlgorithmInfo;
-using trace::PartitionKind;
+config::ModelConfig default_model() { return config::model_preset(kDefaultModel); }
 
-// Defaults: DESIGN.md §5 and spin-paper.md; static regions are [design] choices
-// (docs/trace-generators.md, "Algorithms").
-const std::array<AlgorithmSpec, 5> kAlgorithms = {{
-    {"shadowkv", "8-token chunks = pages, budget 1.56% of the context",
-     AlgorithmInfo{"shadowkv", PartitionKind::kFixed, 8, 8, 0.0156, 0, 16, 64, 0}},
-    {"retroinfer",
-     "variable k-means clusters (~16 tokens) over 8-token pages, budget 1.8%, re-indexed every "
-     "1024 generated tokens",
-     AlgorithmInfo{"retroinfer", PartitionKind::kVariable, 16, 8, 0.018, 0, 16, 1088, 1024}, 4, 28},
-    {"seer", "SeerAttention-R: 32-token blocks = pages, 2048-token budget, last block always kept",
-     AlgorithmInfo{"seer", PartitionKind::kFixed, 32, 32, 0, 2048, 0, 32, 0}},
-    {"quest", "Quest: 16-token pages by min/max key bounds, 2048-token budget",
-     AlgorithmInfo{"quest", PartitionKind::kFixed, 16, 16, 0, 2048, 0, 16, 0}},
-    {"token", "token-level top-2048 (DeepSeek sparse attention) over 16-token pages",
-     AlgorithmInfo{"token", PartitionKind::kFixed, 1, 16, 0, 2048, 0, 0, 0}},
-}};
-
-const std::array<std::pair<std::string_view, std::string_view>, 4> kWorkloads = {{
-    {"longbench-v2", "LongBench-v2-like: prompt 32K-120K (mean 55K), output 500-15K (mean 5K)"},
-    {"longgenbench", "LongGenBench-like: prompt 16K-19K (mean 18K), output 7K-32K (mean 12K)"},
-    {"fixed", "every request has workload.prompt_tokens and workload.output_tokens"},
-    {"list", "explicit (arrival_us, prompt_tokens, output_tokens) triples in workload.list"},
-}};
-
-template <class Names>
-std::string name_list(const Names& names) {
-  std::string out;
-  for (const auto& n : names) {
-    if (!out.empty()) out += ", ";
-    if constexpr (requires { n.name; }) {
-      out += n.name;
-    } else {
-      out += n.first;
-    }
-  }
-  return out;
-}
-
-[[noreturn]] void fail(std::string_view key, std::string_view what) {
-  throw InputError(fmt::format("generator.{}: {}", key, what));
-}
-
-bool power_of_two(uint32_t x) { return x != 0 && (x & (x - 1)) == 0; }
-
-}  // namespace
-
-std::span<const AlgorithmSpec> algorithms() { return kAlgorithms; }
-std::span<const std::pair<std::string_view, std::string_view>> workloads() { return kWorkloads; }
-
-AlgorithmSpec resolve_algorithm(const GeneratorConfig& config) {
-  const AlgorithmSpec* found = nullptr;
-  for (const AlgorithmSpec& a : kAlgorithms) {
-    if (a.name == config.algorithm) found = &a;
-  }
-  if (found == nullptr) {
-    fail("algorithm", fmt::format("unknown algorithm '{}'; expected one of: {}", config.algorithm,
-                                  name_list(kAlgorithms)));
-  }
-  AlgorithmSpec spec = *found;
-  AlgorithmInfo& info = spec.info;
-  const GeometrySection& g = config.geometry;
-  const auto take = [](uint32_t& field, uint32_t value) {
-    if (value != 0) field = value;
-  };
-  take(info.partition_tokens, g.partition_tokens);
-  take(info.page_tokens, g.page_tokens);
-  if (g.budget_ratio >= 0) info.budget_ratio = g.budget_ratio;
-  take(info.budget_tokens, g.budget_tokens);
-  take(info.sink_tokens, g.sink_tokens);
-  take(info.local_window_tokens, g.local_window_tokens);
-  take(info.reindex_interval_tokens, g.reindex_interval_tokens);
-  take(spec.cluster_min_tokens, g.cluster_min_tokens);
-  take(spec.cluster_max_tokens, g.cluster_max_tokens);
-  if (!power_of_two(info.page_tokens)) {
-    fail("geometry.page_tokens", fmt::format("expected a power of two, got {}", info.page_tokens));
-  }
-  if (info.budget_ratio <= 0 && info.budget_tokens == 0) {
-    fail("geometry.budget_tokens", "the budget is zero: give budget_ratio > 0 or budget_tokens");
-  }
-  if (info.partition_kind == PartitionKind::kVariable) {
-    if (spec.cluster_min_tokens == 0 || spec.cluster_min_tokens > spec.cluster_max_tokens) {
-      fail("geometry.cluster_min_tokens",
-           fmt::format("expected 1 <= cluster_min_tokens <= cluster_max_tokens, got {} and {}",
-                       spec.cluster_min_tokens, spec.cluster_max_tokens));
-    }
-    if (info.reindex_interval_tokens == 0) {
-      fail("geometry.reindex_interval_tokens", "expected >= 1 for variable partitions");
-    }
-  }
-  return spec;
-}
-
-void validate(const GeneratorConfig& config) {
-  resolve_algorithm(config);
-  const WorkloadSection& w = config.workload;
-  bool known = false;
-  for (const auto& [name, description] : kWorkloads) known = known || name == w.name;
-  if (!known) {
-    fail("workload.name",
-         fmt::format("unknown workload '{}'; expected one of: {}", w.name, name_list(kWorkloads)));
-  }
-  if (w.name == "list" && (w.list.empty() || w.list.size() % 3 != 0)) {
-    fail("workload.list", "expected (arrival_us, prompt_tokens, output_tokens) triples");
-  }
-  const LocalitySection& l = config.locality;
-  if (l.dense_layers + l.poor_layers > config.model.layers) {
-    fail("locality.poor_layers",
-         fmt::format("dense_layers + poor_layers = {} exceeds model.layers = {}",
-                     l.dense_layers + l.poor_layers, config.model.layers));
-  }
-  if (l.recall_prob + l.revisit_prob + l.reemerge_prob > 1.0) {
-    fail("locality.reemerge_prob", "expected recall_prob + revisit_prob + reemerge_prob <= 1");
-  }
-  if (l.revisit_window_steps <= l.recall_window_steps) {
-    fail("locality.revisit_window_steps", "expected > recall_window_steps");
-  }
-}
-
-GeneratorConfig parse_generator_config(std::string_view yaml, std::string_view origin,
-                                       const std::vector<std::string>& sets) {
-  const bool blank = yaml.find_first_not_of(" \t\r\n") == std::string_view::npos;
-  auto source =
-      std::make_shared<const config::Source>(config::Source{std::string(origin), true, {}});
-  GeneratorConfig config =
-      config::parse_config<GeneratorFile>(blank ? std::string_view("{}") : yaml, source, sets)
-          .generator;
-  validate(config);
-  return config;
-}
-
-GeneratorConfig load_generator_config(const std::string& file,
+TraceGenConfig parse_generator_config(std::string_view yaml, std::string_view origin,
                                       const std::vector<std::string>& sets) {
+  const bool blank = yaml.find_first_not_of(" \t\r\n") == std::string_view::npos;
+  // Lowest layer: the default model as a preset name, which a file or --set may extend
+  // (generator.model.layers=2) or replace (generator.model=qwen3-32b).
+  std::vector<config::Node> trees;
+  trees.reserve(sets.size() + 2);
+  trees.push_back(config::parse_yaml(
+      fmt::format("generator: {{model: {}}}", kDefaultModel),
+      std::make_shared<const config::Source>(config::Source{"(the default model)", false, {}})));
+  trees.push_back(config::parse_yaml(
+      blank ? std::string_view("{}") : yaml,
+      std::make_shared<const config::Source>(config::Source{std::string(origin), true, {}})));
+  if (trees.back().kind == config::Node::Kind::kNull) config::throw_empty_document(trees.back());
+  for (const std::string& set : sets) trees.push_back(config::parse_set_option(set));
+  std::vector<const config::Node*> sources;
+  for (const config::Node& tree : trees) sources.push_back(&tree);
+  GeneratorFile file;
+  config::parse_section(file, std::move(sources), "", trees[1].where());
+  validate(file.generator.generator, file.generator.model);
+  return file.generator;
+}
+
+TraceGenConfig load_generator_config(const std::string& file,
+                                     const std::vector<std::string>& sets) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open the generator config file", file));
   std::stringstream text;

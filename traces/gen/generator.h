@@ -74,9 +74,12 @@ struct LayerModel {
 
 class Generator final : public trace::TraceSource {
  public:
-  // Validates the config (InputError naming the key) and draws the workload's requests. O(layers +
-  // requests).
-  explicit Generator(GeneratorConfig config);
+  // Validates the config against the model (InputError naming the key under "generator") and
+  // draws the workload's requests. The trace header records the model's shape, named by its
+  // preset ("custom" without one). O(layers + requests).
+  Generator(GeneratorConfig config, config::ModelConfig model);
+  // The generator and model of a `spin trace gen` config.
+  explicit Generator(const TraceGenConfig& config) : Generator(config.generator, config.model) {}
   ~Generator() override;
 
   const trace::TraceHeader& header() const override { return header_; }
@@ -85,6 +88,7 @@ class Generator final : public trace::TraceSource {
       size_t request, uint32_t layer, std::span<const uint32_t> heads = {}) const override;
 
   const GeneratorConfig& config() const { return config_; }
+  const config::ModelConfig& model() const { return model_; }
   const AlgorithmSpec& algorithm() const { return spec_; }
   const LayerModel& layer_model(uint32_t layer) const { return layers_[layer]; }
   // Partitions one head selects over `context` tokens before clipping to the dynamic ones.
@@ -95,6 +99,7 @@ class Generator final : public trace::TraceSource {
 
  private:
   GeneratorConfig config_;
+  config::ModelConfig model_;
   AlgorithmSpec spec_;
   trace::TraceHeader header_;
   std::vector<trace::RequestInfo> requests_;

@@ -48,7 +48,7 @@ TEST_CASE("config: unknown key with no close match lists the valid keys", "[unit
       Catch::StartsWith(
           "run.yaml:3:1: unknown key 'frobnicate'; valid keys are: seed, model, hardware, trace"));
   CHECK(error_of("trace: {format: x}\n" + kValid) ==
-        "run.yaml:1:9: unknown key 'trace.format'; valid keys in trace are: path");
+        "run.yaml:1:9: unknown key 'trace.format'; valid keys in trace are: path, generator");
 }
 
 TEST_CASE("config: a wrong type names the key and what was expected", "[unit][config]") {
@@ -203,7 +203,7 @@ TEST_CASE("config: aliases expand, but not past a size limit or into themselves"
   const auto config = spin::config::load_config_text(
       "model: &name qwen3-32b\nhardware: h100-sxm\ntrace: {path: *name}\n", "run.yaml");
   CHECK(config.model.layers == 64);
-  CHECK(config.trace.path.filename() == "qwen3-32b");
+  CHECK(config.trace.path->filename() == "qwen3-32b");
   std::string bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
   for (int i = 1; i <= 5; ++i) {
     bomb += std::string("a") + std::to_string(i) + ": &a" + std::to_string(i) + " [";

@@ -21,19 +21,19 @@ using spin::test::TempDir;
 namespace {
 
 // A small config: `layers` layers, 2 KV heads, fixed-length requests.
-gen::GeneratorConfig small_config(const std::string& algorithm, uint32_t prompt, uint32_t output,
-                                  uint32_t requests = 2, uint32_t layers = 3) {
-  gen::GeneratorConfig c;
-  c.algorithm = algorithm;
-  c.seed = 7;
+gen::TraceGenConfig small_config(const std::string& algorithm, uint32_t prompt, uint32_t output,
+                                 uint32_t requests = 2, uint32_t layers = 3) {
+  gen::TraceGenConfig c;
+  c.generator.algorithm = algorithm;
+  c.generator.seed = 7;
   c.model.layers = layers;
   c.model.kv_heads = 2;
   c.model.query_heads = 4;
-  c.workload.name = "fixed";
-  c.workload.requests = requests;
-  c.workload.prompt_tokens = prompt;
-  c.workload.output_tokens = output;
-  c.locality.poor_layers = 1;
+  c.generator.workload.name = "fixed";
+  c.generator.workload.requests = requests;
+  c.generator.workload.prompt_tokens = prompt;
+  c.generator.workload.output_tokens = output;
+  c.generator.locality.poor_layers = 1;
   return c;
 }
 
@@ -89,7 +89,7 @@ TEST_CASE("trace gen: same seed gives identical records, in any open order and h
     }
     // Another seed gives other selections.
     auto other = small_config(std::string(a.name), 3000, 40);
-    other.seed = 8;
+    other.generator.seed = 8;
     CHECK(collect(gen::Generator(other), 1, {0, 1, 2}).ids != forward.ids);
   }
 }
@@ -101,7 +101,7 @@ TEST_CASE(
   for (const gen::AlgorithmSpec& a : gen::algorithms()) {
     INFO(a.name);
     auto config = small_config(std::string(a.name), 5000, 1100, 1, 2);
-    config.locality.dense_layers = 1;
+    config.generator.locality.dense_layers = 1;
     const gen::Generator g(config);
     const trace::AlgorithmInfo& info = g.algorithm().info;
     const uint32_t log2 = static_cast<uint32_t>(std::countr_zero(info.page_tokens));
@@ -249,12 +249,14 @@ TEST_CASE("trace gen: bad config names the key, unknown names list the known one
                     Contains("generator.workload.list"));
   CHECK_THROWS_WITH(parse({"generator.model.layers=2", "generator.locality.poor_layers=3"}),
                     Contains("generator.locality.poor_layers"));
-  const gen::GeneratorConfig c = gen::parse_generator_config(
+  const gen::TraceGenConfig c = gen::parse_generator_config(
       "generator:\n  algorithm: seer\n  locality:\n    persistence: 0.5\n", "test.yaml",
       {"generator.workload.requests=3"});
-  CHECK(c.algorithm == "seer");
-  CHECK(c.locality.persistence == 0.5);
-  CHECK(c.workload.requests == 3);
+  CHECK(c.generator.algorithm == "seer");
+  CHECK(c.generator.locality.persistence == 0.5);
+  CHECK(c.generator.workload.requests == 3);
+  CHECK(c.model.preset == "qwen3-14b");
+  CHECK(c.model.layers == 40);
 }
 
 // The calibration targets of reference/locality-and-transfer.md, on a scaled-down run with the
@@ -266,7 +268,8 @@ TEST_CASE("trace gen: default locality meets the calibration targets for every a
   for (const gen::AlgorithmSpec& a : gen::algorithms()) {
     INFO(a.name);
     auto config = small_config(std::string(a.name), 32000, 600, 2, 8);
-    config.locality = gen::LocalitySection{};  // the defaults: 2 of the 8 layers poorly local
+    config.generator.locality =
+        gen::LocalitySection{};  // the defaults: 2 of the 8 layers poorly local
     const gen::Generator g(config);
     stats::StatsCollector collector(g.header());
     for (size_t r = 0; r < g.requests().size(); ++r) {

@@ -141,15 +141,15 @@ TEST_CASE("trace stats: hits at each capacity equal a naive LRU cache's, static 
 TEST_CASE("trace stats: a generated file gives the same statistics as its generator",
           "[unit][gen][stats]") {
   test::TempDir dir;
-  gen::GeneratorConfig config;
-  config.algorithm = "retroinfer";
+  gen::TraceGenConfig config;
+  config.generator.algorithm = "retroinfer";
   config.model.layers = 2;
   config.model.kv_heads = 2;
-  config.workload.name = "fixed";
-  config.workload.requests = 2;
-  config.workload.prompt_tokens = 3000;
-  config.workload.output_tokens = 1100;
-  config.locality.poor_layers = 1;
+  config.generator.workload.name = "fixed";
+  config.generator.workload.requests = 2;
+  config.generator.workload.prompt_tokens = 3000;
+  config.generator.workload.output_tokens = 1100;
+  config.generator.locality.poor_layers = 1;
   const gen::Generator g(config);
   gen::copy_to_file(g, dir / "s.spt");
   stats::StatsCollector from_gen(g.header()), from_file(g.header());
@@ -170,15 +170,15 @@ TEST_CASE("trace stats: hits equal the policy core's exact LRU on generated trac
           "[unit][gen][stats]") {
   for (const char* algorithm : {"shadowkv", "retroinfer", "token"}) {
     INFO(algorithm);
-    gen::GeneratorConfig config;
-    config.algorithm = algorithm;
+    gen::TraceGenConfig config;
+    config.generator.algorithm = algorithm;
     config.model.layers = 1;
     config.model.kv_heads = 2;
-    config.workload.name = "fixed";
-    config.workload.requests = 1;
-    config.workload.prompt_tokens = 6000;
-    config.workload.output_tokens = 1100;
-    config.locality.poor_layers = 0;
+    config.generator.workload.name = "fixed";
+    config.generator.workload.requests = 1;
+    config.generator.workload.prompt_tokens = 6000;
+    config.generator.workload.output_tokens = 1100;
+    config.generator.locality.poor_layers = 0;
     const gen::Generator g(config);
     stats::StatsOptions options;
     options.capacity_multiples = {2, 3, 5, 8};

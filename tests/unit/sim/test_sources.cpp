@@ -10,15 +10,15 @@
 
 namespace {
 
-spin::gen::GeneratorConfig small_config(const std::string& algorithm) {
-  spin::gen::GeneratorConfig g;
-  g.algorithm = algorithm;
-  g.seed = 7;
+spin::gen::TraceGenConfig small_config(const std::string& algorithm) {
+  spin::gen::TraceGenConfig g;
+  g.generator.algorithm = algorithm;
+  g.generator.seed = 7;
   g.model.layers = 2;
-  g.workload.name = "fixed";
-  g.workload.requests = 2;
-  g.workload.prompt_tokens = 4096;
-  g.workload.output_tokens = 1100;  // RetroInfer re-indexes after 1024 generated tokens
+  g.generator.workload.name = "fixed";
+  g.generator.workload.requests = 2;
+  g.generator.workload.prompt_tokens = 4096;
+  g.generator.workload.output_tokens = 1100;  // RetroInfer re-indexes after 1024 generated tokens
   return g;
 }
 
