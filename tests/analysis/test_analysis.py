@@ -41,7 +41,10 @@ import matplotlib  # noqa: E402
 from spinplot import cli, data, figures, style  # noqa: E402
 from spinplot import report as report_mod  # noqa: E402
 
-SPIN = os.environ.get("SPIN_BINARY", os.path.join(ROOT, "build", "spin"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import spin_unittest  # noqa: E402  (tests/spin_unittest.py)
+
+SPIN = spin_unittest.default_spin()  # main() sets the binary given by --spin
 PLOT = os.path.join(ROOT, "analysis", "plot.py")
 REPORT = os.path.join(ROOT, "analysis", "report.py")
 
@@ -585,21 +588,5 @@ class ReportTest(Base):
         self.assertIn("no request-rate column", text)
 
 
-def main():
-    global SPIN
-    argv = list(sys.argv)
-    if "--spin" in argv:
-        i = argv.index("--spin")
-        SPIN = argv[i + 1]
-        del argv[i:i + 2]
-    if not os.access(SPIN, os.X_OK):
-        print(f"analysis tests: FAILED: no spin binary at {SPIN} (pass --spin PATH)",
-              file=sys.stderr)
-        return 1
-    SPIN = os.path.abspath(SPIN)
-    program = unittest.main(argv=argv, exit=False, verbosity=2)
-    return 0 if program.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(spin_unittest.main("analysis", sys.modules[__name__]))

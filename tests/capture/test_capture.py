@@ -38,7 +38,10 @@ except ImportError:
 from spin_capture import hooks, tiny_llama  # noqa: E402
 from spin_capture import cli  # noqa: E402
 
-SPIN = os.environ.get("SPIN_BINARY", os.path.join(ROOT, "build", "spin"))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import spin_unittest  # noqa: E402  (tests/spin_unittest.py)
+
+SPIN = spin_unittest.default_spin()  # main() sets the binary given by --spin
 
 CONFIG = {"num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2,
           "head_dim": 16, "hidden_size": 64, "intermediate_size": 128, "vocab_size": 256}
@@ -416,20 +419,5 @@ class CaptureTest(unittest.TestCase):
             self.assertTrue(action.help, f"{action.option_strings} has no help")
 
 
-def main():
-    global SPIN
-    argv = list(sys.argv)
-    if "--spin" in argv:
-        i = argv.index("--spin")
-        SPIN = argv[i + 1]
-        del argv[i:i + 2]
-    if not os.access(SPIN, os.X_OK):
-        print(f"capture tests: FAILED: no spin binary at {SPIN} (pass --spin PATH)",
-              file=sys.stderr)
-        return 1
-    program = unittest.main(argv=argv, exit=False, verbosity=2)
-    return 0 if program.result.wasSuccessful() else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(spin_unittest.main("capture", sys.modules[__name__]))
