@@ -118,7 +118,8 @@ RequestOutcome replay_request(const trace::TraceSource& source, size_t request,
   const uint64_t streams = uint64_t{model.layers} * model.kv_heads;
   const double k = options.cache.buffer_ratio;
 
-  policy::Engine engine({options.cache.segment_pages, options.decision_log.has_value()});
+  policy::Engine engine(
+      {options.cache.segment_pages, options.decision_log.has_value(), options.cache.page_table});
   policy::RequestSpec spec = plan.spec;
   spec.cache_pages = cache_pages_at(plan, streams, info.prompt_tokens, k);
   const policy::RequestId id = engine.add_request(spec);
@@ -231,7 +232,7 @@ ReplayResult replay(const trace::TraceSource& source, const ReplayOptions& optio
     for (size_t l = 0; l < o.layers.size(); ++l) result.layers[l] += o.layers[l];
     result.total += o.total;
     result.request_steps += o.steps;
-    if (o.peak_metadata.two_level() > result.peak_metadata.two_level())
+    if (o.peak_metadata.page_table() > result.peak_metadata.page_table())
       result.peak_metadata = o.peak_metadata;
     if (log.is_open()) log << o.decision_log;
     if (options.progress) options.progress(r + 1, n);

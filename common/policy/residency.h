@@ -235,15 +235,37 @@ SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params,
   std::uint32_t unresolved = Policy::order_bits(params);  // low order bits not yet fixed
   std::uint64_t prefix = 0;
   std::uint32_t remaining = need;  // victims still to find at or above `prefix`
+  const bool single_pass = unresolved <= 8;
   while (unresolved > 0) {
     const std::uint32_t width = unresolved % 8 == 0 ? 8 : unresolved % 8;
     unresolved -= width;
     const std::uint32_t bins = 1u << width;
-    for (std::uint32_t b = 0; b < bins; ++b) histogram[b] = 0;
-    for (std::uint32_t s = 0; s < pool.extent; ++s) {
-      if (pool.slot_last_use[s] >= now) continue;  // empty (kEmptyStamp) or pinned (== now)
-      const std::uint64_t digits = Policy::order(pool, params, now, s) >> unresolved;
-      if ((digits >> width) == prefix) ++histogram[digits & (bins - 1)];
+    // Up to 4 interleaved copies of the histogram (as many as the scratch holds), so that
+    // neighbouring slots of one digit do not wait on each other's increments; branch-free:
+    // slots that do not count (empty: kEmptyStamp, pinned: == now, another prefix) add 0.
+    const std::uint32_t copies_log2 = width <= 6 ? 2 : width == 7 ? 1 : 0;
+    const std::uint32_t copy_mask = (1u << copies_log2) - 1;
+    for (std::uint32_t b = 0; b < (bins << copies_log2); ++b) histogram[b] = 0;
+    if (single_pass) {
+      // order_bits <= 8 (e.g. bucketed LRU with B <= 256): every order is a digit.
+      for (std::uint32_t s = 0; s < pool.extent; ++s) {
+        const auto digit = static_cast<std::uint32_t>(Policy::order(pool, params, now, s));
+        histogram[(digit << copies_log2) | (s & copy_mask)] +=
+            static_cast<std::uint32_t>(pool.slot_last_use[s] < now);
+      }
+    } else {
+      for (std::uint32_t s = 0; s < pool.extent; ++s) {
+        const std::uint64_t digits = Policy::order(pool, params, now, s) >> unresolved;
+        const std::uint32_t counts = static_cast<std::uint32_t>(pool.slot_last_use[s] < now) &
+                                     static_cast<std::uint32_t>((digits >> width) == prefix);
+        histogram[(static_cast<std::uint32_t>(digits & (bins - 1)) << copies_log2) |
+                  (s & copy_mask)] += counts;
+      }
+    }
+    for (std::uint32_t b = 0; b < bins; ++b) {
+      std::uint32_t sum = 0;
+      for (std::uint32_t c = 0; c <= copy_mask; ++c) sum += histogram[(b << copies_log2) | c];
+      histogram[b] = sum;  // b <= (b << copies_log2): read before any later b overwrites it
     }
     std::uint32_t digit = 0;
     while (histogram[digit] < remaining) remaining -= histogram[digit++];
@@ -253,15 +275,17 @@ SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params,
   *ties = remaining;
 }
 
-// Whether any of `count` slots is empty or at least min_age steps old.
+// Whether any of `count` slots is empty or at least min_age steps old. One unsigned compare
+// per slot: a resident slot has last_use <= now, so now − last_use is its age (<= now), and an
+// empty slot's now − kEmptyStamp wraps to now + 1, above every age.
 // last_use: [count]
 template <std::uint32_t count>
 SPIN_HD bool may_hold_target(const std::uint32_t* last_use, std::uint32_t now,
                              std::uint32_t min_age) {
+  const std::uint32_t bound = min_age < now + 1 ? min_age : now + 1;
   std::uint32_t maybe = 0;
   for (std::uint32_t j = 0; j < count; ++j) {
-    maybe |= static_cast<std::uint32_t>(last_use[j] == kEmptyStamp) |
-             static_cast<std::uint32_t>(now - last_use[j] >= min_age);
+    maybe |= static_cast<std::uint32_t>(now - last_use[j] >= bound);
   }
   return maybe != 0;
 }
@@ -279,10 +303,13 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
   const PoolView pool = pool_in;  // local copies: the stores below cannot alias them
   const StepOutput out = out_in;
   // A slot younger than min_age cannot be a victim: blocks of such slots (and no empty slot)
-  // are skipped by a test the compiler vectorises, 32 slots and then 8 at a time. Exact: only
-  // non-targets are skipped.
+  // are skipped by a test the compiler vectorises, 32 slots and then 8 at a time. Once every
+  // victim is found only empty slots can be targets: min_age becomes kEmptyStamp, which no
+  // resident slot reaches. Exact: only non-targets are skipped.
   std::uint32_t min_age = 0;
-  if constexpr (!Policy::kEvictsAllUnpinned) {
+  if (need == 0) {
+    min_age = kEmptyStamp;
+  } else if constexpr (!Policy::kEvictsAllUnpinned) {
     min_age = Policy::min_victim_age(params, now, threshold);
   }
   std::uint32_t victims = 0;
@@ -309,11 +336,18 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
         if (order < threshold) {
           target = true;
         } else if (order == threshold && ties > 0) {
-          --ties;
           target = true;
+          if (--ties == 0 && min_age > 0) {
+            // The remaining victims have order < threshold: they are older still.
+            min_age =
+                threshold > 0 ? Policy::min_victim_age(params, now, threshold - 1) : kEmptyStamp;
+          }
         }
       }
-      if (target) out.victim_slot[victims++] = static_cast<std::int32_t>(s);
+      if (target) {
+        out.victim_slot[victims++] = static_cast<std::int32_t>(s);
+        if (victims == need) min_age = kEmptyStamp;
+      }
     }
     if (target && targets < cached) {
       out.slot_of[out.fetch_index[targets++]] = static_cast<std::int32_t>(s);
@@ -327,9 +361,12 @@ template <class Policy>
 SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
                                   SegmentPoolView& segments_io, const StepInput& in,
                                   std::uint32_t* histogram, StepOutput& out_io) {
-  // The misses to cache are at most min(n, capacity), and so are the segments they may take.
+  // The misses to cache are at most min(n, capacity), and so are the segments they may take
+  // (two-level page table; a hashed one takes none).
   const std::uint32_t most_cached = in.n < pool_io.capacity ? in.n : pool_io.capacity;
-  if (segments_io.free_count < most_cached) return StepStatus::kSegmentPoolExhausted;
+  if (!page_table_hashed(pool_io.table) && segments_io.free_count < most_cached) {
+    return StepStatus::kSegmentPoolExhausted;
+  }
   // Work on local copies of the views: stores through the arrays cannot alias them, so their
   // fields stay in registers. Written back at the end.
   PoolView pool = pool_io;
@@ -339,9 +376,7 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
   // 1. Lookup (a loop of independent loads, so that many are in flight), then hits are pinned
   //    (last_use = now) and misses listed in ascending key order.
   const std::uint32_t n = in.n;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    out.slot_of[i] = page_table_lookup(pool.table, segments, in.keys[i]);
-  }
+  page_table_lookup_many(pool.table, segments, in.keys, n, out.slot_of);
   std::uint32_t hits = 0;
   std::uint32_t misses = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
