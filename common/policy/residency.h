@@ -22,6 +22,9 @@
 //   kUsesAux            whether slot_aux carries policy state
 //   kEvictsAllUnpinned  frees every unpinned slot instead of m by order (PreviousStep)
 //   kTryOldestFirst     victims usually all have order 0: try t* = 0 first (an exact shortcut)
+//   kSkipCommonDigits   orders of many bits that mostly agree (the high bits of a step, of an
+//                       index): a first pass finds the bits where they differ, and the radix
+//                       passes over 8-bit digits where none differ are skipped (exact)
 //   order(pool, params, now, slot)        smaller is evicted first; ties go to the lowest slot
 //   order_bits(params)                    significant bits of order()
 //   min_victim_age(params, now, t)        a lower bound on now − last_use of any slot with
@@ -35,7 +38,8 @@
 //   Belady        order = farthest next use first (next_use given per access; host/simulator)
 //
 // Complexity per step: O(n) lookups and updates (n = selected pages) + one O(extent) pass to
-// collect victims and free slots (it stops once all are found and skips blocks of young slots)
+// collect victims and free slots (it stops once all are found and skips blocks of slots that
+// cannot be targets: younger than any victim can be, and, once the victims are found, not empty)
 // + ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU with
 // B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for FIFO/Belady; 8 for
 // exact LRU).
@@ -122,7 +126,8 @@ SPIN_HD constexpr std::uint32_t bit_width(std::uint32_t v) {
 struct BucketedLru {
   static constexpr bool kUsesAux = false;
   static constexpr bool kEvictsAllUnpinned = false;
-  static constexpr bool kTryOldestFirst = true;  // most victims sit in the oldest bucket
+  static constexpr bool kTryOldestFirst = true;     // most victims sit in the oldest bucket
+  static constexpr bool kSkipCommonDigits = false;  // one pass anyway
   SPIN_HD static std::uint32_t order_bits(const PolicyParams& p) {
     return bit_width(p.buckets - 1);
   }
@@ -147,6 +152,7 @@ struct ExactLru {
   static constexpr bool kUsesAux = true;  // aux = index of the last access in its step's selection
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
+  static constexpr bool kSkipCommonDigits = true;  // recent steps, small indices: ~3 of 8 digits
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 64; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -168,6 +174,7 @@ struct Fifo {
   static constexpr bool kUsesAux = true;  // aux = the step the page was inserted
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
+  static constexpr bool kSkipCommonDigits = true;  // recent steps: ~2 of 4 digits
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -194,6 +201,7 @@ struct Belady {
   static constexpr bool kUsesAux = true;  // aux = the step of the page's next use
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
+  static constexpr bool kSkipCommonDigits = false;  // never-used pages (order 0) vs ~2^32
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -236,10 +244,31 @@ SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params,
   std::uint64_t prefix = 0;
   std::uint32_t remaining = need;  // victims still to find at or above `prefix`
   const bool single_pass = unresolved <= 8;
+  // The bits where the candidates' orders differ (any candidate's order as the reference): a
+  // digit without such bits is the reference's digit for every candidate, so its pass would
+  // find all of them in that one bin and leave `remaining` as it is.
+  std::uint64_t reference = 0;
+  std::uint64_t differ = ~std::uint64_t{0};
+  if constexpr (Policy::kSkipCommonDigits) {
+    std::uint32_t first = 0;
+    while (first < pool.extent && pool.slot_last_use[first] >= now) ++first;
+    if (first < pool.extent) {
+      reference = Policy::order(pool, params, now, first);
+      differ = 0;
+      for (std::uint32_t s = first + 1; s < pool.extent; ++s) {
+        const std::uint64_t counts = pool.slot_last_use[s] < now ? ~std::uint64_t{0} : 0;
+        differ |= (Policy::order(pool, params, now, s) ^ reference) & counts;
+      }
+    }
+  }
   while (unresolved > 0) {
     const std::uint32_t width = unresolved % 8 == 0 ? 8 : unresolved % 8;
     unresolved -= width;
     const std::uint32_t bins = 1u << width;
+    if (((differ >> unresolved) & (bins - 1)) == 0) {
+      prefix = (prefix << width) | ((reference >> unresolved) & (bins - 1));
+      continue;
+    }
     // Up to 4 interleaved copies of the histogram (as many as the scratch holds), so that
     // neighbouring slots of one digit do not wait on each other's increments; branch-free:
     // slots that do not count (empty: kEmptyStamp, pinned: == now, another prefix) add 0.
