@@ -40,9 +40,9 @@
 // Complexity per step: O(n) lookups and updates (n = selected pages) + one O(extent) pass to
 // collect victims and free slots (it stops once all are found and skips blocks of slots that
 // cannot be targets: younger than any victim can be, and, once the victims are found, not empty)
-// + ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU with
-// B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for FIFO/Belady; 8 for
-// exact LRU).
+// + up to ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU
+// with B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for Belady; FIFO's 4
+// and exact LRU's 8 less the digits where no candidate differs, after one pass that finds them).
 #pragma once
 
 #include <cstdint>
