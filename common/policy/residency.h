@@ -236,10 +236,12 @@ SPIN_HD constexpr bool policy_uses_aux(PolicyKind kind) {
 // so that count(order < t*) + ties == need. MSD radix select over unpinned resident slots.
 // histogram: [kHistogramBins] scratch
 template <class Policy>
-SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params, std::uint32_t now,
-                            std::uint32_t need, std::uint32_t* histogram, std::uint64_t* threshold,
-                            std::uint32_t* ties) {
-  const PoolView pool = pool_in;  // a local copy: the histogram stores cannot alias it
+SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params_in,
+                            std::uint32_t now, std::uint32_t need, std::uint32_t* histogram,
+                            std::uint64_t* threshold, std::uint32_t* ties) {
+  // Local copies: the histogram stores cannot alias them, so their fields stay in registers.
+  const PoolView pool = pool_in;
+  const PolicyParams params = params_in;
   std::uint32_t unresolved = Policy::order_bits(params);  // low order bits not yet fixed
   std::uint64_t prefix = 0;
   std::uint32_t remaining = need;  // victims still to find at or above `prefix`
@@ -325,11 +327,12 @@ SPIN_HD bool may_hold_target(const std::uint32_t* last_use, std::uint32_t now,
 // Returns the victims found (fewer than `need` only if the threshold undercounts them). Writes
 // only out's arrays, so a pass may be redone.
 template <class Policy>
-SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParams& params,
+SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParams& params_in,
                                       std::uint32_t now, std::uint32_t need,
                                       std::uint64_t threshold, std::uint32_t ties,
                                       std::uint32_t cached, const StepOutput& out_in) {
   const PoolView pool = pool_in;  // local copies: the stores below cannot alias them
+  const PolicyParams params = params_in;
   const StepOutput out = out_in;
   // A slot younger than min_age cannot be a victim: blocks of such slots (and no empty slot)
   // are skipped by a test the compiler vectorises, 32 slots and then 8 at a time. Once every
