@@ -100,7 +100,7 @@ ReplayResult replay(const trace::TraceSource& source, const ReplayOptions& optio
     for (size_t l = 0; l < o.layers.size(); ++l) result.layers[l] += o.layers[l];
     result.total += o.total;
     result.request_steps += o.steps;
-    if (o.peak_metadata.two_level() > result.peak_metadata.two_level())
+    if (o.peak_metadata.page_table() > result.peak_metadata.page_table())
       result.peak_metadata = o.peak_metadata;
     if (log.is_open()) log << o.decision_log;
     if (options.progress) options.progress(r + 1, n);

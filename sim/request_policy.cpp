@@ -82,7 +82,7 @@ RequestPolicy::RequestPolicy(const trace::TraceSource& source, std::size_t reque
       request_(request),
       sizing_(source, request, cache),
       trace_layers_(std::move(layers)),
-      engine_({cache.segment_pages, decision_log}) {
+      engine_({cache.segment_pages, decision_log, cache.page_table}) {
   const std::uint32_t all = sizing_.spec.model.layers;
   if (trace_layers_.empty()) {
     for (std::uint32_t l = 0; l < all; ++l) trace_layers_.push_back(l);

@@ -91,7 +91,7 @@ nlohmann::ordered_json summary_json(const SimResult& r) {
         {"kv_used_peak_bytes", r.kv_used_peak_bytes},
         {"page_bytes", r.page_bytes}}},
       {"metadata",
-       {{"two_level_peak_bytes", r.metadata_peak_bytes},
+       {{"page_table_peak_bytes", r.metadata_peak_bytes},
         {"flat_table_bytes_at_peak", r.metadata_flat_bytes}}},
   };
 }

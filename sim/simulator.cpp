@@ -571,7 +571,7 @@ class Simulation {
     for (const auto& p : policies_) {
       if (!p) continue;
       const policy::MetadataBytes m = p->peak_metadata();
-      two_level += m.two_level();
+      two_level += m.page_table();
       flat += m.flat_page_table;
     }
     if (two_level > result_.metadata_peak_bytes) {

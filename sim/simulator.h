@@ -89,7 +89,7 @@ struct SimResult {
   double batch_time_weighted_mean = 0;  // decoding requests, weighted by iteration time
   std::uint32_t batch_max = 0;
   std::uint64_t kv_used_peak_bytes = 0;
-  std::uint64_t metadata_peak_bytes = 0;  // two-level page tables of the live requests
+  std::uint64_t metadata_peak_bytes = 0;  // page tables (cache.page_table) of the live requests
   std::uint64_t metadata_flat_bytes = 0;  // a flat table for the same requests, at that peak
   double h2d_bytes = 0;                   // host-to-HBM bytes of one GPU (fetches, swaps)
   double d2h_bytes = 0;                   // HBM-to-host bytes of one GPU (offloads, swaps)

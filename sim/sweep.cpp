@@ -26,6 +26,7 @@
 #include "spin_build_config.h"
 
 #if SPIN_HAVE_MPI
+#define OMPI_SKIP_MPICXX 1  // the C API only (its C++ bindings warn under -Wextra)
 #include <mpi.h>
 #endif
 
@@ -388,8 +389,12 @@ class Runner {
       }
     }
     std::string csv = "point,status,error,folder";
-    for (const std::string& k : sweep_.swept_keys) csv += "," + csv_field(k);
-    for (const std::string& k : metric_names) csv += "," + csv_field(k);
+    const auto add = [&csv](const std::string& field) {
+      csv += ',';
+      csv += csv_field(field);
+    };
+    for (const std::string& k : sweep_.swept_keys) add(k);
+    for (const std::string& k : metric_names) add(k);
     csv += "\n";
     for (const auto& [index, row] : rows_) {
       const SweepPoint& p = sweep_.points[index];
@@ -400,10 +405,10 @@ class Runner {
         for (const auto& [pk, pv] : p.values) {
           if (pk == k) v = display(pv);
         }
-        csv += "," + csv_field(v);
+        add(v);
       }
       std::map<std::string, std::string> m(row.metrics.begin(), row.metrics.end());
-      for (const std::string& k : metric_names) csv += "," + csv_field(m.count(k) ? m[k] : "");
+      for (const std::string& k : metric_names) add(m.count(k) ? m[k] : "");
       csv += "\n";
     }
     write_file_atomically(out_ / "results.csv", csv, "the results table");

@@ -238,7 +238,7 @@ def cdf(table, metric, group=None, name=None, logx=False, title=None, **_):
     return Plot(name or f"cdf_{metric}", fig, drawn)
 
 
-TWO_LEVEL = "metadata.two_level_peak_bytes"
+TWO_LEVEL = "metadata.page_table_peak_bytes"
 FLAT = "metadata.flat_table_bytes_at_peak"
 # the same two numbers in replay.json (spin replay: one request's peak)
 REPLAY_TWO_LEVEL = "peak_metadata_bytes.two_level"

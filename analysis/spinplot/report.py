@@ -39,7 +39,7 @@ SUMMARY_METRICS = [
     ("total.hit_ratio", "hit ratio", 1),
     ("h2d_bytes_per_output_token", "H2D per token (KiB)", 1024),
     ("hbm.kv_used_peak_bytes", "peak KV (GiB)", 1024 ** 3),
-    ("metadata.two_level_peak_bytes", "two-level metadata (MiB)", 1024 ** 2),
+    ("metadata.page_table_peak_bytes", "two-level metadata (MiB)", 1024 ** 2),
     ("metadata.flat_table_bytes_at_peak", "flat metadata (MiB)", 1024 ** 2),
 ]
 

@@ -23,6 +23,14 @@ inline std::span<const config::EnumName<PoolScope>> enum_names(PoolScope) {
   return kPoolScopeNames;
 }
 
+inline constexpr std::array<config::EnumName<PageTableLayout>, 2> kPageTableLayoutNames{{
+    {PageTableLayout::kTwoLevel, "two-level"},
+    {PageTableLayout::kHashed, "hashed"},
+}};
+inline std::span<const config::EnumName<PageTableLayout>> enum_names(PageTableLayout) {
+  return kPageTableLayoutNames;
+}
+
 struct CacheConfig {
   std::string policy = "bucketed-lru";
   std::uint32_t buckets = 64;
@@ -31,6 +39,7 @@ struct CacheConfig {
   double buffer_ratio = 4.0;
   double cluster_headroom_pages = 1.0;
   std::uint32_t segment_pages = 512;
+  PageTableLayout page_table = PageTableLayout::kTwoLevel;
 
   // The registry's parameters for `policy`; throws InputError for an unknown name.
   PolicyParams policy_params() const {
@@ -68,6 +77,10 @@ struct CacheConfig {
             "two-level page table: logical pages per segment S, a power of two",
             config::at_least(1).at_most(1 << 20));
     v.check("segment_pages", "a power of two", [&] { return std::has_single_bit(segment_pages); });
+    v.field("page_table", page_table,
+            "GPU page table layout: two-level (directory of S-page segments; grows with the "
+            "context and the selections' spread) or hashed (one table per pool; grows with the "
+            "cache only)");
   }
 };
 

@@ -69,7 +69,8 @@ class SegmentPool {
 };
 
 struct Stream {
-  std::vector<std::uint32_t> pages;  // this step's cacheable pages, ascending
+  std::vector<std::uint32_t> pages;  // this step's cacheable pages, ascending: [0, page_count)
+  std::uint32_t page_count = 0;
   std::uint32_t static_pages = 0;
   std::uint64_t selected_in = ~std::uint64_t{0};  // the request step (sequence) it was selected in
   std::optional<PartitionMap> clusters;           // variable geometry only
@@ -84,7 +85,8 @@ struct Pool {
   std::vector<PageKey> slot_key;
   std::vector<std::uint32_t> slot_last_use;
   std::vector<std::uint32_t> slot_aux;
-  std::vector<std::uint32_t> directory;
+  std::vector<std::uint32_t> directory;  // two-level layout
+  std::vector<std::int32_t> buckets;     // hashed layout
   PoolView view{};
   // The last step: input and decisions.
   std::uint32_t n = 0;
@@ -197,6 +199,27 @@ void Engine::Impl::set_context(Request& r, std::uint32_t context_tokens) {
   }
 }
 
+namespace {
+
+// The hashed table holds 2 · extent + 1 buckets (load at most 1/2, an empty bucket always
+// left); it is rebuilt, in ascending slot order, whenever the extent grows.
+void rebuild_hashed_table(Pool& pool) {
+  const std::uint32_t extent = pool.view.extent;
+  pool.buckets.assign(std::size_t{extent} * 2 + 1, kAbsentSlot);
+  DirectoryView& table = pool.view.table;
+  table.buckets = pool.buckets.data();
+  table.slot_key = pool.slot_key.data();
+  table.bucket_count = static_cast<std::uint32_t>(pool.buckets.size());
+  SegmentPoolView no_segments{};
+  for (std::uint32_t s = 0; s < extent; ++s) {
+    if (pool.slot_key[s] != kNoPage) {
+      page_table_insert(table, no_segments, pool.slot_key[s], static_cast<std::int32_t>(s));
+    }
+  }
+}
+
+}  // namespace
+
 void Engine::Impl::resize_pool(Request& r, Pool& pool, std::uint32_t capacity) {
   if (capacity > pool.view.extent) {
     pool.slot_key.resize(capacity, kNoPage);
@@ -208,6 +231,7 @@ void Engine::Impl::resize_pool(Request& r, Pool& pool, std::uint32_t capacity) {
     pool.view.slot_key = pool.slot_key.data();
     pool.view.slot_last_use = pool.slot_last_use.data();
     pool.view.slot_aux = pool.slot_aux.empty() ? nullptr : pool.slot_aux.data();
+    if (page_table_hashed(pool.view.table)) rebuild_hashed_table(pool);
   }
   pool.view.capacity = capacity;
 }
@@ -255,8 +279,14 @@ RequestId Engine::add_request(const RequestSpec& spec) {
     if (pool_streams <= m.kv_heads) {
       pool.layer = static_cast<std::int32_t>(pool.first_stream / m.kv_heads);
     }
-    pool.directory.assign(std::size_t{pool_streams} * directory_entries, kNoSegment);
-    pool.view.table = DirectoryView{pool.directory.data(), pool_streams, directory_entries};
+    if (impl_->options.page_table == PageTableLayout::kHashed) {
+      pool.view.table = DirectoryView{nullptr, pool_streams, 0, nullptr, nullptr, 0};
+      rebuild_hashed_table(pool);
+    } else {
+      pool.directory.assign(std::size_t{pool_streams} * directory_entries, kNoSegment);
+      pool.view.table = DirectoryView{
+          pool.directory.data(), pool_streams, directory_entries, nullptr, nullptr, 0};
+    }
   }
   if (impl_->layer_stats.size() < m.layers) impl_->layer_stats.resize(m.layers);
   impl_->requests.push_back(std::move(r));
@@ -267,6 +297,7 @@ RequestId Engine::add_request(const RequestSpec& spec) {
 void Engine::remove_request(RequestId id) {
   Request& r = impl_->get(id);
   for (Pool& pool : r.pools) {
+    if (page_table_hashed(pool.view.table)) continue;  // the table goes with the pool
     for (std::uint32_t s = 0; s < pool.view.extent; ++s) {
       if (pool.slot_key[s] != kNoPage) {
         page_table_erase(pool.view.table, impl_->segments.view(), pool.slot_key[s]);
@@ -356,8 +387,10 @@ void Engine::select(RequestId id, std::uint32_t layer, std::uint32_t head,
   }
   try {
     const PartitionMapView view = s.clusters ? s.clusters->view() : r.fixed_view;
-    s.static_pages =
-        map_selection(view, r.region, partition_ids, s.pages, "selection").static_pages;
+    const MappedSelection mapped =
+        map_selection_into(view, r.region, partition_ids, s.pages, "selection");
+    s.page_count = mapped.cacheable_pages;
+    s.static_pages = mapped.static_pages;
   } catch (const InputError& e) {
     throw InputError(fmt::format("{} step {}: {}", where(id, layer, head), r.now, e.what()));
   }
@@ -371,7 +404,7 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
   pool.static_pages = 0;
   for (std::uint32_t k = 0; k < pool.streams; ++k) {
     const Stream& s = r.streams[pool.first_stream + k];
-    if (s.selected_in == r.step_seq) n += s.pages.size();
+    if (s.selected_in == r.step_seq) n += s.page_count;
   }
   if (n > 0x7FFFFFFFu) throw InputError(fmt::format("request {}: over 2^31 pages in a step", id));
   PageKey* keys = at_least(pool.keys, n);
@@ -382,7 +415,8 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
     Stream& s = r.streams[pool.first_stream + k];
     const bool selected = s.selected_in == r.step_seq;
     const std::span<const std::uint32_t> pages =
-        selected ? std::span<const std::uint32_t>(s.pages) : std::span<const std::uint32_t>();
+        selected ? std::span<const std::uint32_t>(s.pages.data(), s.page_count)
+                 : std::span<const std::uint32_t>();
     if (selected) pool.static_pages += s.static_pages;
     if (belady) {
       const std::uint32_t layer = (pool.first_stream + k) / heads;
@@ -406,7 +440,7 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
   pool.now = r.now;
 
   // cached misses ≤ min(n, capacity) new segments at most.
-  segments.reserve_free(std::min(at, pool.view.capacity));
+  if (!page_table_hashed(pool.view.table)) segments.reserve_free(std::min(at, pool.view.capacity));
   pool.out.slot_of = at_least(pool.slot_of, at);
   pool.out.fetch_index = at_least(pool.fetch_index, at);
   pool.out.bypass_index = at_least(pool.bypass_index, at);
@@ -521,6 +555,7 @@ namespace {
 MetadataBytes& operator+=(MetadataBytes& a, const MetadataBytes& b) {
   a.directory += b.directory;
   a.segments += b.segments;
+  a.hash_table += b.hash_table;
   a.slot_state += b.slot_state;
   a.host_page_table += b.host_page_table;
   a.partition_offsets += b.partition_offsets;
@@ -531,6 +566,7 @@ MetadataBytes& operator+=(MetadataBytes& a, const MetadataBytes& b) {
 MetadataBytes& operator-=(MetadataBytes& a, const MetadataBytes& b) {
   a.directory -= b.directory;
   a.segments -= b.segments;
+  a.hash_table -= b.hash_table;
   a.slot_state -= b.slot_state;
   a.host_page_table -= b.host_page_table;
   a.partition_offsets -= b.partition_offsets;
@@ -551,6 +587,7 @@ void Engine::Impl::refresh_metadata(Request* r, const MetadataBytes& contributio
   MetadataBytes& peak = metadata.peak;
   peak.directory = std::max(peak.directory, now.directory);
   peak.segments = std::max(peak.segments, now.segments);
+  peak.hash_table = std::max(peak.hash_table, now.hash_table);
   peak.slot_state = std::max(peak.slot_state, now.slot_state);
   peak.host_page_table = std::max(peak.host_page_table, now.host_page_table);
   peak.partition_offsets = std::max(peak.partition_offsets, now.partition_offsets);
@@ -562,6 +599,7 @@ MetadataBytes Engine::Impl::contribution(const Request& r) {
   MetadataBytes m;
   for (const Pool& pool : r.pools) {
     m.directory += pool.directory.size() * kDirectoryEntryBytes;
+    m.hash_table += pool.buckets.size() * kHashBucketBytes;
     m.slot_state += pool.view.extent * slot_bytes(r);
   }
   m.host_page_table = r.streams.size() *
@@ -624,6 +662,23 @@ void Engine::Impl::check_pool(const Request& r, RequestId id, std::uint32_t inde
         fail(fmt::format("segment {} counts {} pages, holds {}", h, segs.used[h], used));
       }
       mapped += used;
+    }
+  }
+  if (page_table_hashed(v.table)) {
+    // Hashed: every used bucket holds a resident slot that its key's probe reaches.
+    if (v.table.slot_key != v.slot_key || v.table.buckets != pool.buckets.data() ||
+        v.table.bucket_count != pool.buckets.size() || v.table.bucket_count <= v.extent) {
+      fail("the hashed table's view does not match the pool");
+    }
+    for (std::uint32_t b = 0; b < v.table.bucket_count; ++b) {
+      const std::int32_t slot = v.table.buckets[b];
+      if (slot == kAbsentSlot) continue;
+      ++mapped;
+      if (slot < 0 || static_cast<std::uint32_t>(slot) >= v.extent || v.slot_key[slot] == kNoPage ||
+          hashed_find(v.table, v.slot_key[slot]) != b) {
+        fail(fmt::format("hashed bucket {} holds slot {}, which is empty or out of its probe", b,
+                         slot));
+      }
     }
   }
   if (mapped != v.resident) fail("the page table and the slots hold different page counts");

@@ -60,9 +60,18 @@ struct RequestSpec {
   std::uint64_t cache_pages = 0;  // the request's cache, e.g. BudgetManager::cache_pages
 };
 
+// Where a pool's page table keeps its resident pages (page_table.h, docs/policy.md §7).
+enum class PageTableLayout {
+  kTwoLevel,  // per stream a directory of S-page segments (DESIGN.md §4.4): 1/S of a flat table
+              // plus the segments holding a resident page
+  kHashed,    // per pool an open-addressing table of its slots: bytes follow the cache, not the
+              // context or the selections' spread
+};
+
 struct EngineOptions {
-  std::uint32_t segment_pages = 512;  // S: logical pages per segment, a power of two
+  std::uint32_t segment_pages = 512;  // S: logical pages per segment, a power of two (two-level)
   bool decision_log = false;          // keep the decision log (decision_log.h)
+  PageTableLayout page_table = PageTableLayout::kTwoLevel;
 };
 
 // Counts over selected pages. accesses = hits + misses; misses = fetched + bypassed.

@@ -27,8 +27,8 @@ void StreamFuture::push_step(std::uint32_t now, std::span<const std::uint32_t> p
 void StreamFuture::push_selection(std::uint32_t now, const PartitionMapView& map,
                                   const StaticRegion& region,
                                   std::span<const std::uint32_t> partition_ids) {
-  map_selection(map, region, partition_ids, scratch_, "future");
-  push_step(now, scratch_);
+  const MappedSelection mapped = map_selection_into(map, region, partition_ids, scratch_, "future");
+  push_step(now, std::span<const std::uint32_t>(scratch_.data(), mapped.cacheable_pages));
 }
 
 void StreamFuture::finalize() {

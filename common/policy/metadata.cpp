@@ -64,6 +64,11 @@ MetadataComparison compare_metadata(const MetadataComparisonConfig& config) {
       (static_cast<double>(directory_entries * kDirectoryEntryBytes) +
        c.segments_per_stream * static_cast<double>(config.segment_pages * kSegmentEntryBytes));
   c.two_level_ratio = static_cast<double>(c.flat_page_table_bytes) / c.two_level_bytes;
+  const std::uint64_t pool_streams = config.kv_heads / config.tensor_parallel;
+  const std::uint64_t pools = c.streams / pool_streams;
+  c.hashed_bytes = pools * (2 * pool_streams * c.resident_pages_per_stream + 1) * kHashBucketBytes;
+  c.hashed_ratio =
+      static_cast<double>(c.flat_page_table_bytes) / static_cast<double>(c.hashed_bytes);
   c.host_ratio =
       static_cast<double>(c.flat_all_tables_bytes) / static_cast<double>(c.flat_page_table_bytes);
   c.overall_ratio = static_cast<double>(c.flat_all_tables_bytes) / c.two_level_bytes;

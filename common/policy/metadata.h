@@ -5,6 +5,8 @@
 // - GPU top-level directory: one 4-byte segment handle per S logical pages of every live stream,
 //   sized for the request's context limit (small and static).
 // - GPU segments: S 4-byte slot entries each, only while one of their pages is resident.
+// - GPU hashed table (the other layout, instead of directory and segments): per pool two 4-byte
+//   buckets per slot (bucket_count = 2 · extent + 1), whatever the context.
 // - GPU slot state: per cache slot an 8-byte page key, a 4-byte last use and, for policies that
 //   need it, a 4-byte aux word. Identical for any page-table layout, so reported on its own.
 // - Host page table (pinned): one 8-byte host address per stored logical page.
@@ -20,6 +22,7 @@ namespace spin::policy {
 
 inline constexpr std::uint64_t kDirectoryEntryBytes = 4;
 inline constexpr std::uint64_t kSegmentEntryBytes = 4;
+inline constexpr std::uint64_t kHashBucketBytes = 4;
 inline constexpr std::uint64_t kSlotKeyBytes = 8;
 inline constexpr std::uint64_t kSlotLastUseBytes = 4;
 inline constexpr std::uint64_t kSlotAuxBytes = 4;
@@ -30,6 +33,7 @@ struct MetadataBytes {
   // GPU
   std::uint64_t directory = 0;   // top-level directories of the live streams
   std::uint64_t segments = 0;    // second-level segments in use
+  std::uint64_t hash_table = 0;  // hashed page tables' buckets (PageTableLayout::kHashed)
   std::uint64_t slot_state = 0;  // per-slot key, last use and aux of every pool's slots
   // Host (pinned, read by kernels)
   std::uint64_t host_page_table = 0;    // host address of every stored logical page
@@ -38,6 +42,8 @@ struct MetadataBytes {
   std::uint64_t flat_page_table = 0;
 
   std::uint64_t two_level() const { return directory + segments; }
+  // The GPU page tables of whichever layout (slot state aside).
+  std::uint64_t page_table() const { return directory + segments + hash_table; }
 };
 
 // current: now; peak: the maximum each field reached (fields peak independently).
@@ -76,6 +82,10 @@ struct MetadataComparison {
   std::uint64_t host_tables_bytes = 0;          // host page table + partition offsets
   double two_level_bytes = 0;                   // directory + occupied segments
   double two_level_ratio = 0;                   // flat page table / two-level (paper 13.9–17.4)
+  // The hashed layout: one table per (request, layer) pool of kv_heads / tensor_parallel streams,
+  // 2·slots + 1 buckets of 4 bytes; independent of the occupancy (spread or clustered).
+  std::uint64_t hashed_bytes = 0;
+  double hashed_ratio = 0;   // flat page table / hashed
   double host_ratio = 0;     // flat all tables / flat page table (paper 3.5–4.5)
   double overall_ratio = 0;  // flat all tables / two-level (paper 49–78)
 };

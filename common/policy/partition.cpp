@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "common/error.h"
@@ -106,6 +107,14 @@ std::uint64_t PartitionMap::offset_table_bytes() const {
 MappedSelection map_selection(const PartitionMapView& map, const StaticRegion& region,
                               std::span<const std::uint32_t> partition_ids,
                               std::vector<std::uint32_t>& pages, const char* what) {
+  const MappedSelection mapped = map_selection_into(map, region, partition_ids, pages, what);
+  pages.resize(mapped.cacheable_pages);
+  return mapped;
+}
+
+MappedSelection map_selection_into(const PartitionMapView& map, const StaticRegion& region,
+                                   std::span<const std::uint32_t> partition_ids,
+                                   std::vector<std::uint32_t>& buffer, const char* what) {
   // Validate (one branch-free pass; the error path finds the culprit), and bound the pages the
   // selection can touch so that `pages` only grows when needed.
   std::uint32_t bad = 0;
@@ -134,12 +143,10 @@ MappedSelection map_selection(const PartitionMapView& map, const StaticRegion& r
     }
   }
   const std::uint64_t stream_pages = pages_for_tokens(map.stored_tokens, map.page_tokens_log2);
-  pages.resize(bound < stream_pages ? bound : stream_pages);
-  const MappedSelection mapped =
-      map_selection_pages(map, region, partition_ids.data(),
-                          static_cast<std::uint32_t>(partition_ids.size()), pages.data());
-  pages.resize(mapped.cacheable_pages);
-  return mapped;
+  const std::uint64_t most = bound < stream_pages ? bound : stream_pages;
+  if (buffer.size() < most) buffer.resize(std::max<std::uint64_t>(most, buffer.size() * 2));
+  return map_selection_pages(map, region, partition_ids.data(),
+                             static_cast<std::uint32_t>(partition_ids.size()), buffer.data());
 }
 
 }  // namespace spin::policy

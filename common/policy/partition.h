@@ -79,5 +79,10 @@ class PartitionMap {
 MappedSelection map_selection(const PartitionMapView& map, const StaticRegion& region,
                               std::span<const std::uint32_t> partition_ids,
                               std::vector<std::uint32_t>& pages, const char* what);
+// The same into a reused buffer: `buffer` only grows (never shrinks, so repeated calls neither
+// reallocate nor clear it); the pages are its first `cacheable_pages` elements.
+MappedSelection map_selection_into(const PartitionMapView& map, const StaticRegion& region,
+                                   std::span<const std::uint32_t> partition_ids,
+                                   std::vector<std::uint32_t>& buffer, const char* what);
 
 }  // namespace spin::policy

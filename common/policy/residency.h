@@ -22,6 +22,9 @@
 //   kUsesAux            whether slot_aux carries policy state
 //   kEvictsAllUnpinned  frees every unpinned slot instead of m by order (PreviousStep)
 //   kTryOldestFirst     victims usually all have order 0: try t* = 0 first (an exact shortcut)
+//   kSkipCommonDigits   orders of many bits that mostly agree (the high bits of a step, of an
+//                       index): a first pass finds the bits where they differ, and the radix
+//                       passes over 8-bit digits where none differ are skipped (exact)
 //   order(pool, params, now, slot)        smaller is evicted first; ties go to the lowest slot
 //   order_bits(params)                    significant bits of order()
 //   min_victim_age(params, now, t)        a lower bound on now − last_use of any slot with
@@ -35,10 +38,11 @@
 //   Belady        order = farthest next use first (next_use given per access; host/simulator)
 //
 // Complexity per step: O(n) lookups and updates (n = selected pages) + one O(extent) pass to
-// collect victims and free slots (it stops once all are found and skips blocks of young slots)
-// + ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU with
-// B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for FIFO/Belady; 8 for
-// exact LRU).
+// collect victims and free slots (it stops once all are found and skips blocks of slots that
+// cannot be targets: younger than any victim can be, and, once the victims are found, not empty)
+// + up to ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU
+// with B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for Belady; FIFO's 4
+// and exact LRU's 8 less the digits where no candidate differs, after one pass that finds them).
 #pragma once
 
 #include <cstdint>
@@ -122,7 +126,8 @@ SPIN_HD constexpr std::uint32_t bit_width(std::uint32_t v) {
 struct BucketedLru {
   static constexpr bool kUsesAux = false;
   static constexpr bool kEvictsAllUnpinned = false;
-  static constexpr bool kTryOldestFirst = true;  // most victims sit in the oldest bucket
+  static constexpr bool kTryOldestFirst = true;     // most victims sit in the oldest bucket
+  static constexpr bool kSkipCommonDigits = false;  // one pass anyway
   SPIN_HD static std::uint32_t order_bits(const PolicyParams& p) {
     return bit_width(p.buckets - 1);
   }
@@ -147,6 +152,7 @@ struct ExactLru {
   static constexpr bool kUsesAux = true;  // aux = index of the last access in its step's selection
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
+  static constexpr bool kSkipCommonDigits = true;  // recent steps, small indices: ~3 of 8 digits
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 64; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -168,6 +174,7 @@ struct Fifo {
   static constexpr bool kUsesAux = true;  // aux = the step the page was inserted
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
+  static constexpr bool kSkipCommonDigits = true;  // recent steps: ~2 of 4 digits
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -194,6 +201,7 @@ struct Belady {
   static constexpr bool kUsesAux = true;  // aux = the step of the page's next use
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
+  static constexpr bool kSkipCommonDigits = false;  // never-used pages (order 0) vs ~2^32
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -228,22 +236,67 @@ SPIN_HD constexpr bool policy_uses_aux(PolicyKind kind) {
 // so that count(order < t*) + ties == need. MSD radix select over unpinned resident slots.
 // histogram: [kHistogramBins] scratch
 template <class Policy>
-SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params, std::uint32_t now,
-                            std::uint32_t need, std::uint32_t* histogram, std::uint64_t* threshold,
-                            std::uint32_t* ties) {
-  const PoolView pool = pool_in;  // a local copy: the histogram stores cannot alias it
+SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params_in,
+                            std::uint32_t now, std::uint32_t need, std::uint32_t* histogram,
+                            std::uint64_t* threshold, std::uint32_t* ties) {
+  // Local copies: the histogram stores cannot alias them, so their fields stay in registers.
+  const PoolView pool = pool_in;
+  const PolicyParams params = params_in;
   std::uint32_t unresolved = Policy::order_bits(params);  // low order bits not yet fixed
   std::uint64_t prefix = 0;
   std::uint32_t remaining = need;  // victims still to find at or above `prefix`
+  const bool single_pass = unresolved <= 8;
+  // The bits where the candidates' orders differ (any candidate's order as the reference): a
+  // digit without such bits is the reference's digit for every candidate, so its pass would
+  // find all of them in that one bin and leave `remaining` as it is.
+  std::uint64_t reference = 0;
+  std::uint64_t differ = ~std::uint64_t{0};
+  if constexpr (Policy::kSkipCommonDigits) {
+    std::uint32_t first = 0;
+    while (first < pool.extent && pool.slot_last_use[first] >= now) ++first;
+    if (first < pool.extent) {
+      reference = Policy::order(pool, params, now, first);
+      differ = 0;
+      for (std::uint32_t s = first + 1; s < pool.extent; ++s) {
+        const std::uint64_t counts = pool.slot_last_use[s] < now ? ~std::uint64_t{0} : 0;
+        differ |= (Policy::order(pool, params, now, s) ^ reference) & counts;
+      }
+    }
+  }
   while (unresolved > 0) {
     const std::uint32_t width = unresolved % 8 == 0 ? 8 : unresolved % 8;
     unresolved -= width;
     const std::uint32_t bins = 1u << width;
-    for (std::uint32_t b = 0; b < bins; ++b) histogram[b] = 0;
-    for (std::uint32_t s = 0; s < pool.extent; ++s) {
-      if (pool.slot_last_use[s] >= now) continue;  // empty (kEmptyStamp) or pinned (== now)
-      const std::uint64_t digits = Policy::order(pool, params, now, s) >> unresolved;
-      if ((digits >> width) == prefix) ++histogram[digits & (bins - 1)];
+    if (((differ >> unresolved) & (bins - 1)) == 0) {
+      prefix = (prefix << width) | ((reference >> unresolved) & (bins - 1));
+      continue;
+    }
+    // Up to 4 interleaved copies of the histogram (as many as the scratch holds), so that
+    // neighbouring slots of one digit do not wait on each other's increments; branch-free:
+    // slots that do not count (empty: kEmptyStamp, pinned: == now, another prefix) add 0.
+    const std::uint32_t copies_log2 = width <= 6 ? 2 : width == 7 ? 1 : 0;
+    const std::uint32_t copy_mask = (1u << copies_log2) - 1;
+    for (std::uint32_t b = 0; b < (bins << copies_log2); ++b) histogram[b] = 0;
+    if (single_pass) {
+      // order_bits <= 8 (e.g. bucketed LRU with B <= 256): every order is a digit.
+      for (std::uint32_t s = 0; s < pool.extent; ++s) {
+        const auto digit = static_cast<std::uint32_t>(Policy::order(pool, params, now, s));
+        histogram[(digit << copies_log2) | (s & copy_mask)] +=
+            static_cast<std::uint32_t>(pool.slot_last_use[s] < now);
+      }
+    } else {
+      for (std::uint32_t s = 0; s < pool.extent; ++s) {
+        const std::uint64_t digits = Policy::order(pool, params, now, s) >> unresolved;
+        const std::uint32_t counts = static_cast<std::uint32_t>(pool.slot_last_use[s] < now) &
+                                     static_cast<std::uint32_t>((digits >> width) == prefix);
+        histogram[(static_cast<std::uint32_t>(digits & (bins - 1)) << copies_log2) |
+                  (s & copy_mask)] += counts;
+      }
+    }
+    for (std::uint32_t b = 0; b < bins; ++b) {
+      std::uint32_t sum = 0;
+      for (std::uint32_t c = 0; c <= copy_mask; ++c) sum += histogram[(b << copies_log2) | c];
+      histogram[b] = sum;  // b <= (b << copies_log2): read before any later b overwrites it
     }
     std::uint32_t digit = 0;
     while (histogram[digit] < remaining) remaining -= histogram[digit++];
@@ -253,15 +306,17 @@ SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params,
   *ties = remaining;
 }
 
-// Whether any of `count` slots is empty or at least min_age steps old.
+// Whether any of `count` slots is empty or at least min_age steps old. One unsigned compare
+// per slot: a resident slot has last_use <= now, so now − last_use is its age (<= now), and an
+// empty slot's now − kEmptyStamp wraps to now + 1, above every age.
 // last_use: [count]
 template <std::uint32_t count>
 SPIN_HD bool may_hold_target(const std::uint32_t* last_use, std::uint32_t now,
                              std::uint32_t min_age) {
+  const std::uint32_t bound = min_age < now + 1 ? min_age : now + 1;
   std::uint32_t maybe = 0;
   for (std::uint32_t j = 0; j < count; ++j) {
-    maybe |= static_cast<std::uint32_t>(last_use[j] == kEmptyStamp) |
-             static_cast<std::uint32_t>(now - last_use[j] >= min_age);
+    maybe |= static_cast<std::uint32_t>(now - last_use[j] >= bound);
   }
   return maybe != 0;
 }
@@ -272,17 +327,21 @@ SPIN_HD bool may_hold_target(const std::uint32_t* last_use, std::uint32_t now,
 // Returns the victims found (fewer than `need` only if the threshold undercounts them). Writes
 // only out's arrays, so a pass may be redone.
 template <class Policy>
-SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParams& params,
+SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParams& params_in,
                                       std::uint32_t now, std::uint32_t need,
                                       std::uint64_t threshold, std::uint32_t ties,
                                       std::uint32_t cached, const StepOutput& out_in) {
   const PoolView pool = pool_in;  // local copies: the stores below cannot alias them
+  const PolicyParams params = params_in;
   const StepOutput out = out_in;
   // A slot younger than min_age cannot be a victim: blocks of such slots (and no empty slot)
-  // are skipped by a test the compiler vectorises, 32 slots and then 8 at a time. Exact: only
-  // non-targets are skipped.
+  // are skipped by a test the compiler vectorises, 32 slots and then 8 at a time. Once every
+  // victim is found only empty slots can be targets: min_age becomes kEmptyStamp, which no
+  // resident slot reaches. Exact: only non-targets are skipped.
   std::uint32_t min_age = 0;
-  if constexpr (!Policy::kEvictsAllUnpinned) {
+  if (need == 0) {
+    min_age = kEmptyStamp;
+  } else if constexpr (!Policy::kEvictsAllUnpinned) {
     min_age = Policy::min_victim_age(params, now, threshold);
   }
   std::uint32_t victims = 0;
@@ -309,11 +368,18 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
         if (order < threshold) {
           target = true;
         } else if (order == threshold && ties > 0) {
-          --ties;
           target = true;
+          if (--ties == 0 && min_age > 0) {
+            // The remaining victims have order < threshold: they are older still.
+            min_age =
+                threshold > 0 ? Policy::min_victim_age(params, now, threshold - 1) : kEmptyStamp;
+          }
         }
       }
-      if (target) out.victim_slot[victims++] = static_cast<std::int32_t>(s);
+      if (target) {
+        out.victim_slot[victims++] = static_cast<std::int32_t>(s);
+        if (victims == need) min_age = kEmptyStamp;
+      }
     }
     if (target && targets < cached) {
       out.slot_of[out.fetch_index[targets++]] = static_cast<std::int32_t>(s);
@@ -327,9 +393,12 @@ template <class Policy>
 SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
                                   SegmentPoolView& segments_io, const StepInput& in,
                                   std::uint32_t* histogram, StepOutput& out_io) {
-  // The misses to cache are at most min(n, capacity), and so are the segments they may take.
+  // The misses to cache are at most min(n, capacity), and so are the segments they may take
+  // (two-level page table; a hashed one takes none).
   const std::uint32_t most_cached = in.n < pool_io.capacity ? in.n : pool_io.capacity;
-  if (segments_io.free_count < most_cached) return StepStatus::kSegmentPoolExhausted;
+  if (!page_table_hashed(pool_io.table) && segments_io.free_count < most_cached) {
+    return StepStatus::kSegmentPoolExhausted;
+  }
   // Work on local copies of the views: stores through the arrays cannot alias them, so their
   // fields stay in registers. Written back at the end.
   PoolView pool = pool_io;
@@ -339,9 +408,7 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
   // 1. Lookup (a loop of independent loads, so that many are in flight), then hits are pinned
   //    (last_use = now) and misses listed in ascending key order.
   const std::uint32_t n = in.n;
-  for (std::uint32_t i = 0; i < n; ++i) {
-    out.slot_of[i] = page_table_lookup(pool.table, segments, in.keys[i]);
-  }
+  page_table_lookup_many(pool.table, segments, in.keys, n, out.slot_of);
   std::uint32_t hits = 0;
   std::uint32_t misses = 0;
   for (std::uint32_t i = 0; i < n; ++i) {

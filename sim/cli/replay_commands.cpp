@@ -47,6 +47,7 @@ nlohmann::ordered_json result_json(const sim::ReplayResult& r, const std::string
            {{"directory", m.directory},
             {"segments", m.segments},
             {"two_level", m.two_level()},
+            {"hash_table", m.hash_table},
             {"flat_page_table", m.flat_page_table},
             {"slot_state", m.slot_state},
             {"host_page_table", m.host_page_table},
@@ -72,14 +73,16 @@ void print_table(const sim::ReplayResult& r, std::ostream& out) {
   for (size_t l = 0; l < r.layers.size(); ++l) row(std::to_string(l), r.layers[l]);
   row("all", r.total);
   const policy::MetadataBytes& m = r.peak_metadata;
+  const std::string table =
+      m.hash_table > 0 ? fmt::format("hashed {}", bytes(m.hash_table))
+                       : fmt::format("two-level {} (directory {} + segments {})",
+                                     bytes(m.two_level()), bytes(m.directory), bytes(m.segments));
   out << fmt::format(
       "\n{} requests, {} decode steps, policy {}, page {} B.\n"
-      "Peak page-table metadata of one request: two-level {} (directory {} + segments {}) vs a "
-      "flat "
-      "table {}; slot state {}; host tables {} (pinned).\n",
-      r.requests, r.request_steps, r.policy, r.page_bytes, bytes(m.two_level()), bytes(m.directory),
-      bytes(m.segments), bytes(m.flat_page_table), bytes(m.slot_state),
-      bytes(m.host_page_table + m.partition_offsets));
+      "Peak page-table metadata of one request: {} vs a flat table {}; slot state {}; host "
+      "tables {} (pinned).\n",
+      r.requests, r.request_steps, r.policy, r.page_bytes, table, bytes(m.flat_page_table),
+      bytes(m.slot_state), bytes(m.host_page_table + m.partition_offsets));
 }
 
 void write_json(const nlohmann::ordered_json& j, const std::filesystem::path& path) {
@@ -121,8 +124,8 @@ int replay_command(const Args& args) {
       "retrieval budget; k: cache.buffer_ratio) under the replacement policy of the config's\n"
       "cache section. Prints hits, misses, bypasses, static-region accesses and bytes fetched\n"
       "per layer and overall (counts are of selected pages), and the peak metadata of one\n"
-      "request: two-level page tables vs a flat worst-case table. The shorthand options are\n"
-      "--set overrides, validated the same way; spin config keys lists the keys.",
+      "request: its page tables (cache.page_table) vs a flat worst-case table. The shorthand\n"
+      "options are --set overrides, validated the same way; spin config keys lists the keys.",
       options, positional);
   if (!vm) return 0;
 

@@ -31,7 +31,7 @@ void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
       "cache        hit ratio {:.4f}; PCIe {:.3f} GB host to HBM ({:.0f} B per output token), "
       "{:.3f} GB back\n"
       "HBM          weights {:.1f} GiB, KV pool {:.1f} GiB, peak KV use {:.2f} GiB; page tables "
-      "{:.1f} MiB two-level vs {:.1f} MiB flat at that peak\n",
+      "{:.1f} MiB vs {:.1f} MiB for flat tables at that peak\n",
       s["mode"].get<std::string>(), s["requests_finished"].get<uint64_t>(),
       s["requests"].get<uint64_t>(), s["requests_rejected"].get<uint64_t>(),
       s["requests_truncated"].get<uint64_t>(), s["duration_s"].get<double>(),
@@ -46,7 +46,7 @@ void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
       s["hbm"]["weights_bytes"].get<double>() / (1ull << 30),
       s["hbm"]["kv_pool_bytes"].get<double>() / (1ull << 30),
       s["hbm"]["kv_used_peak_bytes"].get<double>() / (1ull << 30),
-      s["metadata"]["two_level_peak_bytes"].get<double>() / (1 << 20),
+      s["metadata"]["page_table_peak_bytes"].get<double>() / (1 << 20),
       s["metadata"]["flat_table_bytes_at_peak"].get<double>() / (1 << 20));
 }
 

@@ -166,8 +166,8 @@ class FixtureTest(Base):
                 summary = fixture.flatten(json.load(f))
             self.assertEqual(r["mode"], r["serving.mode"])
             self.assertAlmostEqual(num(r["tpot_s.p99"]), summary["tpot_s.p99"])
-            self.assertEqual(num(r["metadata.two_level_peak_bytes"]),
-                             summary["metadata.two_level_peak_bytes"])
+            self.assertEqual(num(r["metadata.page_table_peak_bytes"]),
+                             summary["metadata.page_table_peak_bytes"])
         self.assertEqual(len(rows(A)), 12)
         self.assertEqual(len(rows(B)), 18)
 
@@ -337,7 +337,7 @@ class MetadataTest(Base):
         for r in subset:
             label = f"{r['serving.mode']}, cache.policy={r['cache.policy']}"
             got = by_tick[label]
-            self.assertClose(got, [num(r["metadata.two_level_peak_bytes"]),
+            self.assertClose(got, [num(r["metadata.page_table_peak_bytes"]),
                                    num(r["metadata.flat_table_bytes_at_peak"])], label)
         self.assertGreater(max(b.get_height() for b in flat), 0)
 

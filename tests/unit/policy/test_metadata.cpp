@@ -20,6 +20,9 @@ TEST_CASE("metadata: the paper's configuration, per GPU at TP 4, with locality",
   CHECK(c.two_level_ratio == Approx(10.45).epsilon(0.001));             // paper: 13.9–17.4
   CHECK(c.host_ratio == Approx(4.0).epsilon(0.001));                    // paper: 3.5–4.5
   CHECK(c.overall_ratio == Approx(41.8).epsilon(0.001));                // paper: 49–78
+  // Hashed: 2560 pools of 2 KV heads, 2 · 2560 + 1 buckets each; 52 MB whatever the locality.
+  CHECK(c.hashed_bytes == 2560ull * (2 * 2 * 1280 + 1) * 4);
+  CHECK(c.hashed_ratio == Approx(6.4).epsilon(0.001));
   // Smaller segments track a clustered working set more tightly.
   MetadataComparisonConfig small;
   small.segment_pages = 256;
@@ -32,6 +35,7 @@ TEST_CASE("metadata: a working set spread uniformly touches every segment", "[un
   const MetadataComparison c = compare_metadata(uniform);
   CHECK(c.segments_per_stream == Approx(32.0).epsilon(1e-9));
   CHECK(c.two_level_ratio < 1.0);  // the directory is pure overhead then
+  CHECK(c.hashed_ratio == compare_metadata(MetadataComparisonConfig{}).hashed_ratio);
   // Exact small case: 2 of 6 pages in segments of 2: P(a segment is empty) = C(4,2)/C(6,2).
   CHECK(expected_occupied_segments(6, 2, 2) == Approx(3 * (1 - 6.0 / 15.0)));
   CHECK(expected_occupied_segments(7, 7, 2) == Approx(4.0));

@@ -1,8 +1,11 @@
-// The two-level page table (common/policy/page_table.h) and its accounting in the Engine.
+// The page tables (common/policy/page_table.h: two-level and hashed) and their accounting in the
+// Engine.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/policy/engine.h"
@@ -21,7 +24,7 @@ TEST_CASE("page_table: segments are taken with their first page and given back w
   for (std::uint32_t h = kSegments; h-- > 0;) free_stack.push_back(h);
   SegmentPoolView segs{entries.data(), used.data(), free_stack.data(), kSegments, kSegments, 2};
   std::vector<std::uint32_t> directory(2 * 16, kNoSegment);
-  const DirectoryView dir{directory.data(), 2, 16};
+  const DirectoryView dir{directory.data(), 2, 16, nullptr, nullptr, 0};
 
   const PageKey a = make_page_key(0, 5);
   const PageKey b = make_page_key(0, 6);  // same segment as a (pages 4..7)
@@ -59,7 +62,7 @@ TEST_CASE("page_table: random inserts and erases agree with a map", "[unit][poli
   for (std::uint32_t h = kSegments; h-- > 0;) free_stack.push_back(h);
   SegmentPoolView segs{entries.data(), used.data(), free_stack.data(), kSegments, kSegments, kLog2};
   std::vector<std::uint32_t> directory(kStreams * 25, kNoSegment);
-  const DirectoryView dir{directory.data(), kStreams, 25};
+  const DirectoryView dir{directory.data(), kStreams, 25, nullptr, nullptr, 0};
   std::map<PageKey, std::int32_t> truth;
   std::mt19937_64 rng(3);
   for (int op = 0; op < 20000; ++op) {
@@ -120,6 +123,105 @@ TEST_CASE("engine: metadata follows the working set, not the context", "[unit][p
   CHECK(after.current.directory == 0);
   CHECK(after.peak.segments == m.current.segments);
   engine.check_invariants();
+}
+
+TEST_CASE("page_table: hashed, random inserts and erases agree with a map", "[unit][policy]") {
+  // 40 slots in 41 buckets (a nearly full table: long probe runs, wrap-around) and in 81.
+  for (const std::uint32_t buckets : {41u, 81u}) {
+    constexpr std::uint32_t kSlots = 40;
+    std::vector<PageKey> slot_key(kSlots, kNoPage);
+    std::vector<std::int32_t> table(buckets, kAbsentSlot);
+    const DirectoryView dir{nullptr, 3, 0, table.data(), slot_key.data(), buckets};
+    SegmentPoolView no_segments{};
+    std::map<PageKey, std::int32_t> truth;
+    std::vector<std::int32_t> free_slots;
+    for (std::int32_t s = kSlots; s-- > 0;) free_slots.push_back(s);
+    std::mt19937_64 rng(buckets);
+    for (int op = 0; op < 20000; ++op) {
+      const PageKey key = make_page_key(static_cast<std::uint32_t>(rng() % 3),
+                                        static_cast<std::uint32_t>(rng() % 100));
+      if (truth.count(key)) {
+        page_table_erase(dir, no_segments, key);
+        slot_key[truth[key]] = kNoPage;  // after erase, as pool_step does
+        free_slots.push_back(truth[key]);
+        truth.erase(key);
+      } else if (!free_slots.empty()) {
+        const std::int32_t slot = free_slots[rng() % free_slots.size()];
+        std::erase(free_slots, slot);
+        slot_key[slot] = key;  // before insert, as pool_step does
+        page_table_insert(dir, no_segments, key, slot);
+        truth[key] = slot;
+      }
+      CHECK(page_table_lookup(dir, no_segments, key) == (truth.count(key) ? truth[key] : -1));
+      if (op % 97 == 0) {
+        std::uint32_t used = 0;
+        for (std::uint32_t b = 0; b < buckets; ++b) {
+          if (table[b] == kAbsentSlot) continue;
+          ++used;
+          CHECK(hashed_find(dir, slot_key[table[b]]) == b);  // reachable without a gap
+        }
+        CHECK(used == truth.size());
+        std::vector<PageKey> keys;
+        for (const auto& [k, slot] : truth) keys.push_back(k);
+        std::vector<std::int32_t> slots(keys.size());
+        page_table_lookup_many(dir, no_segments, keys.data(),
+                               static_cast<std::uint32_t>(keys.size()), slots.data());
+        for (std::size_t i = 0; i < keys.size(); ++i) CHECK(slots[i] == truth[keys[i]]);
+      }
+    }
+  }
+}
+
+namespace {
+
+// A request with spread selections (pages all over the context), replayed with `layout`;
+// returns the decision log and the metadata.
+std::pair<std::string, MetadataReport> spread_replay(PageTableLayout layout,
+                                                     std::uint32_t context_tokens) {
+  Engine engine(EngineOptions{512, true, layout});
+  RequestSpec spec;
+  spec.model = ModelShape{2, 4, 128, 2};
+  spec.geometry = PartitionGeometry{PartitionKind::kFixed, 8, 8};
+  spec.max_context_tokens = context_tokens;
+  spec.cache_pages = 8 * 100;
+  const RequestId id = engine.add_request(spec);
+  std::mt19937_64 rng(5);
+  const std::uint32_t pages = context_tokens / 8;
+  for (std::uint32_t s = 0; s < 30; ++s) {
+    engine.begin_step(id, s, context_tokens);
+    for (std::uint32_t k = 0; k < 8; ++k) {
+      std::vector<std::uint32_t> ids;
+      for (std::uint32_t i = 0; i < 40; ++i)
+        ids.push_back(static_cast<std::uint32_t>(rng() % pages));
+      std::sort(ids.begin(), ids.end());
+      engine.select(id, k / 4, k % 4, ids);
+    }
+    engine.end_step(id);
+    engine.check_invariants();
+  }
+  std::pair<std::string, MetadataReport> result{engine.decision_log(), engine.metadata()};
+  engine.remove_request(id);
+  engine.check_invariants();
+  return result;
+}
+
+}  // namespace
+
+TEST_CASE("engine: a hashed page table follows the cache, not the context or the spread",
+          "[unit][policy]") {
+  const auto [log_two_level, two_level] = spread_replay(PageTableLayout::kTwoLevel, 1u << 20);
+  const auto [log_hashed, hashed] = spread_replay(PageTableLayout::kHashed, 1u << 20);
+  const auto [log_small, hashed_small] = spread_replay(PageTableLayout::kHashed, 1u << 16);
+  CHECK(log_hashed == log_two_level);  // the layout changes no decision
+  CHECK(log_hashed.size() > 1000);
+  // Two pools of 400 slots: 2 · (2 · 400 + 1) buckets of 4 bytes, at any context.
+  CHECK(hashed.peak.hash_table == 2 * (2 * 400 + 1) * 4);
+  CHECK(hashed.peak.directory == 0);
+  CHECK(hashed.peak.segments == 0);
+  CHECK(hashed_small.peak.hash_table == hashed.peak.hash_table);
+  CHECK(hashed.peak.page_table() * 100 < hashed.peak.flat_page_table);
+  CHECK(two_level.peak.hash_table == 0);
+  CHECK(two_level.peak.page_table() == two_level.peak.two_level());
 }
 
 }  // namespace spin::policy::test

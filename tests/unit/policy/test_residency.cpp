@@ -45,13 +45,14 @@ struct Setup {
   std::uint32_t pages = 64;
   std::uint64_t cache_pages = 40;
   bool vary_capacity = false;  // change the request's cache now and then
+  PageTableLayout page_table = PageTableLayout::kTwoLevel;
 };
 
 // Replays per-stream sequences through the Engine and, pool by pool, through RefPools; checks
 // decisions and invariants after every step. Returns the engine's totals.
 PolicyStats replay_and_compare(const Setup& setup, const std::vector<Sequence>& streams,
                                std::mt19937_64& rng) {
-  Engine engine;
+  Engine engine(EngineOptions{512, false, setup.page_table});
   RequestSpec spec;
   spec.model = ModelShape{setup.layers, setup.heads, 4, 2};
   spec.geometry = PartitionGeometry{PartitionKind::kFixed, 1, 1};
@@ -172,7 +173,10 @@ TEST_CASE("residency: every policy matches its reference model on random sequenc
             name, PolicyOptions{seed % 2 ? 64u : 5u, seed % 3 == 0 ? 1u : 0u});
         setup.cache_pages = 16 + 12 * seed;
         setup.vary_capacity = name != "belady" && seed % 2 == 0;
-        INFO(name << " seed " << seed << " scope " << static_cast<int>(scope));
+        // Decisions do not depend on where the page table keeps the resident pages.
+        setup.page_table = seed % 2 ? PageTableLayout::kTwoLevel : PageTableLayout::kHashed;
+        INFO(name << " seed " << seed << " scope " << static_cast<int>(scope) << " page table "
+                  << static_cast<int>(setup.page_table));
         all += replay_and_compare(setup, random_streams(rng, setup.layers * setup.heads, 120, {}),
                                   rng);
       }
