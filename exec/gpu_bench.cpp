@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <numeric>
@@ -19,6 +21,7 @@
 #include "exec/gather.h"
 #include "exec/gpu_residency.h"
 #include "exec/memory.h"
+#include "exec/paged_attention.h"
 #include "traces/gen/generator.h"
 
 namespace spin::exec {
@@ -344,6 +347,109 @@ ResidencyRow bench_residency(const std::string& algorithm, bool per_stream_pools
   return row;
 }
 
+// Part 3: paged decode attention. Device-to-device copy ceiling (bytes read + written), then
+// sparse lists (random distinct slots) and dense lists (each stream's pages in order), timed as
+// CUDA graphs of back-to-back runs that rotate over enough copies of the inputs that the K/V of
+// one replay never fits in L2.
+double bench_d2d_gbps(std::uint64_t bytes, int reps) {
+  DeviceBuffer a(bytes), b(bytes);
+  fill_random_bf16(static_cast<std::uint16_t*>(a.data()), bytes / 2, 7);
+  Stream stream;
+  const double t = time_median(stream.get(), reps, [&] {
+    SPIN_CUDA_CHECK(
+        cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, stream.get()));
+  });
+  return 2.0 * static_cast<double>(bytes) / t / 1e9;
+}
+
+struct AttentionRow {
+  std::uint32_t batch, tokens, page_tokens, group, work_items, split_tokens;
+  double kv_bytes;
+  double us[6];  // per run, by variant (kVariantOptions)
+};
+
+// Variants timed: no prefetch; the next chunk in registers (the default: DecodeAttentionOptions'
+// defaults); the same with the merge fused into the attention kernel; L2 bulk prefetch 2 or 4
+// chunks ahead; registers and L2 2 ahead.
+constexpr int kAttentionVariants = 6;
+constexpr DecodeAttentionOptions kVariantOptions[kAttentionVariants] = {
+    {0, false, 0, false}, {0, true, 0, false},  {0, true, 0, true},
+    {0, false, 2, false}, {0, false, 4, false}, {0, true, 2, false}};
+constexpr int kDefaultVariant = 1;
+
+// One shape: rows = batch · 8 KV heads, each listing `tokens` tokens (the last page partial when
+// tokens is not a multiple of page_tokens). dense: slots of a stream in order, else scattered.
+AttentionRow bench_attention(std::uint32_t batch, std::uint32_t tokens, std::uint32_t page_tokens,
+                             std::uint32_t group, bool dense, int graph_runs, int reps,
+                             std::uint64_t seed, bool only_default = false) {
+  const DecodeAttentionShape shape{batch, 8, group, kAttentionHeadDim, page_tokens};
+  const std::uint32_t rows = shape.rows();
+  const std::uint32_t pages = (tokens + page_tokens - 1) / page_tokens;
+  const std::uint64_t nnz = std::uint64_t{rows} * pages;
+  const double kv_bytes = 2.0 * rows * tokens * kAttentionHeadDim * 2;
+  // Copies of the inputs so that one graph's runs read at least 1 GiB of distinct K/V.
+  const std::uint32_t sets = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+      graph_runs, std::max<std::uint64_t>(1, (1ull << 30) / nnz / shape.page_bytes())));
+  if (nnz * sets > 0xFFFFFFF0ull) throw InputError("bench gpu: attention pool too large");
+  HbmPagePool pool(static_cast<std::uint32_t>(nnz * sets), shape.page_bytes());
+  fill_random_bf16(reinterpret_cast<std::uint16_t*>(pool.data()), pool.bytes() / 2, seed);
+  DeviceArray<std::uint16_t> q(std::uint64_t{batch} * shape.query_heads() * kAttentionHeadDim);
+  fill_random_bf16(q.data(), q.size(), seed + 1);
+  DeviceArray<std::uint16_t> out(q.size());
+  std::vector<std::uint32_t> indptr(rows + 1), last(rows, tokens - (pages - 1) * page_tokens);
+  for (std::uint32_t r = 0; r <= rows; ++r) indptr[r] = r * pages;
+  std::vector<std::uint32_t> indices(nnz * sets);
+  std::mt19937_64 rng(seed);
+  for (std::uint32_t s = 0; s < sets; ++s) {
+    std::uint32_t* set = indices.data() + s * nnz;
+    std::iota(set, set + nnz, static_cast<std::uint32_t>(s * nnz));
+    if (!dense) std::shuffle(set, set + nnz, rng);
+  }
+  const DeviceArray<std::uint32_t> d_indptr{std::span<const std::uint32_t>(indptr)};
+  const DeviceArray<std::uint32_t> d_last{std::span<const std::uint32_t>(last)};
+  const DeviceArray<std::uint32_t> d_indices{std::span<const std::uint32_t>(indices)};
+  AttentionRow row{batch, tokens, page_tokens, group, 0, 0, kv_bytes, {0, 0, 0, 0, 0, 0}};
+  Stream stream;
+  for (int variant = 0; variant < kAttentionVariants; ++variant) {
+    if (only_default && variant != kDefaultVariant) continue;
+    DecodeAttention attention;
+    attention.plan(shape, indptr, last, kVariantOptions[variant]);
+    if (variant == kDefaultVariant) {
+      row.work_items = attention.work_items();
+      row.split_tokens = attention.split_tokens();
+    }
+    const auto run = [&](int r) {
+      attention.run(
+          DecodeAttentionArgs{q.data(), pool.data(), d_indptr.data(),
+                              d_indices.data() + (r % sets) * nnz, d_last.data(), out.data()},
+          stream.get());
+    };
+    run(0);
+    SPIN_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    cudaGraph_t graph = nullptr;
+    SPIN_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    for (int r = 0; r < graph_runs; ++r) run(r);
+    SPIN_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
+    cudaGraphExec_t exec = nullptr;
+    SPIN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    const double t = time_median(stream.get(), reps,
+                                 [&] { SPIN_CUDA_CHECK(cudaGraphLaunch(exec, stream.get())); });
+    SPIN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    SPIN_CUDA_CHECK(cudaGraphDestroy(graph));
+    row.us[variant] = t / graph_runs * 1e6;
+  }
+  // A spot check that the output is finite and not all zero (the gpu suite checks the values).
+  std::vector<std::uint16_t> back(std::min<std::size_t>(out.size(), 4096));
+  out.download(back);
+  std::size_t bad = 0, nonzero = 0;
+  for (const std::uint16_t h : back) {
+    bad += (h & 0x7F80u) == 0x7F80u;
+    nonzero += (h & 0x7FFFu) != 0;
+  }
+  if (bad > 0 || nonzero == 0)
+    throw InvariantError("bench gpu: attention wrote a non-finite or all-zero output");
+  return row;
+}
 }  // namespace
 
 int bench_gpu(const cli::Args& args) {
@@ -361,15 +467,23 @@ int bench_gpu(const cli::Args& args) {
       "steps", po::value<std::uint32_t>()->default_value(40),
       "timed decode steps (residency part), after 8 warm-up steps")(
       "seed", po::value<std::uint64_t>()->default_value(1), "seed of pages and selections")(
-      "skip-transfers", po::bool_switch(), "run only the residency part")(
-      "skip-residency", po::bool_switch(), "run only the transfer part");
+      "skip-transfers", po::bool_switch(), "skip the transfer part")(
+      "skip-residency", po::bool_switch(), "skip the residency part")(
+      "skip-attention", po::bool_switch(), "skip the attention part")(
+      "attention-csv", po::value<std::string>()->default_value(""),
+      "also write the dense attention rows as CSV to this file (for exec/bench/sdpa_bench.py)")(
+      "attention-shape", po::value<std::string>()->default_value(""),
+      "time only this attention shape, BATCH,TOKENS,PAGE_TOKENS,sparse|dense, default variant "
+      "(e.g. for a profiler)")("graph-runs", po::value<int>()->default_value(20),
+                               "attention runs per timed CUDA graph (attention part)");
   const auto vm = cli::parse_options(
       args, "bench gpu", "[options]",
       "Measures, on GPU 0, (1) a fetch list of scattered pages (host pages in random order) "
       "moved by the gather kernel, one cudaMemcpyAsync per page, one cudaMemcpyBatchAsync and "
       "one bulk cudaMemcpyAsync of the same bytes on the same buffers, host to device and back, "
       "for pages of 2 KiB to 512 KiB; and (2) the residency kernel's time per layer launch "
-      "at the given batch over generated selections (docs/gpu-kernels.md).",
+      "at the given batch over generated selections; (3) paged decode attention, sparse and dense, "
+      "against a device-to-device copy (docs/gpu-kernels.md).",
       opts);
   if (!vm) return 0;
   char why[256] = "";
@@ -426,6 +540,79 @@ int bench_gpu(const cli::Args& args) {
         std::cout << fmt::format("| {} | {} | {} | {} | {} | {:.3f} | {} | {} | {} | {:.2f} |\n",
                                  r.algorithm, r.scope, r.pools, r.pool_slots, r.pages_per_layer,
                                  r.hit_ratio, cell(0), cell(1), cell(2), r.us[1] / r.pools);
+      }
+    }
+  }
+  const std::string one_shape = (*vm)["attention-shape"].as<std::string>();
+  if (!one_shape.empty()) {
+    std::uint32_t batch = 0, tokens = 0, page_tokens = 0;
+    char kind[16] = "";
+    if (std::sscanf(one_shape.c_str(), "%u,%u,%u,%15s", &batch, &tokens, &page_tokens, kind) != 4 ||
+        batch == 0 || tokens == 0 ||
+        (std::string(kind) != "sparse" && std::string(kind) != "dense")) {
+      throw InputError(fmt::format(
+          "bench gpu: --attention-shape '{}': expected BATCH,TOKENS,PAGE_TOKENS,sparse|dense",
+          one_shape));
+    }
+    const AttentionRow r =
+        bench_attention(batch, tokens, page_tokens, 5, std::string(kind) == "dense",
+                        (*vm)["graph-runs"].as<int>(), (*vm)["reps"].as<int>(), seed, true);
+    std::cout << fmt::format("attention {}: {:.1f} µs per run, {:.0f} GB/s\n", one_shape,
+                             r.us[kDefaultVariant], r.kv_bytes / (r.us[kDefaultVariant] * 1e3));
+  } else if (!(*vm)["skip-attention"].as<bool>()) {
+    const int reps = (*vm)["reps"].as<int>();
+    const int graph_runs = (*vm)["graph-runs"].as<int>();
+    const double d2d = bench_d2d_gbps(1ull << 30, reps);
+    std::cout << fmt::format(
+        "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + written).\n",
+        d2d);
+    const char* header =
+        "| {} | page tokens | blocks | largest item (tokens) | K/V MiB | µs per run (default) | "
+        "GB/s, no prefetch | GB/s, registers (default) | GB/s, registers, fused merge | GB/s, "
+        "L2 2 ahead | GB/s, L2 4 ahead | GB/s, registers + L2 2 ahead | default / D2D |\n| --- "
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    std::cout << fmt::format(
+        "\nSparse decode attention: 8 KV heads, 40 query heads (group 5), head_dim 128, bf16; "
+        "each row lists `selected` tokens on random distinct pages; time per run = a CUDA graph "
+        "of {} back-to-back runs over rotating inputs, median of {} replays; GB/s = K/V bytes "
+        "read / time; columns by prefetch variant.\n\n",
+        graph_runs, reps);
+    std::cout << fmt::format(fmt::runtime(header), "batch | selected tokens");
+    const auto gbps = [](const AttentionRow& r, int v) { return r.kv_bytes / (r.us[v] * 1e3); };
+    const auto print = [&](const AttentionRow& r) {
+      std::cout << fmt::format(
+          "| {} | {} | {} | {} | {} | {:.1f} | {:.1f} | {:.0f} | {:.0f} | {:.0f} | {:.0f} | "
+          "{:.0f} | {:.0f} | {:.2f} |\n",
+          r.batch, r.tokens, r.page_tokens, r.work_items, r.split_tokens, r.kv_bytes / (1 << 20),
+          r.us[kDefaultVariant], gbps(r, 0), gbps(r, 1), gbps(r, 2), gbps(r, 3), gbps(r, 4),
+          gbps(r, 5), gbps(r, kDefaultVariant) / d2d);
+    };
+    for (const std::uint32_t batch : {1u, 8u, 32u, 128u}) {
+      for (const std::uint32_t tokens : {1024u, 4096u, 16384u}) {
+        print(bench_attention(batch, tokens, 16, 5, false, graph_runs, reps, seed));
+      }
+    }
+    for (const std::uint32_t pt : {8u, 32u}) {
+      print(bench_attention(32, 4096, pt, 5, false, graph_runs, reps, seed));
+    }
+    std::cout << "\nDense decode attention (all pages of each request, in order), page tokens 16, "
+                 "same columns:\n\n";
+    std::cout << fmt::format(fmt::runtime(header), "batch | KV tokens");
+    const std::string csv_path = (*vm)["attention-csv"].as<std::string>();
+    std::ofstream csv;
+    if (!csv_path.empty()) {
+      csv.open(csv_path);
+      if (!csv) throw InputError(fmt::format("bench gpu: cannot write {}", csv_path));
+      csv << "batch,kv_tokens,us,gbps,d2d_gbps\n";
+    }
+    const std::pair<std::uint32_t, std::uint32_t> dense_shapes[] = {
+        {1, 16384}, {8, 16384}, {64, 1024}, {64, 4096}, {32, 16384}, {8, 65536}};
+    for (const auto& [batch, tokens] : dense_shapes) {
+      const AttentionRow r = bench_attention(batch, tokens, 16, 5, true, graph_runs, reps, seed);
+      print(r);
+      if (csv) {
+        csv << fmt::format("{},{},{:.3f},{:.1f},{:.1f}\n", batch, tokens, r.us[kDefaultVariant],
+                           gbps(r, kDefaultVariant), d2d);
       }
     }
   }

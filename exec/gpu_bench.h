@@ -2,7 +2,9 @@
 // (docs/gpu-kernels.md). Part 1 moves a fetch list of scattered pages with the gather kernel and,
 // on the same buffers in the same run, with one cudaMemcpyAsync per page, one
 // cudaMemcpyBatchAsync, and one bulk cudaMemcpyAsync of the same bytes, both ways. Part 2 times
-// the residency kernel per layer at batch 64 on generated selections.
+// the residency kernel per layer at batch 64 on generated selections. Part 3 times paged decode
+// attention (sparse lists on scattered pages, dense lists) against a device-to-device copy in the
+// same run; exec/bench/sdpa_bench.py times PyTorch's SDPA on the dense shapes.
 #pragma once
 
 #include "sim/cli/command.h"
