@@ -44,8 +44,16 @@ run_logged() {
   fi
 }
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  # CUDA compiles through scripts/nvcc-deps.sh, which adds the dependency files that make header
+  # edits rebuild .cu objects; a machine file in the build folder names it (absolute path).
+  native_file=()
+  if command -v nvcc >/dev/null; then
+    mkdir -p "$BUILD_DIR"
+    printf "[binaries]\ncuda = '%s'\n" "$PWD/scripts/nvcc-deps.sh" >"$BUILD_DIR/nvcc-deps.ini"
+    native_file=(--native-file "$BUILD_DIR/nvcc-deps.ini")
+  fi
   # shellcheck disable=SC2086
-  run_logged meson setup "$BUILD_DIR" ${MESON_ARGS:-}
+  run_logged meson setup "$BUILD_DIR" "${native_file[@]}" ${MESON_ARGS:-}
 fi
 run_logged ninja -C "$BUILD_DIR"
 echo "bootstrap: built $BUILD_DIR/spin" >&2
