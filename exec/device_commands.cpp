@@ -42,7 +42,7 @@ int gpu_info(const cli::Args& args) {
 void register_device_commands(cli::Registry& registry) {
   registry.add(cli::Command{"gpu info", "list the CUDA devices of this machine", gpu_info});
   registry.add(cli::Command{"bench gpu",
-                            "measure gather-copy vs DMA copies and the residency kernel on the GPU",
+                            "measure gather-copy vs DMA copies, the residency kernel and decode attention on the GPU",
                             bench_gpu});
 }
 
