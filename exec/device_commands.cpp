@@ -41,9 +41,10 @@ int gpu_info(const cli::Args& args) {
 
 void register_device_commands(cli::Registry& registry) {
   registry.add(cli::Command{"gpu info", "list the CUDA devices of this machine", gpu_info});
-  registry.add(cli::Command{"bench gpu",
-                            "measure gather-copy vs DMA copies, the residency kernel and decode attention on the GPU",
-                            bench_gpu});
+  registry.add(cli::Command{
+      "bench gpu",
+      "measure gather-copy vs DMA copies, the residency kernel and decode attention on the GPU",
+      bench_gpu});
 }
 
 }  // namespace spin::exec
