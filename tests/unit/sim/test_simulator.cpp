@@ -213,8 +213,8 @@ TEST_CASE("simulator: tensor parallelism shards weights, KV traffic and compute 
 }
 
 TEST_CASE("bench sim: prints the exact and sampled runs with their errors", "[unit][sim]") {
-  const auto r = run_spin({"bench", "sim", "--requests", "1", "--max-output-tokens", "8",
-                           "--threads", "2"});
+  const auto r =
+      run_spin({"bench", "sim", "--requests", "1", "--max-output-tokens", "8", "--threads", "2"});
   REQUIRE(r.status == 0);
   CHECK(r.out.find("exact                         1") != std::string::npos);
   CHECK(r.out.find("sampled 1/64") != std::string::npos);
