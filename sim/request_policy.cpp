@@ -26,23 +26,6 @@ struct RequestPolicy::Clusters {
   }
 };
 
-namespace {
-
-policy::PolicyStats minus(const policy::PolicyStats& a, const policy::PolicyStats& b) {
-  policy::PolicyStats d;
-  d.steps = a.steps - b.steps;
-  d.accesses = a.accesses - b.accesses;
-  d.hits = a.hits - b.hits;
-  d.misses = a.misses - b.misses;
-  d.bypassed = a.bypassed - b.bypassed;
-  d.static_accesses = a.static_accesses - b.static_accesses;
-  d.victims = a.victims - b.victims;
-  d.fetched_bytes = a.fetched_bytes - b.fetched_bytes;
-  return d;
-}
-
-}  // namespace
-
 RequestSizing::RequestSizing(const trace::TraceSource& source, std::size_t request,
                              const policy::CacheConfig& cache) {
   const trace::TraceHeader& header = source.header();
@@ -173,7 +156,8 @@ void RequestPolicy::step(std::uint32_t step, std::uint64_t cache_pages) {
   step_total_ = engine_.end_step(id_);
   const std::span<const policy::PolicyStats> now = engine_.layer_stats();
   for (std::size_t l = 0; l < now.size(); ++l) {
-    step_layers_[l] = minus(now[l], before_[l]);
+    step_layers_[l] = now[l];
+    step_layers_[l] -= before_[l];
     before_[l] = now[l];
   }
   ++steps_done_;

@@ -27,6 +27,18 @@ PolicyStats& PolicyStats::operator+=(const PolicyStats& o) {
   return *this;
 }
 
+PolicyStats& PolicyStats::operator-=(const PolicyStats& o) {
+  steps -= o.steps;
+  accesses -= o.accesses;
+  hits -= o.hits;
+  misses -= o.misses;
+  bypassed -= o.bypassed;
+  static_accesses -= o.static_accesses;
+  victims -= o.victims;
+  fetched_bytes -= o.fetched_bytes;
+  return *this;
+}
+
 namespace {
 
 // Grows a buffer to at least `n` elements (never shrinks, so steady state does not allocate).

@@ -89,6 +89,7 @@ struct PolicyStats {
     return accesses == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(accesses);
   }
   PolicyStats& operator+=(const PolicyStats& other);
+  PolicyStats& operator-=(const PolicyStats& other);  // other's counts are part of these
 };
 
 using RequestId = std::uint64_t;
