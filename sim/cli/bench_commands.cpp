@@ -212,19 +212,27 @@ int bench_sim(const Args& args) {
   options.add_options()("requests", po::value<uint32_t>()->default_value(16),
                         "LongBench-v2-like requests (prompts 32K-120K tokens)")(
       "max-output-tokens", po::value<uint32_t>()->default_value(512),
-      "cap on each request's output tokens (the workload's mean is 5K)")(
+      "cap on each request's output tokens (the workload's mean is 5K; 0: none)")(
       "rate", po::value<double>()->default_value(0.5), "Poisson arrivals, requests per second")(
       "threads",
       po::value<unsigned>()->default_value(std::max(1u, std::thread::hardware_concurrency())),
       "threads of the parallel runs")("seed", po::value<uint64_t>()->default_value(1),
-                                      "generator seed");
+                                      "generator seed")(
+      "sampling",
+      po::value<std::vector<unsigned>>()->multitoken()->default_value({2, 4, 8, 16, 32, 64},
+                                                                      "2 4 8 16 32 64"),
+      "stream sampling rates to run, as denominators D of 1/D")(
+      "skip-single-thread",
+      "skip the exact run on one thread (for workloads too large for it): the exact run on "
+      "--threads threads is the reference, and its pages per CPU second the per-core figure");
   const auto vm = parse_options(
       args, "bench sim", "[options]",
       "Measures the serving simulator end to end (trace source, policy core and timing), pulling\n"
       "ShadowKV selections straight from the generator (trace.generator): spin:shadowkv on\n"
       "Qwen3-14B / H100 SXM with the default config. First the exact run on one thread (selected "
       "pages per CPU second, per\n"
-      "core) and on --threads threads, then stream sampling at 1/2 to 1/64 of the layers with its\n"
+      "core) and on --threads threads, then stream sampling (--sampling; 1/2 to 1/64) of the "
+      "layers with its\n"
       "wall time and its relative error against the exact run on throughput, mean TTFT, mean\n"
       "TPOT and hit ratio.",
       options);
@@ -243,12 +251,18 @@ int bench_sim(const Args& args) {
   const unsigned threads = (*vm)["threads"].as<unsigned>();
 
   std::cout << fmt::format(
-      "Simulation: {} LongBench-v2-like requests at {} req/s, output <= {} tokens, spin:shadowkv, "
+      "Simulation: {} LongBench-v2-like requests at {} req/s, {}, spin:shadowkv, "
       "generator as the source\n"
       "{:<22} {:>8} {:>15} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9}\n",
-      requests, rate, max_output, "run", "threads", "selected pages", "wall s", "M pages/cpu-s",
-      "err tput", "err TTFT", "err TPOT", "err hit");
-  const SimRun exact1 = timed_sim(generator, 1.0, 1);
+      requests, rate,
+      max_output ? fmt::format("outputs <= {} tokens", max_output) : "outputs uncapped", "run",
+      "threads", "selected pages", "wall s", "M pages/cpu-s", "err tput", "err TTFT", "err TPOT",
+      "err hit");
+  const auto sampling = (*vm)["sampling"].as<std::vector<unsigned>>();
+  for (const unsigned d : sampling)
+    if (d < 2) throw InputError(fmt::format("--sampling: {} is not a denominator >= 2", d));
+  const bool single = vm->count("skip-single-thread") == 0;
+  const SimRun exact1 = timed_sim(generator, 1.0, single ? 1 : threads);
   const auto row = [&](const std::string& name, unsigned t, const SimRun& r) {
     std::cout << fmt::format(
         "{:<22} {:>8} {:>15.0f} {:>9.2f} {:>13.1f} {:>9.2f}% {:>8.2f}% "
@@ -259,9 +273,9 @@ int bench_sim(const Args& args) {
         100 * relative_error(r, exact1, "tpot_s", "mean"),
         100 * relative_error(r, exact1, "hit_ratio"));
   };
-  row("exact", 1, exact1);
-  if (threads > 1) row("exact", threads, timed_sim(generator, 1.0, threads));
-  for (const unsigned d : {2u, 4u, 8u, 16u, 32u, 64u})
+  row("exact", single ? 1 : threads, exact1);
+  if (single && threads > 1) row("exact", threads, timed_sim(generator, 1.0, threads));
+  for (const unsigned d : sampling)
     row(fmt::format("sampled 1/{}", d), threads, timed_sim(generator, 1.0 / d, threads));
   std::cout << "(M pages/cpu-s: selected pages the policy core processed per CPU second of the "
                "process; on one thread, per core)\n";

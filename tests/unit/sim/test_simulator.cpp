@@ -220,3 +220,19 @@ TEST_CASE("bench sim: prints the exact and sampled runs with their errors", "[un
   CHECK(r.out.find("sampled 1/64") != std::string::npos);
   CHECK(r.out.find("0.00%     0.00%     0.00%     0.00%") != std::string::npos);  // exact vs exact
 }
+
+TEST_CASE("bench sim: --skip-single-thread and --sampling choose the runs", "[unit][sim]") {
+  const auto r = run_spin({"bench", "sim", "--requests", "1", "--max-output-tokens", "8",
+                           "--threads", "2", "--skip-single-thread", "--sampling", "4", "16"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("exact                         1") == std::string::npos);
+  CHECK(r.out.find("exact                         2") != std::string::npos);
+  CHECK(r.out.find("sampled 1/4 ") != std::string::npos);
+  CHECK(r.out.find("sampled 1/16") != std::string::npos);
+  CHECK(r.out.find("sampled 1/2 ") == std::string::npos);
+  CHECK(r.out.find("sampled 1/64") == std::string::npos);
+
+  const auto bad = run_spin({"bench", "sim", "--sampling", "0"});
+  CHECK(bad.status != 0);
+  CHECK(bad.err.find("--sampling: 0 is not a denominator >= 2") != std::string::npos);
+}
