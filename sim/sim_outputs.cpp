@@ -57,6 +57,7 @@ nlohmann::ordered_json summary_json(const SimResult& r) {
     if (q.output_tokens > 1) tpot.push_back(q.tpot_s());
   }
   const double seconds = static_cast<double>(r.end_ns) * 1e-9;
+  const double decode_s = static_cast<double>(r.decode_only_ns) * 1e-9;
   const policy::PolicyStats& p = r.policy_total;
   return {
       {"mode", r.mode},
@@ -74,6 +75,13 @@ nlohmann::ordered_json summary_json(const SimResult& r) {
       {"iterations", r.iteration_count},
       {"batch_mean", r.batch_time_weighted_mean},
       {"batch_max", r.batch_max},
+      {"decode_only",
+       {{"iterations", r.decode_only_iterations},
+        {"seconds", decode_s},
+        {"tokens_per_s", decode_s > 0 ? static_cast<double>(r.decode_only_tokens) / decode_s : 0.0},
+        {"batch_mean", r.decode_only_iterations ? static_cast<double>(r.decode_only_tokens) /
+                                                      static_cast<double>(r.decode_only_iterations)
+                                                : 0.0}}},
       {"preemptions", r.preemptions},
       {"hit_ratio", p.hit_ratio()},
       {"policy",

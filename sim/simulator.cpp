@@ -685,6 +685,11 @@ class Simulation {
     batch_weighted_ += static_cast<double>(decodes) * static_cast<double>(now - iteration_start_);
     busy_ns_ += now - iteration_start_;
     result_.batch_max = std::max(result_.batch_max, decodes);
+    if (decodes > 0 && prefill_tokens == 0) {
+      ++result_.decode_only_iterations;
+      result_.decode_only_tokens += decodes;
+      result_.decode_only_ns += now - iteration_start_;
+    }
     if (opt_.timeline) {
       timeline_.span("iteration", decodes ? "decode" : "prefill", iteration_start_, now,
                      fmt::format(R"("decodes":{},"prefill_tokens":{},"fetched_bytes":{})", decodes,

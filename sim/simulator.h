@@ -88,6 +88,11 @@ struct SimResult {
   TimeNs end_ns = 0;                    // when the last request finished
   double batch_time_weighted_mean = 0;  // decoding requests, weighted by iteration time
   std::uint32_t batch_max = 0;
+  // Iterations that only decoded (no prefill chunk): the offline decode throughput of the batch
+  // sizes the run reached, free of prefill interference.
+  std::uint64_t decode_only_iterations = 0;
+  std::uint64_t decode_only_tokens = 0;
+  TimeNs decode_only_ns = 0;
   std::uint64_t kv_used_peak_bytes = 0;
   std::uint64_t metadata_peak_bytes = 0;  // page tables (cache.page_table) of the live requests
   std::uint64_t metadata_flat_bytes = 0;  // a flat table for the same requests, at that peak

@@ -127,6 +127,8 @@ LABELS = {
     "total.hit_ratio": ("Hit ratio", None),
     "batch_mean": ("Average batch size", "requests"),
     "batch_max": ("Maximum batch size", "requests"),
+    "decode_only.tokens_per_s": ("Decode throughput (decode-only iterations)", "output tokens/s"),
+    "decode_only.batch_mean": ("Batch of decode-only iterations", "requests"),
     "duration_s": ("Duration", "s"),
     "preemptions": ("Preemptions", None),
     "h2d_bytes_per_output_token": ("PCIe host→HBM per output token", "bytes"),

@@ -97,6 +97,23 @@ TEST_CASE("simulator: timing follows the cost model and the batch", "[unit][sim]
   // The iterations tile time without gaps while requests run.
   for (size_t i = 1; i < r.iterations.size(); ++i)
     CHECK(r.iterations[i].start_ns == r.iterations[i - 1].end_ns);
+  // decode_only sums the iterations without a prefill chunk: tokens / their time.
+  std::uint64_t decode_iterations = 0, decode_tokens = 0;
+  spin::sim::TimeNs decode_ns = 0;
+  for (const auto& it : r.iterations) {
+    if (it.prefill_tokens > 0 || it.decodes == 0) continue;
+    ++decode_iterations;
+    decode_tokens += it.decodes;
+    decode_ns += it.end_ns - it.start_ns;
+  }
+  REQUIRE(decode_iterations > 0);
+  CHECK(decode_iterations < r.iterations.size());  // the prefills were iterations too
+  CHECK(s["decode_only"]["iterations"] == decode_iterations);
+  CHECK(s["decode_only"]["tokens_per_s"].get<double>() ==
+        Approx(static_cast<double>(decode_tokens) / (static_cast<double>(decode_ns) * 1e-9)));
+  CHECK(s["decode_only"]["batch_mean"].get<double>() <= 4);
+  CHECK(s["decode_only"]["tokens_per_s"].get<double>() >
+        s["throughput_tokens_per_s"].get<double>());  // prefill time is left out
   // Spin fetched misses over PCIe and offloaded the prompts' KV.
   CHECK(r.h2d_bytes > 0);
   CHECK(r.d2h_bytes >= 4.0 * 8192 * 163840);
