@@ -205,3 +205,17 @@ TEST_CASE("sweep: under mpirun with 2 ranks the table equals the local run's", "
   CHECK(read_file(dir / "log").find("6 points: 6 run (0 failed)") != std::string::npos);
   CHECK(read_file(dir / "mpi" / "results.csv") == read_file(dir / "local" / "results.csv"));
 }
+
+TEST_CASE("sweep: every shipped sweep file loads and each point's config validates",
+          "[unit][sim]") {
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(source_path("configs/sweeps"))) {
+    if (entry.path().extension() != ".yaml") continue;
+    INFO(entry.path());
+    ++files;
+    const spin::sim::Sweep s = spin::sim::load_sweep(entry.path());
+    CHECK(!s.points.empty());
+    for (const auto& p : s.points) CHECK_NOTHROW(s.config(p));
+  }
+  CHECK(files >= 9);
+}
