@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -22,6 +23,7 @@
 #include "exec/gpu_residency.h"
 #include "exec/memory.h"
 #include "exec/paged_attention.h"
+#include "exec/selection.h"
 #include "traces/gen/generator.h"
 
 namespace spin::exec {
@@ -450,6 +452,102 @@ AttentionRow bench_attention(std::uint32_t batch, std::uint32_t tokens, std::uin
     throw InvariantError("bench gpu: attention wrote a non-finite or all-zero output");
   return row;
 }
+
+// Part 4: selection (scores + top-k) over `rows` = batch · 8 KV heads of `partitions` summaries
+// each, group 5, timed as CUDA graphs of back-to-back runs over rotating copies of the summaries
+// (one per run, or fewer that still make 1 GiB; ≥ 80 MiB per replay even at batch 1 × 16K, more
+// than L2), like the attention part.
+struct SelectionRow {
+  const char* algorithm;
+  std::uint32_t batch, context, partition_tokens, partitions, k, work_items, blocks;
+  double summary_bytes;
+  double us_total, us_score;
+};
+
+const char* selection_name(SelectionAlgorithm a) {
+  switch (a) {
+    case SelectionAlgorithm::kShadowKv:
+      return "shadowkv";
+    case SelectionAlgorithm::kQuest:
+      return "quest";
+    case SelectionAlgorithm::kSeer:
+      return "seer";
+    case SelectionAlgorithm::kRetroInfer:
+      return "retroinfer";
+  }
+  return "?";
+}
+
+SelectionRow bench_selection(SelectionAlgorithm algorithm, std::uint32_t batch,
+                             std::uint32_t context, std::uint32_t partition_tokens, std::uint32_t k,
+                             int graph_runs, int reps, std::uint64_t seed) {
+  const SelectionShape shape{algorithm, batch, 8, 5, kSelectionHeadDim};
+  const std::uint32_t rows = shape.rows();
+  const std::uint32_t n = (context + partition_tokens - 1) / partition_tokens;
+  std::vector<std::uint32_t> indptr(rows + 1);
+  for (std::uint32_t r = 0; r <= rows; ++r) indptr[r] = r * n;
+  const std::uint64_t elems = std::uint64_t{rows} * n * shape.summary_dim();
+  const double bytes = 2.0 * static_cast<double>(elems);
+  const std::uint32_t sets = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(graph_runs, std::max<std::uint64_t>(1, (1ull << 30) / (elems * 2))));
+  DeviceArray<std::uint16_t> summaries(elems * sets);
+  fill_random_bf16(summaries.data(), summaries.size(), seed);
+  DeviceArray<std::uint16_t> q(std::uint64_t{batch} * shape.query_heads() * kSelectionHeadDim);
+  fill_random_bf16(q.data(), q.size(), seed + 1);
+  DeviceArray<std::uint16_t> w_q(std::uint64_t{shape.group} * kSelectionHeadDim * kSeerGateDim);
+  fill_random_bf16(w_q.data(), w_q.size(), seed + 2);
+  Selection selection;
+  const std::uint32_t ks[1] = {k};
+  selection.plan(shape, indptr, ks);
+  DeviceArray<std::uint32_t> selected(
+      std::max<std::uint32_t>(selection.selected_indptr().back(), 1));
+  Stream stream;
+  const auto time_graph = [&](bool score_only) {
+    const auto run = [&](int r) {
+      const SelectionArgs args{q.data(), summaries.data() + (r % sets) * elems, selected.data(),
+                               w_q.data()};
+      if (score_only) {
+        selection.score(args, stream.get());
+      } else {
+        selection.run(args, stream.get());
+      }
+    };
+    run(0);
+    SPIN_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+    cudaGraph_t graph = nullptr;
+    SPIN_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+    for (int r = 0; r < graph_runs; ++r) run(r);
+    SPIN_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
+    cudaGraphExec_t exec = nullptr;
+    SPIN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    const double t = time_median(stream.get(), reps,
+                                 [&] { SPIN_CUDA_CHECK(cudaGraphLaunch(exec, stream.get())); });
+    SPIN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+    SPIN_CUDA_CHECK(cudaGraphDestroy(graph));
+    return t / graph_runs * 1e6;
+  };
+  SelectionRow row{selection_name(algorithm),
+                   batch,
+                   context,
+                   partition_tokens,
+                   n,
+                   std::min(k, n),
+                   selection.work_items(),
+                   selection.score_blocks(),
+                   bytes,
+                   0,
+                   0};
+  row.us_total = time_graph(false);
+  row.us_score = time_graph(true);
+  // A spot check: the first row's selection is ascending and in range (the gpu suite checks it).
+  std::vector<std::uint32_t> back(row.k);
+  selected.download(back);
+  for (std::uint32_t i = 0; i < row.k; ++i) {
+    if (back[i] >= n || (i > 0 && back[i] <= back[i - 1]))
+      throw InvariantError("bench gpu: selection wrote an invalid selection");
+  }
+  return row;
+}
 }  // namespace
 
 int bench_gpu(const cli::Args& args) {
@@ -470,6 +568,7 @@ int bench_gpu(const cli::Args& args) {
       "skip-transfers", po::bool_switch(), "skip the transfer part")(
       "skip-residency", po::bool_switch(), "skip the residency part")(
       "skip-attention", po::bool_switch(), "skip the attention part")(
+      "skip-selection", po::bool_switch(), "skip the selection part")(
       "attention-csv", po::value<std::string>()->default_value(""),
       "also write the dense attention rows as CSV to this file (for exec/bench/sdpa_bench.py)")(
       "attention-shape", po::value<std::string>()->default_value(""),
@@ -483,7 +582,8 @@ int bench_gpu(const cli::Args& args) {
       "one bulk cudaMemcpyAsync of the same bytes on the same buffers, host to device and back, "
       "for pages of 2 KiB to 512 KiB; and (2) the residency kernel's time per layer launch "
       "at the given batch over generated selections; (3) paged decode attention, sparse and dense, "
-      "against a device-to-device copy (docs/gpu-kernels.md).",
+      "against a device-to-device copy; (4) selection (scores + top-k) per algorithm, against "
+      "the same copy (docs/gpu-kernels.md).",
       opts);
   if (!vm) return 0;
   char why[256] = "";
@@ -543,6 +643,7 @@ int bench_gpu(const cli::Args& args) {
       }
     }
   }
+  double measured_d2d = 0;  // GB/s, measured once by whichever part needs it first
   const std::string one_shape = (*vm)["attention-shape"].as<std::string>();
   if (!one_shape.empty()) {
     std::uint32_t batch = 0, tokens = 0, page_tokens = 0;
@@ -563,6 +664,7 @@ int bench_gpu(const cli::Args& args) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
     const double d2d = bench_d2d_gbps(1ull << 30, reps);
+    measured_d2d = d2d;
     std::cout << fmt::format(
         "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + written).\n",
         d2d);
@@ -614,6 +716,52 @@ int bench_gpu(const cli::Args& args) {
         csv << fmt::format("{},{},{:.3f},{:.1f},{:.1f}\n", batch, tokens, r.us[kDefaultVariant],
                            gbps(r, kDefaultVariant), d2d);
       }
+    }
+  }
+  if (!(*vm)["skip-selection"].as<bool>()) {
+    const int reps = (*vm)["reps"].as<int>();
+    const int graph_runs = (*vm)["graph-runs"].as<int>();
+    if (measured_d2d == 0) {
+      measured_d2d = bench_d2d_gbps(1ull << 30, reps);
+      std::cout << fmt::format(
+          "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + "
+          "written).\n",
+          measured_d2d);
+    }
+    std::cout << fmt::format(
+        "\nSelection (scores + top-k): 8 KV heads, 40 query heads (group 5), head_dim 128, bf16 "
+        "summaries, random; time per run = a CUDA graph of {} back-to-back runs over rotating "
+        "summaries, median of {} replays; GB/s = summary bytes read / time (scores + top-k).\n\n"
+        "| algorithm | batch | context tokens | partition tokens | partitions per row | k | score "
+        "items | score blocks | summary MiB | µs per run | µs, scores only | GB/s | / D2D |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        graph_runs, reps);
+    const auto print = [&](const SelectionRow& r) {
+      const double gbps = r.summary_bytes / (r.us_total * 1e3);
+      std::cout << fmt::format(
+          "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.0f} | {:.2f} "
+          "|\n",
+          r.algorithm, r.batch, r.context, r.partition_tokens, r.partitions, r.k, r.work_items,
+          r.blocks, r.summary_bytes / (1 << 20), r.us_total, r.us_score, gbps, gbps / measured_d2d);
+    };
+    const auto budget = [](std::uint32_t context, double ratio, std::uint32_t g) {
+      return std::max<std::uint32_t>(1,
+                                     static_cast<std::uint32_t>(std::lround(ratio * context / g)));
+    };
+    for (const std::uint32_t batch : {1u, 8u, 32u, 128u}) {
+      for (const std::uint32_t context : {16384u, 65536u, 131072u}) {
+        print(bench_selection(SelectionAlgorithm::kShadowKv, batch, context, 8,
+                              budget(context, 0.0156, 8), graph_runs, reps, seed));
+      }
+    }
+    for (const auto& [batch, context] :
+         {std::pair<std::uint32_t, std::uint32_t>{8, 65536}, {32, 131072}, {128, 131072}}) {
+      print(bench_selection(SelectionAlgorithm::kQuest, batch, context, 16,
+                            budget(context, 0.0156, 16), graph_runs, reps, seed));
+      print(bench_selection(SelectionAlgorithm::kSeer, batch, context, 32, 2048 / 32, graph_runs,
+                            reps, seed));
+      print(bench_selection(SelectionAlgorithm::kRetroInfer, batch, context, 16,
+                            budget(context, 0.018, 16), graph_runs, reps, seed));
     }
   }
   return 0;
