@@ -23,6 +23,7 @@
 #include "exec/gpu_residency.h"
 #include "exec/memory.h"
 #include "exec/paged_attention.h"
+#include "exec/prefill_attention.h"
 #include "exec/selection.h"
 #include "traces/gen/generator.h"
 
@@ -548,6 +549,70 @@ SelectionRow bench_selection(SelectionAlgorithm algorithm, std::uint32_t batch,
   }
   return row;
 }
+// Part 5: causal prefill attention, one request of q_len queries over kv_len keys (q_len = kv_len:
+// a whole prompt; less: the last chunk of a chunked prefill), bf16, head_dim 128, random inputs.
+// Each tiling is timed on the same tensors: median of `reps` runs after one warm-up run.
+struct PrefillRow {
+  std::uint32_t q_len, kv_len, q_heads, kv_heads, tiles;
+  double flops;  // 4 · head_dim · q_heads · causal pairs, pairs = L²/2 for a whole prompt
+  double ms[kPrefillTilings + 1];  // by tiling (lazy rescale), then the default tiling, eager
+};
+
+PrefillRow bench_prefill(std::uint32_t q_len, std::uint32_t kv_len, std::uint32_t q_heads,
+                         std::uint32_t kv_heads, int reps, std::uint64_t seed,
+                         int only_tiling = -1) {
+  const PrefillAttentionShape shape{kv_heads, q_heads / kv_heads, kPrefillHeadDim};
+  const std::uint64_t q_elems = std::uint64_t{q_len} * q_heads * kPrefillHeadDim;
+  const std::uint64_t kv_elems = std::uint64_t{kv_len} * kv_heads * kPrefillHeadDim;
+  DeviceArray<std::uint16_t> q(q_elems), k(kv_elems), v(kv_elems), out(q_elems);
+  fill_random_bf16(q.data(), q_elems, seed + 11);
+  fill_random_bf16(k.data(), kv_elems, seed + 12);
+  fill_random_bf16(v.data(), kv_elems, seed + 13);
+  const std::vector<std::uint32_t> cu_q = {0, q_len}, cu_k = {0, kv_len};
+  const double pairs = q_len == kv_len ? 0.5 * static_cast<double>(q_len) * q_len
+                                       : static_cast<double>(q_len) * (kv_len - q_len) +
+                                             0.5 * static_cast<double>(q_len) * q_len;
+  PrefillRow row{q_len, kv_len, q_heads, kv_heads, 0, 4.0 * kPrefillHeadDim * q_heads * pairs, {}};
+  Stream stream;
+  const PrefillTiling default_tiling = PrefillAttentionOptions{}.tiling;
+  for (std::uint32_t t = 0; t <= kPrefillTilings; ++t) {
+    if (only_tiling >= 0 && static_cast<std::uint32_t>(only_tiling) != t) continue;
+    PrefillAttention attention;
+    attention.plan(shape, cu_q, cu_k,
+                   t < kPrefillTilings
+                       ? PrefillAttentionOptions{static_cast<PrefillTiling>(t), true}
+                       : PrefillAttentionOptions{default_tiling, false});
+    if (t == static_cast<std::uint32_t>(PrefillAttentionOptions{}.tiling)) {
+      row.tiles = attention.tiles();
+    }
+    row.ms[t] =
+        time_median(stream.get(), reps,
+                    [&] {
+                      attention.run(PrefillAttentionArgs{q.data(), k.data(), v.data(), out.data()},
+                                    stream.get());
+                    }) *
+        1e3;
+    // A spot check that the output is finite and not all zero (the gpu suite checks the values).
+    std::vector<std::uint16_t> back(std::min<std::size_t>(out.size(), 1 << 16));
+    out.download(back, out.size() - back.size());
+    std::size_t bad = 0, nonzero = 0;
+    for (const std::uint16_t h : back) {
+      bad += (h & 0x7F80u) == 0x7F80u;
+      nonzero += (h & 0x7FFFu) != 0;
+    }
+    if (bad > 0 || nonzero == 0)
+      throw InvariantError("bench gpu: prefill attention wrote a non-finite or all-zero output");
+  }
+  return row;
+}
+
+const char* tiling_name(std::uint32_t t) {
+  constexpr const char* kNames[kPrefillTilings] = {
+      "128q/4 warps",   "128q/8 warps", "64q/4 warps", "256q/8 warps", "wgmma 128q/2 warpgroups",
+      "wgmma staggered"};
+  return kNames[t];
+}
+
 }  // namespace
 
 int bench_gpu(const cli::Args& args) {
@@ -569,6 +634,15 @@ int bench_gpu(const cli::Args& args) {
       "skip-residency", po::bool_switch(), "skip the residency part")(
       "skip-attention", po::bool_switch(), "skip the attention part")(
       "skip-selection", po::bool_switch(), "skip the selection part")(
+      "skip-prefill", po::bool_switch(), "skip the prefill attention part")(
+      "only-prefill", po::bool_switch(), "run only the prefill attention part")(
+      "prefill-reps", po::value<int>()->default_value(5),
+      "timed runs per prefill shape and tiling (median)")(
+      "prefill-csv", po::value<std::string>()->default_value(""),
+      "also write the prefill rows as CSV to this file (for exec/bench/sdpa_bench.py --prefill)")(
+      "prefill-shape", po::value<std::string>()->default_value(""),
+      "time only this prefill shape, Q_LEN,KV_LEN,Q_HEADS,KV_HEADS, default tiling (e.g. for a "
+      "profiler)")(
       "attention-csv", po::value<std::string>()->default_value(""),
       "also write the dense attention rows as CSV to this file (for exec/bench/sdpa_bench.py)")(
       "attention-shape", po::value<std::string>()->default_value(""),
@@ -583,7 +657,7 @@ int bench_gpu(const cli::Args& args) {
       "for pages of 2 KiB to 512 KiB; and (2) the residency kernel's time per layer launch "
       "at the given batch over generated selections; (3) paged decode attention, sparse and dense, "
       "against a device-to-device copy; (4) selection (scores + top-k) per algorithm, against "
-      "the same copy (docs/gpu-kernels.md).",
+      "the same copy; (5) causal prefill attention at 16K and 64K tokens (docs/gpu-kernels.md).",
       opts);
   if (!vm) return 0;
   char why[256] = "";
@@ -597,7 +671,8 @@ int bench_gpu(const cli::Args& args) {
   std::cout << fmt::format("spin bench gpu: {} (sm_{}{}, {} SMs), {}\n", d.name, d.cc_major,
                            d.cc_minor, d.sm_count, date);
   const std::uint64_t seed = (*vm)["seed"].as<std::uint64_t>();
-  if (!(*vm)["skip-transfers"].as<bool>()) {
+  const bool only_prefill = (*vm)["only-prefill"].as<bool>();
+  if (!only_prefill && !(*vm)["skip-transfers"].as<bool>()) {
     const std::uint64_t total = std::uint64_t{(*vm)["total-mib"].as<std::uint32_t>()} << 20;
     const auto rows =
         bench_transfers(total, (*vm)["reps"].as<int>(), (*vm)["slow-reps"].as<int>(), seed);
@@ -615,7 +690,7 @@ int bench_gpu(const cli::Args& args) {
           r.gather_gbps / r.bulk_gbps);
     }
   }
-  if (!(*vm)["skip-residency"].as<bool>()) {
+  if (!only_prefill && !(*vm)["skip-residency"].as<bool>()) {
     const std::uint32_t batch = (*vm)["batch"].as<std::uint32_t>();
     const std::uint32_t context = (*vm)["context-tokens"].as<std::uint32_t>();
     const double k = (*vm)["buffer-ratio"].as<double>();
@@ -645,7 +720,7 @@ int bench_gpu(const cli::Args& args) {
   }
   double measured_d2d = 0;  // GB/s, measured once by whichever part needs it first
   const std::string one_shape = (*vm)["attention-shape"].as<std::string>();
-  if (!one_shape.empty()) {
+  if (!one_shape.empty() && !only_prefill) {
     std::uint32_t batch = 0, tokens = 0, page_tokens = 0;
     char kind[16] = "";
     if (std::sscanf(one_shape.c_str(), "%u,%u,%u,%15s", &batch, &tokens, &page_tokens, kind) != 4 ||
@@ -660,7 +735,7 @@ int bench_gpu(const cli::Args& args) {
                         (*vm)["graph-runs"].as<int>(), (*vm)["reps"].as<int>(), seed, true);
     std::cout << fmt::format("attention {}: {:.1f} µs per run, {:.0f} GB/s\n", one_shape,
                              r.us[kDefaultVariant], r.kv_bytes / (r.us[kDefaultVariant] * 1e3));
-  } else if (!(*vm)["skip-attention"].as<bool>()) {
+  } else if (!only_prefill && !(*vm)["skip-attention"].as<bool>()) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
     const double d2d = bench_d2d_gbps(1ull << 30, reps);
@@ -718,7 +793,7 @@ int bench_gpu(const cli::Args& args) {
       }
     }
   }
-  if (!(*vm)["skip-selection"].as<bool>()) {
+  if (!only_prefill && !(*vm)["skip-selection"].as<bool>()) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
     if (measured_d2d == 0) {
@@ -763,8 +838,74 @@ int bench_gpu(const cli::Args& args) {
       print(bench_selection(SelectionAlgorithm::kRetroInfer, batch, context, 16,
                             budget(context, 0.018, 16), graph_runs, reps, seed));
     }
+    const std::string prefill_shape = (*vm)["prefill-shape"].as<std::string>();
+    const int prefill_reps = (*vm)["prefill-reps"].as<int>();
+    const auto tflops = [](const PrefillRow& r, std::uint32_t t) {
+      return r.flops / (r.ms[t] * 1e-3) / 1e12;
+    };
+    const std::uint32_t default_tiling =
+        static_cast<std::uint32_t>(PrefillAttentionOptions{}.tiling);
+    if (!prefill_shape.empty()) {
+      std::uint32_t q_len = 0, kv_len = 0, q_heads = 0, kv_heads = 0;
+      if (std::sscanf(prefill_shape.c_str(), "%u,%u,%u,%u", &q_len, &kv_len, &q_heads, &kv_heads) !=
+              4 ||
+          q_len == 0 || q_len > kv_len || kv_heads == 0 || q_heads % kv_heads != 0) {
+        throw InputError(fmt::format(
+            "bench gpu: --prefill-shape '{}': expected Q_LEN,KV_LEN,Q_HEADS,KV_HEADS with "
+            "Q_LEN ≤ KV_LEN and Q_HEADS a multiple of KV_HEADS",
+            prefill_shape));
+      }
+      const PrefillRow r = bench_prefill(q_len, kv_len, q_heads, kv_heads, prefill_reps, seed,
+                                         static_cast<int>(default_tiling));
+      std::cout << fmt::format("prefill {}: {:.3f} ms per run, {:.0f} TFLOP/s\n", prefill_shape,
+                               r.ms[default_tiling], tflops(r, default_tiling));
+    } else if (!(*vm)["skip-prefill"].as<bool>()) {
+      std::cout << fmt::format(
+          "\nCausal prefill attention: batch 1, head_dim 128, bf16 in, fp32 accumulation; median "
+          "of {} runs after a warm-up; FLOPs = 4 · head_dim · query heads · L²/2 for an L-token "
+          "prompt (FlashAttention's causal convention; for a chunk of q queries after c cached "
+          "tokens, 4 · head_dim · query heads · (q·c + q²/2)); TFLOP/s by tiling (default: {}).\n\n"
+          "| queries | keys | query / KV heads | tiles | ms (default) |",
+          prefill_reps, tiling_name(default_tiling));
+      for (std::uint32_t t = 0; t < kPrefillTilings; ++t)
+        std::cout << fmt::format(" TFLOP/s, {} |", tiling_name(t));
+      std::cout << fmt::format(" TFLOP/s, {}, eager rescale |\n|", tiling_name(default_tiling));
+      for (std::uint32_t c = 0; c < kPrefillTilings + 6; ++c) std::cout << " --- |";
+      std::cout << "\n";
+      const std::string csv_path = (*vm)["prefill-csv"].as<std::string>();
+      std::ofstream csv;
+      if (!csv_path.empty()) {
+        csv.open(csv_path);
+        if (!csv) throw InputError(fmt::format("bench gpu: cannot write {}", csv_path));
+        csv << "q_len,kv_len,q_heads,kv_heads,ms,tflops,best_tiling,best_tflops\n";
+      }
+      struct Shape {
+        std::uint32_t q_len, kv_len, q_heads, kv_heads;
+      };
+      const Shape shapes[] = {{16384, 16384, 40, 8},
+                              {65536, 65536, 40, 8},
+                              {16384, 16384, 32, 8},
+                              {65536, 65536, 32, 8},
+                              {2048, 65536, 40, 8}};
+      for (const Shape& sh : shapes) {
+        const PrefillRow r =
+            bench_prefill(sh.q_len, sh.kv_len, sh.q_heads, sh.kv_heads, prefill_reps, seed);
+        std::uint32_t best = 0;
+        for (std::uint32_t t = 1; t < kPrefillTilings; ++t)
+          if (r.ms[t] < r.ms[best]) best = t;
+        std::cout << fmt::format("| {} | {} | {} / {} | {} | {:.2f} |", r.q_len, r.kv_len,
+                                 r.q_heads, r.kv_heads, r.tiles, r.ms[default_tiling]);
+        for (std::uint32_t t = 0; t <= kPrefillTilings; ++t)
+          std::cout << fmt::format(" {:.0f} |", tflops(r, t));
+        std::cout << "\n";
+        if (csv) {
+          csv << fmt::format("{},{},{},{},{:.4f},{:.1f},{},{:.1f}\n", r.q_len, r.kv_len, r.q_heads,
+                             r.kv_heads, r.ms[default_tiling], tflops(r, default_tiling),
+                             tiling_name(best), tflops(r, best));
+        }
+      }
+    }
+    return 0;
   }
-  return 0;
-}
 
 }  // namespace spin::exec

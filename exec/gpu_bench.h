@@ -4,7 +4,10 @@
 // cudaMemcpyBatchAsync, and one bulk cudaMemcpyAsync of the same bytes, both ways. Part 2 times
 // the residency kernel per layer at batch 64 on generated selections. Part 3 times paged decode
 // attention (sparse lists on scattered pages, dense lists) against a device-to-device copy in the
-// same run; exec/bench/sdpa_bench.py times PyTorch's SDPA on the dense shapes.
+// same run; exec/bench/sdpa_bench.py times PyTorch's SDPA on the dense shapes. Part 4 times
+// selection (scores + top-k) per algorithm against the same copy. Part 5 times causal
+// prefill attention (16K and 64K-token prompts, 40 or 32 query heads over 8 KV heads, and one
+// chunk of a chunked prefill) for each tiling; sdpa_bench.py --prefill times SDPA on the same.
 #pragma once
 
 #include "sim/cli/command.h"

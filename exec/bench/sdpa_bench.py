@@ -11,6 +11,13 @@ refuses enable_gqa=True is retried with K/V expanded to 40 heads (repeat_interle
 timed region); the result says which form ran. Prints JSON; with --ours CSV (written by
 `spin bench gpu --attention-csv`), also one markdown table of both.
 
+With --prefill, times causal prefill instead (is_causal=True, batch 1, head dim 128, bf16) on the
+shapes of the prefill table of `spin bench gpu`: 16K and 64K tokens with 40 / 8 and 32 / 8 query /
+KV heads, in SDPA's layout [1, heads, tokens, 128], each backend forced in turn; median of --reps
+eager calls after warm-up; TFLOP/s = 4 * 128 * query heads * L^2/2 / time (FlashAttention's causal
+convention, as `spin bench gpu`). With --ours-prefill CSV (`spin bench gpu --prefill-csv`), also one
+markdown table with the ratio ours / best SDPA backend.
+
 Runs only where PyTorch and a CUDA GPU are (the GPU machine).
 """
 import argparse
@@ -128,14 +135,108 @@ def d2d_gbps(reps):
     return 2 * a.numel() * 2 / statistics.median(times) / 1e9
 
 
+PREFILL_SHAPES = [(16384, 40, 8), (65536, 40, 8), (16384, 32, 8), (65536, 32, 8)]
+
+
+def bench_prefill_shape(tokens, q_heads, kv_heads, reps):
+    dev = torch.device("cuda")
+    q = torch.randn(1, q_heads, tokens, HEAD_DIM, dtype=torch.bfloat16, device=dev)
+    k = torch.randn(1, kv_heads, tokens, HEAD_DIM, dtype=torch.bfloat16, device=dev)
+    v = torch.randn_like(k)
+    flops = 4 * HEAD_DIM * q_heads * tokens * tokens / 2
+    result = {"tokens": tokens, "q_heads": q_heads, "kv_heads": kv_heads, "flops": flops,
+              "backends": {}}
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    for name, backend in BACKENDS:
+        entry = {}
+        for gqa in ("native", "expanded"):
+            k_in = v_in = None
+            try:
+                if gqa == "native":
+                    k_in, v_in, kwargs = k, v, {"enable_gqa": True}
+                else:
+                    rep = q_heads // kv_heads
+                    k_in = k.repeat_interleave(rep, dim=1)
+                    v_in = v.repeat_interleave(rep, dim=1)
+                    kwargs = {}
+                with sdpa_kernel(backend):
+                    out = F.scaled_dot_product_attention(q, k_in, v_in, is_causal=True, **kwargs)
+                    torch.cuda.synchronize()
+                    if not torch.isfinite(out).all():
+                        raise RuntimeError("non-finite output")
+                    del out
+                    times = []
+                    for _ in range(reps):
+                        start.record()
+                        F.scaled_dot_product_attention(q, k_in, v_in, is_causal=True, **kwargs)
+                        stop.record()
+                        stop.synchronize()
+                        times.append(start.elapsed_time(stop) / 1e3)
+                t = statistics.median(times)
+                entry = {"ms": t * 1e3, "tflops": flops / t / 1e12, "gqa": gqa}
+                break
+            except Exception as e:  # noqa: BLE001 - a backend may refuse a shape
+                entry = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
+            finally:
+                k_in = v_in = None
+                torch.cuda.empty_cache()
+        result["backends"][name] = entry
+    return result
+
+
+def prefill_main(args):
+    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              "prefill": [bench_prefill_shape(t, qh, kh, args.reps)
+                          for t, qh, kh in PREFILL_SHAPES]}
+    print(json.dumps(report, indent=1))
+    if not args.ours_prefill:
+        return
+    ours = {}
+    with open(args.ours_prefill) as f:
+        next(f)
+        for line in f:
+            q_len, kv_len, qh, kh, ms, tflops, best_tiling, best_tflops = line.strip().split(",")
+            if q_len == kv_len:
+                ours[(int(q_len), int(qh), int(kh))] = (float(ms), float(tflops), best_tiling,
+                                                        float(best_tflops))
+    print(f"\n{report['device']}, torch {report['torch']}; causal prefill, batch 1, head dim 128, "
+          "bf16; TFLOP/s = 4 * 128 * query heads * L^2/2 / time\n")
+    print("| tokens | query / KV heads | spin ms | spin TFLOP/s | SDPA flash TFLOP/s | "
+          "SDPA cuDNN TFLOP/s | SDPA efficient TFLOP/s | spin / best SDPA | best spin tiling "
+          "(TFLOP/s) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for s in report["prefill"]:
+        cells, best = [], 0.0
+        for name, _ in BACKENDS:
+            e = s["backends"][name]
+            if "tflops" in e:
+                mark = "" if e["gqa"] == "native" else " (expanded K/V)"
+                cells.append(f"{e['tflops']:.0f}{mark}")
+                best = max(best, e["tflops"])
+            else:
+                cells.append("refused")
+        ms, tflops, best_tiling, best_tflops = ours.get(
+            (s["tokens"], s["q_heads"], s["kv_heads"]), (float("nan"),) * 2 + ("?", float("nan")))
+        ratio = tflops / best if best > 0 else float("nan")
+        print(f"| {s['tokens'] // 1024}K | {s['q_heads']} / {s['kv_heads']} | {ms:.2f} | "
+              f"{tflops:.0f} | {' | '.join(cells)} | {ratio:.2f} | {best_tiling} "
+              f"({best_tflops:.0f}) |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=20, help="calls per timed graph")
     ap.add_argument("--reps", type=int, default=20, help="timed replays (median)")
     ap.add_argument("--ours", help="CSV from spin bench gpu --attention-csv")
+    ap.add_argument("--prefill", action="store_true",
+                    help="time causal prefill (PREFILL_SHAPES) instead of decode")
+    ap.add_argument("--ours-prefill", help="CSV from spin bench gpu --prefill-csv (with --prefill)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         sys.exit("sdpa_bench: no CUDA device")
+    if args.prefill:
+        prefill_main(args)
+        return
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "d2d_gbps": d2d_gbps(args.reps),
               "shapes": [bench_shape(b, l, args.runs, args.reps) for b, l in SHAPES]}
