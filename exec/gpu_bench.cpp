@@ -838,74 +838,74 @@ int bench_gpu(const cli::Args& args) {
       print(bench_selection(SelectionAlgorithm::kRetroInfer, batch, context, 16,
                             budget(context, 0.018, 16), graph_runs, reps, seed));
     }
-    const std::string prefill_shape = (*vm)["prefill-shape"].as<std::string>();
-    const int prefill_reps = (*vm)["prefill-reps"].as<int>();
-    const auto tflops = [](const PrefillRow& r, std::uint32_t t) {
-      return r.flops / (r.ms[t] * 1e-3) / 1e12;
+  }
+  const std::string prefill_shape = (*vm)["prefill-shape"].as<std::string>();
+  const int prefill_reps = (*vm)["prefill-reps"].as<int>();
+  const auto tflops = [](const PrefillRow& r, std::uint32_t t) {
+    return r.flops / (r.ms[t] * 1e-3) / 1e12;
+  };
+  const std::uint32_t default_tiling = static_cast<std::uint32_t>(PrefillAttentionOptions{}.tiling);
+  if (!prefill_shape.empty()) {
+    std::uint32_t q_len = 0, kv_len = 0, q_heads = 0, kv_heads = 0;
+    if (std::sscanf(prefill_shape.c_str(), "%u,%u,%u,%u", &q_len, &kv_len, &q_heads, &kv_heads) !=
+            4 ||
+        q_len == 0 || q_len > kv_len || kv_heads == 0 || q_heads % kv_heads != 0) {
+      throw InputError(fmt::format(
+          "bench gpu: --prefill-shape '{}': expected Q_LEN,KV_LEN,Q_HEADS,KV_HEADS with "
+          "Q_LEN ≤ KV_LEN and Q_HEADS a multiple of KV_HEADS",
+          prefill_shape));
+    }
+    const PrefillRow r = bench_prefill(q_len, kv_len, q_heads, kv_heads, prefill_reps, seed,
+                                       static_cast<int>(default_tiling));
+    std::cout << fmt::format("prefill {}: {:.3f} ms per run, {:.0f} TFLOP/s\n", prefill_shape,
+                             r.ms[default_tiling], tflops(r, default_tiling));
+  } else if (!(*vm)["skip-prefill"].as<bool>()) {
+    std::cout << fmt::format(
+        "\nCausal prefill attention: batch 1, head_dim 128, bf16 in, fp32 accumulation; median "
+        "of {} runs after a warm-up; FLOPs = 4 · head_dim · query heads · L²/2 for an L-token "
+        "prompt (FlashAttention's causal convention; for a chunk of q queries after c cached "
+        "tokens, 4 · head_dim · query heads · (q·c + q²/2)); TFLOP/s by tiling (default: {}).\n\n"
+        "| queries | keys | query / KV heads | tiles | ms (default) |",
+        prefill_reps, tiling_name(default_tiling));
+    for (std::uint32_t t = 0; t < kPrefillTilings; ++t)
+      std::cout << fmt::format(" TFLOP/s, {} |", tiling_name(t));
+    std::cout << fmt::format(" TFLOP/s, {}, eager rescale |\n|", tiling_name(default_tiling));
+    for (std::uint32_t c = 0; c < kPrefillTilings + 6; ++c) std::cout << " --- |";
+    std::cout << "\n";
+    const std::string csv_path = (*vm)["prefill-csv"].as<std::string>();
+    std::ofstream csv;
+    if (!csv_path.empty()) {
+      csv.open(csv_path);
+      if (!csv) throw InputError(fmt::format("bench gpu: cannot write {}", csv_path));
+      csv << "q_len,kv_len,q_heads,kv_heads,ms,tflops,best_tiling,best_tflops\n";
+    }
+    struct Shape {
+      std::uint32_t q_len, kv_len, q_heads, kv_heads;
     };
-    const std::uint32_t default_tiling =
-        static_cast<std::uint32_t>(PrefillAttentionOptions{}.tiling);
-    if (!prefill_shape.empty()) {
-      std::uint32_t q_len = 0, kv_len = 0, q_heads = 0, kv_heads = 0;
-      if (std::sscanf(prefill_shape.c_str(), "%u,%u,%u,%u", &q_len, &kv_len, &q_heads, &kv_heads) !=
-              4 ||
-          q_len == 0 || q_len > kv_len || kv_heads == 0 || q_heads % kv_heads != 0) {
-        throw InputError(fmt::format(
-            "bench gpu: --prefill-shape '{}': expected Q_LEN,KV_LEN,Q_HEADS,KV_HEADS with "
-            "Q_LEN ≤ KV_LEN and Q_HEADS a multiple of KV_HEADS",
-            prefill_shape));
-      }
-      const PrefillRow r = bench_prefill(q_len, kv_len, q_heads, kv_heads, prefill_reps, seed,
-                                         static_cast<int>(default_tiling));
-      std::cout << fmt::format("prefill {}: {:.3f} ms per run, {:.0f} TFLOP/s\n", prefill_shape,
-                               r.ms[default_tiling], tflops(r, default_tiling));
-    } else if (!(*vm)["skip-prefill"].as<bool>()) {
-      std::cout << fmt::format(
-          "\nCausal prefill attention: batch 1, head_dim 128, bf16 in, fp32 accumulation; median "
-          "of {} runs after a warm-up; FLOPs = 4 · head_dim · query heads · L²/2 for an L-token "
-          "prompt (FlashAttention's causal convention; for a chunk of q queries after c cached "
-          "tokens, 4 · head_dim · query heads · (q·c + q²/2)); TFLOP/s by tiling (default: {}).\n\n"
-          "| queries | keys | query / KV heads | tiles | ms (default) |",
-          prefill_reps, tiling_name(default_tiling));
-      for (std::uint32_t t = 0; t < kPrefillTilings; ++t)
-        std::cout << fmt::format(" TFLOP/s, {} |", tiling_name(t));
-      std::cout << fmt::format(" TFLOP/s, {}, eager rescale |\n|", tiling_name(default_tiling));
-      for (std::uint32_t c = 0; c < kPrefillTilings + 6; ++c) std::cout << " --- |";
+    const Shape shapes[] = {{16384, 16384, 40, 8},
+                            {65536, 65536, 40, 8},
+                            {16384, 16384, 32, 8},
+                            {65536, 65536, 32, 8},
+                            {2048, 65536, 40, 8}};
+    for (const Shape& sh : shapes) {
+      const PrefillRow r =
+          bench_prefill(sh.q_len, sh.kv_len, sh.q_heads, sh.kv_heads, prefill_reps, seed);
+      std::uint32_t best = 0;
+      for (std::uint32_t t = 1; t < kPrefillTilings; ++t)
+        if (r.ms[t] < r.ms[best]) best = t;
+      std::cout << fmt::format("| {} | {} | {} / {} | {} | {:.2f} |", r.q_len, r.kv_len, r.q_heads,
+                               r.kv_heads, r.tiles, r.ms[default_tiling]);
+      for (std::uint32_t t = 0; t <= kPrefillTilings; ++t)
+        std::cout << fmt::format(" {:.0f} |", tflops(r, t));
       std::cout << "\n";
-      const std::string csv_path = (*vm)["prefill-csv"].as<std::string>();
-      std::ofstream csv;
-      if (!csv_path.empty()) {
-        csv.open(csv_path);
-        if (!csv) throw InputError(fmt::format("bench gpu: cannot write {}", csv_path));
-        csv << "q_len,kv_len,q_heads,kv_heads,ms,tflops,best_tiling,best_tflops\n";
-      }
-      struct Shape {
-        std::uint32_t q_len, kv_len, q_heads, kv_heads;
-      };
-      const Shape shapes[] = {{16384, 16384, 40, 8},
-                              {65536, 65536, 40, 8},
-                              {16384, 16384, 32, 8},
-                              {65536, 65536, 32, 8},
-                              {2048, 65536, 40, 8}};
-      for (const Shape& sh : shapes) {
-        const PrefillRow r =
-            bench_prefill(sh.q_len, sh.kv_len, sh.q_heads, sh.kv_heads, prefill_reps, seed);
-        std::uint32_t best = 0;
-        for (std::uint32_t t = 1; t < kPrefillTilings; ++t)
-          if (r.ms[t] < r.ms[best]) best = t;
-        std::cout << fmt::format("| {} | {} | {} / {} | {} | {:.2f} |", r.q_len, r.kv_len,
-                                 r.q_heads, r.kv_heads, r.tiles, r.ms[default_tiling]);
-        for (std::uint32_t t = 0; t <= kPrefillTilings; ++t)
-          std::cout << fmt::format(" {:.0f} |", tflops(r, t));
-        std::cout << "\n";
-        if (csv) {
-          csv << fmt::format("{},{},{},{},{:.4f},{:.1f},{},{:.1f}\n", r.q_len, r.kv_len, r.q_heads,
-                             r.kv_heads, r.ms[default_tiling], tflops(r, default_tiling),
-                             tiling_name(best), tflops(r, best));
-        }
+      if (csv) {
+        csv << fmt::format("{},{},{},{},{:.4f},{:.1f},{},{:.1f}\n", r.q_len, r.kv_len, r.q_heads,
+                           r.kv_heads, r.ms[default_tiling], tflops(r, default_tiling),
+                           tiling_name(best), tflops(r, best));
       }
     }
-    return 0;
   }
+  return 0;
+}
 
 }  // namespace spin::exec
