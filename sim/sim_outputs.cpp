@@ -62,6 +62,7 @@ nlohmann::ordered_json summary_json(const SimResult& r) {
   return {
       {"mode", r.mode},
       {"stream_sampling", r.sampling},
+      {"sampled_layer_share", r.sampled_layer_share},
       {"requests", r.requests.size()},
       {"requests_finished", done},
       {"requests_rejected", rejected},

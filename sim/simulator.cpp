@@ -296,6 +296,8 @@ class Simulation {
   void validate() {
     result_.mode = mode_.name();
     result_.sampling = cfg_.sim.stream_sampling;
+    result_.sampled_layer_share =
+        result_.sampling < 1 ? static_cast<double>(sampled_layer_count()) / cfg_.model.layers : 1;
     if (!mode_.sparse()) return;
     if (result_.sampling < 1 && mech_.cache.pool_scope == policy::PoolScope::kRequest) {
       throw InputError(
@@ -403,11 +405,15 @@ class Simulation {
   }
 
   // Stream sampling: a seeded choice of max(1, round(layers × rate)) layers per request.
+  std::uint32_t sampled_layer_count() const {
+    const std::uint32_t layers = cfg_.model.layers;
+    return static_cast<std::uint32_t>(
+        std::clamp<long long>(std::llround(layers * result_.sampling), 1, layers));
+  }
   std::vector<std::uint32_t> sampled_layers(std::uint64_t id) const {
     const std::uint32_t layers = cfg_.model.layers;
     if (result_.sampling >= 1) return {};
-    const auto k = static_cast<std::uint32_t>(
-        std::clamp<long long>(std::llround(layers * result_.sampling), 1, layers));
+    const std::uint32_t k = sampled_layer_count();
     std::vector<std::uint32_t> all(layers);
     for (std::uint32_t l = 0; l < layers; ++l) all[l] = l;
     std::uint64_t state = cfg_.seed ^ (0x9e3779b97f4a7c15ull * (id + 1));

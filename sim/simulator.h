@@ -77,7 +77,8 @@ struct IterationRecord {
 
 struct SimResult {
   std::string mode;
-  double sampling = 1;  // sim.stream_sampling: share of each request's layers simulated
+  double sampling = 1;             // sim.stream_sampling: share of each request's layers simulated
+  double sampled_layer_share = 1;  // what that rate samples: round(layers × rate) / layers
   std::uint64_t page_bytes = 0;
   std::uint64_t weight_bytes = 0;       // per GPU
   std::uint64_t kv_pool_bytes = 0;      // HBM for KV, summaries and caches, over all GPUs

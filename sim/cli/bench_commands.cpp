@@ -194,8 +194,8 @@ SimRun timed_sim(std::vector<std::string> sets, double sampling, unsigned thread
   run.wall_s = clock.wall_seconds();
   run.cpu_s = clock.cpu_seconds();
   run.summary = sim::summary_json(r);
-  run.pages =
-      static_cast<double>(r.policy_total.accesses + r.policy_total.static_accesses) * r.sampling;
+  run.pages = static_cast<double>(r.policy_total.accesses + r.policy_total.static_accesses) *
+              r.sampled_layer_share;
   return run;
 }
 
@@ -275,10 +275,14 @@ int bench_sim(const Args& args) {
   };
   row("exact", single ? 1 : threads, exact1);
   if (single && threads > 1) row("exact", threads, timed_sim(generator, 1.0, threads));
-  for (const unsigned d : sampling)
-    row(fmt::format("sampled 1/{}", d), threads, timed_sim(generator, 1.0 / d, threads));
+  for (const unsigned d : sampling) {
+    const SimRun r = timed_sim(generator, 1.0 / d, threads);
+    row(fmt::format("sampled 1/{} ({:.3f})", d, r.summary["sampled_layer_share"].get<double>()),
+        threads, r);
+  }
   std::cout << "(M pages/cpu-s: selected pages the policy core processed per CPU second of the "
-               "process; on one thread, per core)\n";
+               "process; on one thread, per core. Sampled rows: in parentheses the share of layers "
+               "simulated, round(layers x rate) / layers, at least one layer)\n";
   return 0;
 }
 

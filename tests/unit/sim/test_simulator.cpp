@@ -199,6 +199,7 @@ TEST_CASE("simulator: stream sampling estimates the exact run and is exact at ra
     const auto sampled =
         spin::sim::summary_json(run(source, config({"sim.stream_sampling=" + rate})));
     CHECK(sampled["stream_sampling"].get<double>() == std::stod(rate));
+    CHECK(sampled["sampled_layer_share"].get<double>() == std::stod(rate));  // 40 layers
     CHECK(sampled["duration_s"].get<double>() ==
           Approx(exact["duration_s"].get<double>()).epsilon(0.02));
     CHECK(sampled["hit_ratio"].get<double>() ==
@@ -206,6 +207,14 @@ TEST_CASE("simulator: stream sampling estimates the exact run and is exact at ra
     CHECK(sampled["policy"]["accesses"].get<double>() ==
           Approx(exact["policy"]["accesses"].get<double>()).epsilon(0.05));
   }
+  CHECK(exact["sampled_layer_share"].get<double>() == 1);
+  // round(40 × 1/16) = 3 layers (half away from zero); round(40 × 1/64) = 0, and at least 1.
+  CHECK(spin::sim::summary_json(
+            run(source, config({"sim.stream_sampling=0.0625"})))["sampled_layer_share"]
+            .get<double>() == 3.0 / 40);
+  CHECK(spin::sim::summary_json(
+            run(source, config({"sim.stream_sampling=0.015625"})))["sampled_layer_share"]
+            .get<double>() == 1.0 / 40);
   CHECK_THROWS_WITH(run(source, config({"sim.stream_sampling=0.5", "cache.pool_scope=request"})),
                     Catch::Contains("pool_scope"));
 }
