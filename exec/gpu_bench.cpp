@@ -18,8 +18,10 @@
 #include "common/error.h"
 #include "common/policy/budget.h"
 #include "common/policy/partition.h"
+#include "exec/cublaslt.h"
 #include "exec/device.h"
 #include "exec/gather.h"
+#include "exec/gemm.h"
 #include "exec/gpu_residency.h"
 #include "exec/memory.h"
 #include "exec/paged_attention.h"
@@ -613,6 +615,71 @@ const char* tiling_name(std::uint32_t t) {
   return kNames[t];
 }
 
+// Part 6: the dense layers' GEMMs through cuBLASLt (exec/gemm.h), Y[m, n] = X[m, k] · W[n, k]ᵀ,
+// bf16, default options (alignment 16, no bias), timed as CUDA graphs of back-to-back runs that
+// rotate over enough copies of W that one replay reads ≥ 1 GiB of distinct weights (more than L2),
+// as decode does across layers (at m ≥ 4096, compute-bound, 4 runs over at most 4 copies); X
+// stays hot (the activations of a layer are small and just written).
+struct GemmRow {
+  const char* name;
+  std::uint32_t m, n, k;
+  double us;
+  double flops, weight_bytes;
+  int algorithms;
+  std::uint64_t workspace_bytes;
+  float waves;
+};
+
+GemmRow bench_gemm(const char* name, std::uint32_t m, std::uint32_t n, std::uint32_t k,
+                   int graph_runs, int reps, std::uint64_t seed) {
+  const GemmShape shape{m, n, k};
+  const std::uint64_t w_elems = std::uint64_t{n} * k;
+  const int runs = m >= 4096 ? std::min(graph_runs, 4) : graph_runs;  // ms per run: fewer
+  const std::uint32_t sets = static_cast<std::uint32_t>(std::min<std::uint64_t>(
+      runs, std::max<std::uint64_t>(1, ((1ull << 30) + 2 * w_elems - 1) / (2 * w_elems))));
+  DeviceArray<std::uint16_t> w(w_elems * sets), x(std::uint64_t{m} * k), y(std::uint64_t{m} * n);
+  fill_random_bf16(w.data(), w.size(), seed + 21);
+  fill_random_bf16(x.data(), x.size(), seed + 22);
+  Gemm gemm;
+  gemm.plan(shape);
+  Stream stream;
+  const auto run = [&](int r) {
+    gemm.run(GemmArgs{x.data(), w.data() + (r % sets) * w_elems, y.data()}, stream.get());
+  };
+  run(0);
+  SPIN_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
+  cudaGraph_t graph = nullptr;
+  SPIN_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+  for (int r = 0; r < runs; ++r) run(r);
+  SPIN_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
+  cudaGraphExec_t exec = nullptr;
+  SPIN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  const double t = time_median(stream.get(), reps,
+                               [&] { SPIN_CUDA_CHECK(cudaGraphLaunch(exec, stream.get())); });
+  SPIN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  SPIN_CUDA_CHECK(cudaGraphDestroy(graph));
+  // A spot check that the output is finite and not all zero (the gpu suite checks the values).
+  std::vector<std::uint16_t> back(std::min<std::size_t>(y.size(), 1 << 16));
+  y.download(back, y.size() - back.size());
+  std::size_t bad = 0, nonzero = 0;
+  for (const std::uint16_t h : back) {
+    bad += (h & 0x7F80u) == 0x7F80u;
+    nonzero += (h & 0x7FFFu) != 0;
+  }
+  if (bad > 0 || nonzero == 0)
+    throw InvariantError("bench gpu: the GEMM wrote a non-finite or all-zero output");
+  return GemmRow{name,
+                 m,
+                 n,
+                 k,
+                 t / runs * 1e6,
+                 shape.flops(),
+                 static_cast<double>(shape.weight_bytes()),
+                 gemm.algorithms(),
+                 gemm.workspace_bytes(),
+                 gemm.waves()};
+}
+
 }  // namespace
 
 int bench_gpu(const cli::Args& args) {
@@ -635,9 +702,15 @@ int bench_gpu(const cli::Args& args) {
       "skip-attention", po::bool_switch(), "skip the attention part")(
       "skip-selection", po::bool_switch(), "skip the selection part")(
       "skip-prefill", po::bool_switch(), "skip the prefill attention part")(
+      "skip-gemm", po::bool_switch(), "skip the GEMM (cuBLASLt) part")(
       "only-prefill", po::bool_switch(), "run only the prefill attention part")(
-      "prefill-reps", po::value<int>()->default_value(5),
-      "timed runs per prefill shape and tiling (median)")(
+      "only-gemm", po::bool_switch(), "run only the GEMM (cuBLASLt) part")(
+      "peak-tflops", po::value<double>()->default_value(989.5),
+      "bf16 dense peak for the GEMM part's efficiency column (the h100-sxm and h200 presets' "
+      "bf16_dense_tflops)")("prefill-reps", po::value<int>()->default_value(5),
+                            "timed runs per prefill shape and tiling (median)")(
+      "gemm-csv", po::value<std::string>()->default_value(""),
+      "also write the GEMM rows as CSV to this file")(
       "prefill-csv", po::value<std::string>()->default_value(""),
       "also write the prefill rows as CSV to this file (for exec/bench/sdpa_bench.py --prefill)")(
       "prefill-shape", po::value<std::string>()->default_value(""),
@@ -657,7 +730,10 @@ int bench_gpu(const cli::Args& args) {
       "for pages of 2 KiB to 512 KiB; and (2) the residency kernel's time per layer launch "
       "at the given batch over generated selections; (3) paged decode attention, sparse and dense, "
       "against a device-to-device copy; (4) selection (scores + top-k) per algorithm, against "
-      "the same copy; (5) causal prefill attention at 16K and 64K tokens (docs/gpu-kernels.md).",
+      "the same copy; (5) causal prefill attention at 16K and 64K tokens; (6) the dense layers' "
+      "GEMMs "
+      "(Qwen3-14B's projections through cuBLASLt) at decode and prefill token counts "
+      "(docs/gpu-kernels.md).",
       opts);
   if (!vm) return 0;
   char why[256] = "";
@@ -672,7 +748,11 @@ int bench_gpu(const cli::Args& args) {
                            d.cc_minor, d.sm_count, date);
   const std::uint64_t seed = (*vm)["seed"].as<std::uint64_t>();
   const bool only_prefill = (*vm)["only-prefill"].as<bool>();
-  if (!only_prefill && !(*vm)["skip-transfers"].as<bool>()) {
+  const bool only_gemm = (*vm)["only-gemm"].as<bool>();
+  if (only_gemm && only_prefill)
+    throw InputError("bench gpu: --only-prefill and --only-gemm exclude each other");
+  const bool only_one = only_prefill || only_gemm;  // parts 1-4 are off
+  if (!only_one && !(*vm)["skip-transfers"].as<bool>()) {
     const std::uint64_t total = std::uint64_t{(*vm)["total-mib"].as<std::uint32_t>()} << 20;
     const auto rows =
         bench_transfers(total, (*vm)["reps"].as<int>(), (*vm)["slow-reps"].as<int>(), seed);
@@ -690,7 +770,7 @@ int bench_gpu(const cli::Args& args) {
           r.gather_gbps / r.bulk_gbps);
     }
   }
-  if (!only_prefill && !(*vm)["skip-residency"].as<bool>()) {
+  if (!only_one && !(*vm)["skip-residency"].as<bool>()) {
     const std::uint32_t batch = (*vm)["batch"].as<std::uint32_t>();
     const std::uint32_t context = (*vm)["context-tokens"].as<std::uint32_t>();
     const double k = (*vm)["buffer-ratio"].as<double>();
@@ -720,7 +800,7 @@ int bench_gpu(const cli::Args& args) {
   }
   double measured_d2d = 0;  // GB/s, measured once by whichever part needs it first
   const std::string one_shape = (*vm)["attention-shape"].as<std::string>();
-  if (!one_shape.empty() && !only_prefill) {
+  if (!one_shape.empty() && !only_one) {
     std::uint32_t batch = 0, tokens = 0, page_tokens = 0;
     char kind[16] = "";
     if (std::sscanf(one_shape.c_str(), "%u,%u,%u,%15s", &batch, &tokens, &page_tokens, kind) != 4 ||
@@ -735,7 +815,7 @@ int bench_gpu(const cli::Args& args) {
                         (*vm)["graph-runs"].as<int>(), (*vm)["reps"].as<int>(), seed, true);
     std::cout << fmt::format("attention {}: {:.1f} µs per run, {:.0f} GB/s\n", one_shape,
                              r.us[kDefaultVariant], r.kv_bytes / (r.us[kDefaultVariant] * 1e3));
-  } else if (!only_prefill && !(*vm)["skip-attention"].as<bool>()) {
+  } else if (!only_one && !(*vm)["skip-attention"].as<bool>()) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
     const double d2d = bench_d2d_gbps(1ull << 30, reps);
@@ -793,7 +873,7 @@ int bench_gpu(const cli::Args& args) {
       }
     }
   }
-  if (!only_prefill && !(*vm)["skip-selection"].as<bool>()) {
+  if (!only_one && !(*vm)["skip-selection"].as<bool>()) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
     if (measured_d2d == 0) {
@@ -859,7 +939,7 @@ int bench_gpu(const cli::Args& args) {
                                        static_cast<int>(default_tiling));
     std::cout << fmt::format("prefill {}: {:.3f} ms per run, {:.0f} TFLOP/s\n", prefill_shape,
                              r.ms[default_tiling], tflops(r, default_tiling));
-  } else if (!(*vm)["skip-prefill"].as<bool>()) {
+  } else if (!only_gemm && !(*vm)["skip-prefill"].as<bool>()) {
     std::cout << fmt::format(
         "\nCausal prefill attention: batch 1, head_dim 128, bf16 in, fp32 accumulation; median "
         "of {} runs after a warm-up; FLOPs = 4 · head_dim · query heads · L²/2 for an L-token "
@@ -903,6 +983,82 @@ int bench_gpu(const cli::Args& args) {
                            r.kv_heads, r.ms[default_tiling], tflops(r, default_tiling),
                            tiling_name(best), tflops(r, best));
       }
+    }
+  }
+  if (!only_prefill && !(*vm)["skip-gemm"].as<bool>() && prefill_shape.empty() &&
+      one_shape.empty()) {
+    const int reps = (*vm)["reps"].as<int>();
+    const int graph_runs = (*vm)["graph-runs"].as<int>();
+    const double peak = (*vm)["peak-tflops"].as<double>();
+    if (measured_d2d == 0) {
+      measured_d2d = bench_d2d_gbps(1ull << 30, reps);
+      std::cout << fmt::format(
+          "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + "
+          "written).\n",
+          measured_d2d);
+    }
+    const CublasLt& lt = cublaslt();
+    std::cout << fmt::format(
+        "\nGEMMs through cuBLASLt {} ({}): Y[m, n] = X[m, k] · W[n, k]ᵀ, bf16 in and out, fp32 "
+        "accumulation, the heuristic's first algorithm; Qwen3-14B's projections (hidden 5120, 40 "
+        "query / 8 KV heads of 128, MLP 17408); time per run = a CUDA graph of back-to-back runs "
+        "over rotating weight copies (≥ 1 GiB per replay below m = 4096), median of {} replays; "
+        "TFLOP/s = 2·m·n·k "
+        "/ time; / peak = over {} TFLOP/s (bf16 dense); weight GB/s = n·k·2 bytes / time; / D2D "
+        "= over the copy above.\n\n"
+        "| projection | m | n | k | µs per run | TFLOP/s | / peak | weight GB/s | / D2D | "
+        "algorithms | workspace KiB | waves |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        lt.version, lt.library.path(), reps, peak);
+    struct Projection {
+      const char* name;
+      std::uint32_t n, k;
+    };
+    const Projection projections[] = {{"qkv", 5120 + 2 * 1024, 5120},
+                                      {"o", 5120, 5120},
+                                      {"gate_up", 2 * 17408, 5120},
+                                      {"down", 5120, 17408}};
+    struct LayerSum {
+      std::uint32_t m;
+      double us = 0, flops = 0, weight_bytes = 0;
+    };
+    std::vector<LayerSum> layers;
+    const std::string csv_path = (*vm)["gemm-csv"].as<std::string>();
+    std::ofstream csv;
+    if (!csv_path.empty()) {
+      csv.open(csv_path);
+      if (!csv) throw InputError(fmt::format("bench gpu: cannot write {}", csv_path));
+      csv << "projection,m,n,k,us,tflops,weight_gbps,d2d_gbps,peak_tflops\n";
+    }
+    for (const std::uint32_t m : {1u, 8u, 64u, 256u, 8192u}) {
+      LayerSum layer{m};
+      for (const Projection& p : projections) {
+        const GemmRow r = bench_gemm(p.name, m, p.n, p.k, graph_runs, reps, seed);
+        const double tflops = r.flops / (r.us * 1e-6) / 1e12;
+        const double gbps = r.weight_bytes / (r.us * 1e3);
+        std::cout << fmt::format(
+            "| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.3f} | {:.0f} | {:.2f} | {} | {} | {:.2f} "
+            "|\n",
+            r.name, r.m, r.n, r.k, r.us, tflops, tflops / peak, gbps, gbps / measured_d2d,
+            r.algorithms, r.workspace_bytes >> 10, r.waves);
+        if (csv) {
+          csv << fmt::format("{},{},{},{},{:.3f},{:.2f},{:.1f},{:.1f},{}\n", r.name, r.m, r.n, r.k,
+                             r.us, tflops, gbps, measured_d2d, peak);
+        }
+        layer.us += r.us;
+        layer.flops += r.flops;
+        layer.weight_bytes += r.weight_bytes;
+      }
+      layers.push_back(layer);
+    }
+    std::cout << "\nOne layer's four projections together (sums of the rows above):\n\n"
+                 "| m | µs per layer | TFLOP/s | / peak | weight GB/s | / D2D |\n"
+                 "| --- | --- | --- | --- | --- | --- |\n";
+    for (const LayerSum& l : layers) {
+      const double tflops = l.flops / (l.us * 1e-6) / 1e12;
+      const double gbps = l.weight_bytes / (l.us * 1e3);
+      std::cout << fmt::format("| {} | {:.1f} | {:.1f} | {:.3f} | {:.0f} | {:.2f} |\n", l.m, l.us,
+                               tflops, tflops / peak, gbps, gbps / measured_d2d);
     }
   }
   return 0;

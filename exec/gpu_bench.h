@@ -8,6 +8,9 @@
 // selection (scores + top-k) per algorithm against the same copy. Part 5 times causal
 // prefill attention (16K and 64K-token prompts, 40 or 32 query heads over 8 KV heads, and one
 // chunk of a chunked prefill) for each tiling; sdpa_bench.py --prefill times SDPA on the same.
+// Part 6 times the dense layers' GEMMs through cuBLASLt (exec/gemm.h): Qwen3-14B's QKV, O,
+// gate+up and down projections at m = 1, 8, 64, 256 (decode batches) and 8192 (a prefill chunk),
+// as TFLOP/s against the bf16 peak and as weight bytes per second against the same copy.
 #pragma once
 
 #include "sim/cli/command.h"
