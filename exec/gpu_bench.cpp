@@ -218,6 +218,7 @@ struct ResidencyRow {
   std::uint32_t pools;
   std::uint32_t pool_slots;
   std::uint64_t pages_per_layer;  // selected cacheable pages per layer step (mean)
+  std::uint32_t page_tokens;
   double hit_ratio;
   double us[3];    // median per layer launch, by Staging (none, selection, selection + slots)
   bool staged[3];  // whether that instance's last plan staged what it asked for
@@ -290,6 +291,11 @@ ResidencyRow bench_residency(const std::string& algorithm, bool per_stream_pools
   std::vector<double> times[3];
   std::uint64_t selected = 0, hits = 0;
   EventPair events;
+  // Ahead of each timed launch, a memset that keeps the GPU busy while the host launches, so
+  // that the host's launch latency is not timed (the attention part times graphs for the same
+  // reason); it also leaves L2 cold, as a layer's other kernels would.
+  constexpr std::uint64_t kBusyBytes = 256ull << 20;
+  DeviceBuffer busy(kBusyBytes);
   for (std::uint32_t step = 0; step < warmup_steps + timed_steps; ++step) {
     const std::uint32_t tokens = context + step;
     std::vector<StreamSelection> selections;
@@ -316,6 +322,7 @@ ResidencyRow bench_residency(const std::string& algorithm, bool per_stream_pools
     for (int m = 0; m < 3; ++m) {
       GpuResidency* instance = instances[m];
       instance->plan(now, selections);
+      SPIN_CUDA_CHECK(cudaMemsetAsync(busy.data(), static_cast<int>(step & 0xFF), kBusyBytes));
       events.start(nullptr);
       instance->run();
       events.stop(nullptr);
@@ -344,6 +351,7 @@ ResidencyRow bench_residency(const std::string& algorithm, bool per_stream_pools
   row.pools = static_cast<std::uint32_t>(specs.size());
   row.pool_slots = specs[0].max_extent;
   row.pages_per_layer = selected / timed_steps;
+  row.page_tokens = alg.page_tokens;
   row.hit_ratio = selected == 0 ? 0 : static_cast<double>(hits) / static_cast<double>(selected);
   for (int m = 0; m < 3; ++m) row.us[m] = median(times[m]) * 1e6;
   row.staged[0] = true;
@@ -728,7 +736,8 @@ int bench_gpu(const cli::Args& args) {
       "moved by the gather kernel, one cudaMemcpyAsync per page, one cudaMemcpyBatchAsync and "
       "one bulk cudaMemcpyAsync of the same bytes on the same buffers, host to device and back, "
       "for pages of 2 KiB to 512 KiB; and (2) the residency kernel's time per layer launch "
-      "at the given batch over generated selections; (3) paged decode attention, sparse and dense, "
+      "at the given batch over generated selections, and its ratio to the same layer's sparse "
+      "attention; (3) paged decode attention, sparse and dense, "
       "against a device-to-device copy; (4) selection (scores + top-k) per algorithm, against "
       "the same copy; (5) causal prefill attention at 16K and 64K tokens; (6) the dense layers' "
       "GEMMs "
@@ -775,26 +784,48 @@ int bench_gpu(const cli::Args& args) {
     const std::uint32_t context = (*vm)["context-tokens"].as<std::uint32_t>();
     const double k = (*vm)["buffer-ratio"].as<double>();
     const std::uint32_t steps = (*vm)["steps"].as<std::uint32_t>();
+    const int reps = (*vm)["reps"].as<int>();
+    const int graph_runs = (*vm)["graph-runs"].as<int>();
     std::cout << fmt::format(
         "\nResidency kernel (bucketed LRU, B = 64), one layer of {} requests × 8 KV heads, "
         "context {} tokens, buffer ratio k = {}, generated selections; median over {} steps "
-        "after 8 warm-up steps. Columns by what the kernel keeps in shared memory (— where it "
-        "would not fit without lowering concurrency):\n\n| algorithm | pool scope | pools | "
-        "slots per pool | selected pages per layer | hit ratio | µs per layer, nothing staged | "
-        "µs per layer, selection staged (default) | µs per layer, selection and slots staged | "
-        "µs per pool (default, amortised) |\n"
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
-        batch, context, k, steps);
+        "after 8 warm-up steps, each launch timed with CUDA events behind a 256 MiB memset (GPU "
+        "time only; L2 cold). Columns by what the kernel keeps in shared memory (— where it "
+        "would not fit without lowering concurrency). Attention: sparse decode attention of the "
+        "same layer (batch {}, 8 KV heads, group 5, head_dim 128, bf16), each stream over its "
+        "mean selected pages (selected pages per layer / streams, rounded, × page tokens), timed "
+        "as in the attention part (default variant); ratio = residency (default staging) / "
+        "attention:\n\n| algorithm | pool scope | pools | slots per pool | selected pages per "
+        "layer | hit ratio | µs per layer, nothing staged | µs per layer, selection staged "
+        "(default) | µs per layer, selection and slots staged | µs per pool (default, "
+        "amortised) | attention tokens per stream | attention µs per layer | residency / "
+        "attention |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        batch, context, k, steps, batch);
     for (const char* algorithm : {"shadowkv", "seer", "token"}) {
+      double attention_us = 0;
+      std::uint32_t attention_tokens = 0;
       for (const bool per_stream : {false, true}) {
         const ResidencyRow r =
             bench_residency(algorithm, per_stream, batch, context, k, 8, steps, seed);
+        if (attention_us == 0) {
+          const std::uint64_t streams = std::uint64_t{batch} * 8;
+          const std::uint64_t pages =
+              std::max<std::uint64_t>(1, (r.pages_per_layer + streams / 2) / streams);
+          attention_tokens = static_cast<std::uint32_t>(pages * r.page_tokens);
+          attention_us = bench_attention(batch, attention_tokens, r.page_tokens, 5, false,
+                                         graph_runs, reps, seed, true)
+                             .us[kDefaultVariant];
+        }
         const auto cell = [&](int m) {
           return r.staged[m] ? fmt::format("{:.1f}", r.us[m]) : std::string("—");
         };
-        std::cout << fmt::format("| {} | {} | {} | {} | {} | {:.3f} | {} | {} | {} | {:.2f} |\n",
-                                 r.algorithm, r.scope, r.pools, r.pool_slots, r.pages_per_layer,
-                                 r.hit_ratio, cell(0), cell(1), cell(2), r.us[1] / r.pools);
+        std::cout << fmt::format(
+            "| {} | {} | {} | {} | {} | {:.3f} | {} | {} | {} | {:.2f} | {} | {:.1f} | {:.3f} "
+            "|\n",
+            r.algorithm, r.scope, r.pools, r.pool_slots, r.pages_per_layer, r.hit_ratio, cell(0),
+            cell(1), cell(2), r.us[1] / r.pools, attention_tokens, attention_us,
+            r.us[1] / attention_us);
       }
     }
   }

@@ -233,8 +233,8 @@ void GpuResidency::plan(std::span<const std::uint32_t> now,
   p.scratch_slot_base = scratch_slot_base;
   p.fetch_host_page = fetch_host_page_.data();
   p.fetch_slot = fetch_slot_.data();
-  // Staging: the largest choice that fits and keeps every pool running at once (the rule runs
-  // on one thread per pool, so concurrency across pools matters most).
+  // Staging: the largest choice that fits and keeps every pool running at once (a pool's step
+  // is a chain of barriers, so pools running side by side matter more than faster memory).
   std::uint32_t most_keys = 0;
   for (std::size_t q = 0; q < specs_.size(); ++q) {
     most_keys = std::max(most_keys, h_page_offsets_[pool_first_stream_[q + 1]] -

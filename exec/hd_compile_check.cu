@@ -8,6 +8,7 @@
 #include "common/policy/page_table.h"
 #include "common/policy/partition_map.h"
 #include "common/policy/residency.h"
+#include "common/policy/residency_coop.h"
 
 namespace spin::exec {
 
@@ -32,6 +33,11 @@ __global__ void policy_core_compile_check(spin::policy::PoolView pool,
   status[0] = static_cast<std::uint32_t>(pool_step(pool, params, *segments, in, histogram, *out));
   status[1] = page_table_lookup(pool.table, *segments, keys[0]) >= 0 ? key_page(keys[0]) : 0;
   status[2] = policy_uses_aux(params.kind) ? 1u : 0u;
+  // The cooperative phases run on one thread (residency_kernel.cu runs them on a block).
+  std::uint32_t offsets[4];
+  TargetCounts counts[4];
+  status[3] = static_cast<std::uint32_t>(
+      coop_pool_step(pool, params, *segments, in, histogram, *out, 4, offsets, counts));
 }
 
 }  // namespace spin::exec

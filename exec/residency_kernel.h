@@ -4,25 +4,29 @@
 // its part of the gather kernel's fetch list. No host round trip between selection and copy.
 //
 // One rule, two compilers: the kernel maps selections with policy::map_selection_pages and runs
-// policy::pool_step unchanged (common/policy/residency.h), so its decisions are bit-identical to
-// the CPU policy engine's (common/policy/engine.h) on the same inputs; the gpu suite diffs the
-// two decision logs.
+// the step rule as the phases of policy's cooperative formulation (common/policy/
+// residency_coop.h), which make pool_step's decisions bit for bit (a unit test diffs them on the
+// CPU), so its decisions are the CPU policy engine's (common/policy/engine.h) on the same
+// inputs; the gpu suite diffs the two decision logs.
 //
-// Launch layout: one block per pool. The block's threads map the pool's streams (one thread per
-// stream) and build the pool's keys in (stream, page) order, then look up every key once (a
-// warm-up that brings the page-table entries into the SM's L1); thread 0 runs pool_step (the
-// rule is sequential); then the block writes the pool's fetch list. Staging (same rule, faster
-// memory): with stage_keys the pool's keys and per-key outputs (slot_of, fetch_index,
-// bypass_index) live in shared memory during the step and are copied out after it; with
-// stage_extent the slot arrays are copied in and back. The caller enables each only where it
-// fits (residency_shared_bytes ≤ residency_stage_limit_bytes) and all pools still run at once
-// (residency_concurrent_blocks).
+// Launch layout: one block (kResidencyThreads threads) per pool. A warp per stream maps the
+// stream's selection to pages where a partition is a page (else one thread per stream); thread 0
+// turns the per-stream counts into offsets; a warp per stream writes the pool's keys in (stream,
+// page) order. Then the block runs the rule: thread t runs range t (coop_range) of every phase,
+// over keys, slots, victims or fetches, with a barrier (or a block-wide prefix sum, one barrier)
+// between phases; bin selection of the radix passes runs on one warp. Last, the block writes the
+// pool's fetch list. Staging (same rule, faster memory): with stage_keys the pool's keys and
+// per-key outputs (slot_of, fetch_index, bypass_index) live in shared memory during the step and
+// are copied out after it; with stage_extent the slot arrays are copied in and back. The caller
+// enables each only where it fits (residency_shared_bytes ≤ residency_stage_limit_bytes) and all
+// pools still run at once (residency_concurrent_blocks).
 //
 // Each pool has its own segment pool (SegmentPoolView); slots chosen never depend on segment
-// handles, so this is a storage choice, not a different rule. It must hold at least
-// min(n, capacity) free segments at every step (size it min(streams · directory entries, extent)
-// + extent to be always safe); otherwise the pool's status is kSegmentPoolExhausted and that
-// pool is left unchanged.
+// handles, so this is a storage choice, not a different rule (the order in which a step's
+// emptied segments return to the free stack, and so later handles, may vary between runs). It
+// must hold at least min(n, capacity) free segments at every step (size it
+// min(streams · directory entries, extent) + extent to be always safe); otherwise the pool's
+// status is kSegmentPoolExhausted and that pool is left unchanged.
 //
 // Per-launch arrays (device memory), with streams of pool p = [pool_first_stream[p],
 // pool_first_stream[p+1]) numbered 0.. within the pool (their key's stream), and the pool's
@@ -40,7 +44,8 @@
 // kSkipEntry; the rest are holes (kSkipEntry).
 //
 // Complexity: per pool, O(selected partitions + pages) mapping in parallel over streams, then
-// pool_step's sequential O(n + extent) work on one thread; pools run concurrently on all SMs.
+// the rule's O(n + extent) work spread over the block's threads (about 20 barriers, more when
+// the radix select needs passes); pools run concurrently on all SMs.
 #pragma once
 
 #include <cstdint>

@@ -2,8 +2,10 @@
 // selections go to policy::Engine and to GpuResidency (all pools of a step in one launch), and
 // the two decision logs must be equal byte for byte after every step. Selections are random
 // (with a hot set, so that pages hit, age and get evicted) and generated (traces/gen), over all
-// pool scopes and the GPU-capable policies. One scenario also feeds the kernel's fetch list
-// straight into the gather kernel and checks the copied bytes.
+// pool scopes and the GPU-capable policies, and stress cases for the kernel's cooperative
+// (block-parallel) step: all-tie buckets, selections over the pool (bypass), empty selections,
+// one-page segments, pools of more slots and keys than the block has threads. One scenario also
+// feeds the kernel's fetch list straight into the gather kernel and checks the copied bytes.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -45,6 +47,9 @@ struct Scenario {
   std::uint32_t cache_per_stream = 40;  // cache pages per stream, before the variations
   bool expect_victims = true;
   spin::exec::Staging staging = spin::exec::Staging::kSelection;  // every mode must agree
+  std::uint32_t max_select = 48;  // random selections: up to this many ids per stream and step
+  std::uint32_t hot = 40;         // random selections: hot-set size per stream
+  std::uint32_t empty_every = 0;  // random selections: every k-th step selects nothing (0: never)
 };
 
 // Where selections come from: ids per (request, step, layer, head), and variable cluster growth.
@@ -75,14 +80,17 @@ class RandomSelections : public SelectionSource {
       const std::size_t i = std::size_t{request} * s_.layers * s_.heads + k;
       std::vector<std::uint32_t>& hot = hot_[i];
       if (hot.empty()) {
-        for (int j = 0; j < 40; ++j) hot.push_back(static_cast<std::uint32_t>(rng_() % partitions));
+        for (std::uint32_t j = 0; j < s_.hot; ++j) {
+          hot.push_back(static_cast<std::uint32_t>(rng_() % partitions));
+        }
       }
       for (std::uint32_t& h : hot) {
         if (rng_() % 10 == 0) h = static_cast<std::uint32_t>(rng_() % partitions);
       }
       std::vector<std::uint32_t>& ids = ids_[i];
       ids.clear();
-      const std::uint32_t n = static_cast<std::uint32_t>(rng_() % 48);
+      const bool empty = s_.empty_every > 0 && step % s_.empty_every == s_.empty_every - 1;
+      const std::uint32_t n = empty ? 0 : static_cast<std::uint32_t>(rng_() % s_.max_select);
       for (std::uint32_t j = 0; j < n; ++j) {
         ids.push_back(rng_() % 4 != 0 ? hot[rng_() % hot.size()]
                                       : static_cast<std::uint32_t>(rng_() % partitions));
@@ -437,4 +445,95 @@ TEST_CASE("residency kernel: its fetch list feeds the gather kernel directly", "
   s.staging = spin::exec::Staging::kSelectionAndSlots;
   RandomSelections source(s, 77);
   CHECK(run_lockstep(s, source) > 0);
+}
+
+TEST_CASE(
+    "residency kernel: the cooperative step on ties, bypasses, empty selections, tiny segments "
+    "and pools larger than a block",
+    "[gpu][residency]") {
+  struct Variant {
+    const char* name;
+    policy::PolicyParams policy;
+    policy::PoolScope scope;
+    std::uint32_t heads, cache_per_stream, max_select, hot, segment_pages, empty_every;
+  };
+  const Variant variants[] = {
+      // One bucket: every unpinned slot ties, victims are the lowest slots.
+      {"all ties",
+       {policy::PolicyKind::kBucketedLru, 1, 0},
+       policy::PoolScope::kRequest,
+       2,
+       10,
+       60,
+       30,
+       1,
+       5},
+      {"four buckets",
+       {policy::PolicyKind::kBucketedLru, 4, 0},
+       policy::PoolScope::kRequest,
+       8,
+       60,
+       300,
+       200,
+       2,
+       7},
+      {"64 buckets, large pools",
+       {policy::PolicyKind::kBucketedLru, 64, 0},
+       policy::PoolScope::kRequestLayer,
+       8,
+       120,
+       400,
+       300,
+       4,
+       0},
+      {"exact lru, large pools",
+       {policy::PolicyKind::kExactLru, 0, 0},
+       policy::PoolScope::kRequest,
+       8,
+       50,
+       300,
+       200,
+       2,
+       6},
+      {"fifo, large pools",
+       {policy::PolicyKind::kFifo, 0, 0},
+       policy::PoolScope::kRequest,
+       8,
+       50,
+       300,
+       200,
+       8,
+       0},
+      {"previous step, large pools",
+       {policy::PolicyKind::kPreviousStep, 0, 0},
+       policy::PoolScope::kRequestLayer,
+       8,
+       80,
+       300,
+       200,
+       1,
+       4},
+  };
+  std::uint64_t seed = 500;
+  for (const Variant& v : variants) {
+    Scenario s;
+    s.name = std::string("stress ") + v.name;
+    s.geometry = {policy::PartitionKind::kFixed, 8, 8};
+    s.static_region = {16, 64};
+    s.layers = 2;
+    s.heads = v.heads;
+    s.requests = 2;
+    s.prompt_tokens = 16000;
+    s.steps = 30;
+    s.scope = v.scope;
+    s.policy = v.policy;
+    s.segment_pages = v.segment_pages;
+    s.cache_per_stream = v.cache_per_stream;
+    s.max_select = v.max_select;
+    s.hot = v.hot;
+    s.empty_every = v.empty_every;
+    s.staging = static_cast<spin::exec::Staging>(seed % 3);
+    RandomSelections source(s, seed++);
+    CHECK(run_lockstep(s, source) > 0);
+  }
 }
