@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <bit>
 #include <optional>
 #include <vector>
 
@@ -99,6 +100,7 @@ struct Pool {
   std::vector<std::uint32_t> slot_aux;
   std::vector<std::uint32_t> directory;  // two-level layout
   std::vector<std::int32_t> buckets;     // hashed layout
+  std::vector<std::uint32_t> age_count;  // bucketed LRU's age counts (EngineOptions::age_counts)
   PoolView view{};
   // The last step: input and decisions.
   std::uint32_t n = 0;
@@ -291,6 +293,16 @@ RequestId Engine::add_request(const RequestSpec& spec) {
     if (pool_streams <= m.kv_heads) {
       pool.layer = static_cast<std::int32_t>(pool.first_stream / m.kv_heads);
     }
+    const std::uint64_t age_window = std::uint64_t{spec.policy.buckets - 1}
+                                     << spec.policy.bucket_shift;
+    if (impl_->options.age_counts && spec.policy.kind == PolicyKind::kBucketedLru &&
+        age_window > 0 && age_window <= kMaxAgeWindow) {
+      const std::uint32_t ring = std::bit_ceil(static_cast<std::uint32_t>(age_window));
+      pool.age_count.assign(std::size_t{ring} + 2, 0);
+      pool.view.age_count = pool.age_count.data();
+      pool.view.age_window = static_cast<std::uint32_t>(age_window);
+      pool.view.age_ring_mask = ring - 1;
+    }
     if (impl_->options.page_table == PageTableLayout::kHashed) {
       pool.view.table = DirectoryView{nullptr, pool_streams, 0, nullptr, nullptr, 0};
       rebuild_hashed_table(pool);
@@ -446,7 +458,10 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
       const auto uses = s.future->next_uses(s.future_step++);
       std::copy(uses.begin(), uses.end(), next_use + at);
     }
-    for (const std::uint32_t page : pages) keys[at++] = make_page_key(k, page);
+    const PageKey stream_key = make_page_key(k, 0);
+    PageKey* const stream_keys = keys + at;
+    for (std::size_t j = 0; j < pages.size(); ++j) stream_keys[j] = stream_key | pages[j];
+    at += static_cast<std::uint32_t>(pages.size());
   }
   pool.n = at;
   pool.now = r.now;
@@ -649,6 +664,19 @@ void Engine::Impl::check_pool(const Request& r, RequestId id, std::uint32_t inde
   }
   if (resident != v.resident) {
     fail(fmt::format("{} slots hold pages, resident says {}", resident, v.resident));
+  }
+  // Age counts: recounted from the slots at the step they were aged to.
+  if (v.age_count != nullptr) {
+    const std::uint32_t ring = v.age_ring_mask + 1;
+    std::vector<std::uint32_t> expected(std::size_t{ring} + 2, 0);
+    expected[ring + 1] = v.age_count[ring + 1];
+    for (std::uint32_t s = 0; s < v.extent; ++s) {
+      if (v.slot_key[s] != kNoPage)
+        ++expected[age_count_entry(v, expected[ring + 1], v.slot_last_use[s])];
+    }
+    if (!std::equal(expected.begin(), expected.end(), v.age_count)) {
+      fail("the age counts do not match the slots' last uses");
+    }
   }
   // The page table: owned segments, their counts, entries pointing back at their slots.
   std::uint64_t mapped = 0;

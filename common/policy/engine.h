@@ -72,7 +72,13 @@ struct EngineOptions {
   std::uint32_t segment_pages = 512;  // S: logical pages per segment, a power of two (two-level)
   bool decision_log = false;          // keep the decision log (decision_log.h)
   PageTableLayout page_table = PageTableLayout::kTwoLevel;
+  // Bucketed LRU: keep each pool's age counts (PoolView::age_count) where its window
+  // (B − 1) << shift is at most kMaxAgeWindow steps, so that a step finds its eviction threshold
+  // without a histogram pass over the slots. Decisions are the same either way (off: the path the
+  // executor's kernel takes).
+  bool age_counts = true;
 };
+inline constexpr std::uint32_t kMaxAgeWindow = 4096;
 
 // Counts over selected pages. accesses = hits + misses; misses = fetched + bypassed.
 struct PolicyStats {

@@ -124,7 +124,22 @@ SPIN_HD std::int32_t page_table_lookup(const DirectoryView& dir, const SegmentPo
 SPIN_HD void page_table_lookup_many(const DirectoryView& dir, const SegmentPoolView& segs,
                                     const PageKey* keys, std::uint32_t n, std::int32_t* slots) {
   if (!page_table_hashed(dir)) {
-    for (std::uint32_t i = 0; i < n; ++i) slots[i] = page_table_lookup(dir, segs, keys[i]);
+    // Keys ascend: one directory row per run of keys of one stream.
+    const std::uint32_t log2 = segs.segment_pages_log2;
+    const std::uint32_t mask = (1u << log2) - 1;
+    for (std::uint32_t i = 0; i < n;) {
+      const std::uint32_t stream = key_stream(keys[i]);
+      const std::uint32_t* const row =
+          dir.directory + static_cast<std::uint64_t>(stream) * dir.entries_per_stream;
+      const PageKey stream_end = make_page_key(stream + 1, 0);  // stream < table.streams < 2^32
+      for (; i < n && keys[i] < stream_end; ++i) {
+        const std::uint32_t page = key_page(keys[i]);
+        const std::uint32_t handle = row[page >> log2];
+        slots[i] = handle == kNoSegment
+                       ? kAbsentSlot
+                       : segs.entries[(static_cast<std::uint64_t>(handle) << log2) | (page & mask)];
+      }
+    }
     return;
   }
   for (std::uint32_t i = 0; i < n; ++i) slots[i] = dir.buckets[hashed_home(dir, keys[i])];

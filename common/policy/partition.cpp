@@ -117,11 +117,11 @@ MappedSelection map_selection_into(const PartitionMapView& map, const StaticRegi
                                    std::vector<std::uint32_t>& buffer, const char* what) {
   // Validate (one branch-free pass; the error path finds the culprit), and bound the pages the
   // selection can touch so that `pages` only grows when needed.
-  std::uint32_t bad = 0;
-  for (std::size_t i = 0; i < partition_ids.size(); ++i) {
-    bad |= static_cast<std::uint32_t>(partition_ids[i] >= map.num_partitions) |
-           static_cast<std::uint32_t>(i > 0 && partition_ids[i] < partition_ids[i - 1]);
-  }
+  // Sorted ids are all in range iff the last one is.
+  const std::size_t n = partition_ids.size();
+  const std::uint32_t* const ids = partition_ids.data();
+  std::uint32_t bad = n > 0 && ids[n - 1] >= map.num_partitions ? 1 : 0;
+  for (std::size_t i = 1; i < n; ++i) bad |= static_cast<std::uint32_t>(ids[i] < ids[i - 1]);
   for (std::size_t i = 0; bad != 0 && i < partition_ids.size(); ++i) {
     if (partition_ids[i] >= map.num_partitions) {
       throw InputError(fmt::format("{}: partition {} does not exist (the stream has {})", what,

@@ -112,16 +112,30 @@ SPIN_HD MappedSelection map_selection_pages(const PartitionMapView& map, const S
                                             std::uint32_t* out_pages) {
   MappedSelection result{0, 0};
   if (map.kind == PartitionKind::kFixed && map.partition_tokens == (1u << map.page_tokens_log2)) {
-    // A partition is a page: only duplicates and the static region to drop.
-    for (std::uint32_t i = 0; i < n; ++i) {
-      const std::uint32_t p = ids[i];
-      if (i > 0 && p == ids[i - 1]) continue;
-      if (is_static_page(region, p)) {
-        ++result.static_pages;
-      } else {
-        out_pages[result.cacheable_pages++] = p;
-      }
+    // A partition is a page: only duplicates and the static region to drop. The ids ascend, so
+    // the static pages are a prefix (sinks) and a suffix (local window) of them, and the ids
+    // between are all cacheable.
+    std::uint32_t begin = 0;
+    while (begin < n && ids[begin] < region.sink_end_page) {
+      result.static_pages += static_cast<std::uint32_t>(begin == 0 || ids[begin] != ids[begin - 1]);
+      ++begin;
     }
+    std::uint32_t end = n;
+    while (end > begin && ids[end - 1] >= region.local_begin_page) {
+      result.static_pages += static_cast<std::uint32_t>(end == n || ids[end - 1] != ids[end]);
+      --end;
+    }
+    // Branch-free: a duplicate overwrites the copy of the id before it (never the first id
+    // here, which is above every id before it), so no write passes the distinct pages.
+    std::uint32_t count = 0;
+    std::uint32_t previous = begin < end ? ids[begin] + 1 : 0;
+    for (std::uint32_t i = begin; i < end; ++i) {
+      const std::uint32_t p = ids[i];
+      count -= static_cast<std::uint32_t>(p == previous);
+      out_pages[count++] = p;
+      previous = p;
+    }
+    result.cacheable_pages = count;
     return result;
   }
   std::uint32_t next_page = 0;  // pages below it were already emitted or counted

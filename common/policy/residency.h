@@ -25,6 +25,10 @@
 //   kSkipCommonDigits   orders of many bits that mostly agree (the high bits of a step, of an
 //                       index): a first pass finds the bits where they differ, and the radix
 //                       passes over 8-bit digits where none differ are skipped (exact)
+//   kOrderOfLastUse     order depends on (params, now, last_use) alone, through
+//                       order_of_last_use(params, now, last_use): a single-pass histogram counts
+//                       every slot and corrects for the pinned and empty ones, and the pool may
+//                       keep age counts (PoolView::age_count) that replace the histogram pass
 //   order(pool, params, now, slot)        smaller is evicted first; ties go to the lowest slot
 //   order_bits(params)                    significant bits of order()
 //   min_victim_age(params, now, t)        a lower bound on now − last_use of any slot with
@@ -43,6 +47,8 @@
 // + up to ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU
 // with B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for Belady; FIFO's 4
 // and exact LRU's 8 less the digits where no candidate differs, after one pass that finds them).
+// Bucketed LRU with age counts: no histogram pass; O(W) to find t* (W = (B − 1) << shift) and
+// O(min(W, steps since the last step)) to age the counts, plus O(1) per hit, fetch and victim.
 #pragma once
 
 #include <cstdint>
@@ -85,6 +91,18 @@ struct PoolView {
   std::uint32_t* slot_last_use;  // [extent] step of the last access
   std::uint32_t* slot_aux;       // [extent] policy state (policy_uses_aux), else unused
   DirectoryView table;           // the pool's streams in the two-level page table
+  // Bucketed LRU's age counts, kept up to date by every step (optional: null where not kept,
+  // e.g. by the executor's kernel; decisions are the same either way). With W = age_window =
+  // (B − 1) << shift (> 0) and R = age_ring_mask + 1 (a power of two >= W), for the step `now`
+  // the counts were last aged to:
+  //   age_count[t & age_ring_mask]  resident slots with last_use == t, for now − W < t <= now
+  //                                 (other entries 0)
+  //   age_count[R]                  resident slots with now − last_use >= W (the oldest bucket)
+  //   age_count[R + 1]              that `now` (0 when new, with every count 0)
+  // so a step finds its eviction threshold from O(W) counts instead of a pass over the slots.
+  std::uint32_t* age_count;  // [age_ring_mask + 3] or null
+  std::uint32_t age_window;
+  std::uint32_t age_ring_mask;
 };
 static_assert(std::is_trivially_copyable_v<PoolView>);
 
@@ -131,10 +149,16 @@ struct BucketedLru {
   SPIN_HD static std::uint32_t order_bits(const PolicyParams& p) {
     return bit_width(p.buckets - 1);
   }
+  static constexpr bool kOrderOfLastUse = true;
+  SPIN_HD static std::uint64_t order_of_last_use(const PolicyParams& p, std::uint32_t now,
+                                                 std::uint32_t last_use) {
+    const std::uint32_t age = (now - last_use) >> p.bucket_shift;
+    const std::uint32_t oldest = p.buckets - 1;
+    return oldest - (age < oldest ? age : oldest);
+  }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams& p, std::uint32_t now,
                                      std::uint32_t slot) {
-    const std::uint32_t age = (now - pool.slot_last_use[slot]) >> p.bucket_shift;
-    return age >= p.buckets - 1 ? 0 : p.buckets - 1 - age;
+    return order_of_last_use(p, now, pool.slot_last_use[slot]);
   }
   // order <= t  ⇔  bucket >= B − 1 − t  ⇒  age >= (B − 1 − t) << shift (saturated: no slot
   // is that old).
@@ -153,6 +177,7 @@ struct ExactLru {
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
   static constexpr bool kSkipCommonDigits = true;  // recent steps, small indices: ~3 of 8 digits
+  static constexpr bool kOrderOfLastUse = false;
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 64; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -175,6 +200,7 @@ struct Fifo {
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
   static constexpr bool kSkipCommonDigits = true;  // recent steps: ~2 of 4 digits
+  static constexpr bool kOrderOfLastUse = false;
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -193,6 +219,7 @@ struct Fifo {
 struct PreviousStep {
   static constexpr bool kUsesAux = false;
   static constexpr bool kEvictsAllUnpinned = true;
+  static constexpr bool kOrderOfLastUse = false;
   SPIN_HD static void on_access(PoolView&, std::uint32_t, std::uint32_t, std::uint32_t, bool,
                                 std::uint32_t) {}
 };
@@ -202,6 +229,7 @@ struct Belady {
   static constexpr bool kEvictsAllUnpinned = false;
   static constexpr bool kTryOldestFirst = false;
   static constexpr bool kSkipCommonDigits = false;  // never-used pages (order 0) vs ~2^32
+  static constexpr bool kOrderOfLastUse = false;
   SPIN_HD static std::uint32_t order_bits(const PolicyParams&) { return 32; }
   SPIN_HD static std::uint64_t order(const PoolView& pool, const PolicyParams&, std::uint32_t,
                                      std::uint32_t slot) {
@@ -232,13 +260,104 @@ SPIN_HD constexpr bool policy_uses_aux(PolicyKind kind) {
   return false;
 }
 
+// Age counts (PoolView::age_count, kept for policies with kOrderOfLastUse). The slot entry of a
+// last use `stamp` at step `now`: its ring entry while now − stamp < W, else the oldest bucket's.
+SPIN_HD std::uint32_t age_count_entry(const PoolView& pool, std::uint32_t now,
+                                      std::uint32_t stamp) {
+  return now - stamp < pool.age_window ? (stamp & pool.age_ring_mask) : pool.age_ring_mask + 1;
+}
+
+// Ages the counts to `now` (>= the step they were aged to): the stamps that leave the window,
+// (previous − W, now − W], move to the oldest bucket. O(min(now − previous, W)).
+SPIN_HD void age_counts_advance(const PoolView& pool, std::uint32_t now) {
+  std::uint32_t* const count = pool.age_count;
+  const std::uint32_t oldest = pool.age_ring_mask + 1;
+  const std::uint32_t previous = count[oldest + 1];
+  const std::uint32_t elapsed = now - previous;
+  const std::uint32_t leaving = elapsed < pool.age_window ? elapsed : pool.age_window;
+  const std::uint32_t first = previous - pool.age_window + 1;  // may wrap: such stamps count 0
+  for (std::uint32_t j = 0; j < leaving; ++j) {
+    const std::uint32_t e = (first + j) & pool.age_ring_mask;
+    count[oldest] += count[e];
+    count[e] = 0;
+  }
+  count[oldest + 1] = now;
+}
+
+// The eviction threshold from the age counts (the same t* and ties as find_threshold's
+// histogram): orders ascend from the oldest bucket (order 0: now − last_use >= W) to bucket 0
+// (order B − 1: ages below 2^shift, less the pinned slots of age 0).
+SPIN_HD void age_counts_threshold(const PoolView& pool, const PolicyParams& params,
+                                  std::uint32_t now, std::uint32_t need, std::uint64_t* threshold,
+                                  std::uint32_t* ties) {
+  const std::uint32_t* const count = pool.age_count;
+  std::uint32_t remaining = need;
+  std::uint32_t order = 0;
+  std::uint32_t found = count[pool.age_ring_mask + 1];
+  // Bucket b = B − 1 − order holds the ages [b << shift, (b + 1) << shift).
+  for (std::uint32_t end_age = pool.age_window; found < remaining && end_age > 0;) {
+    remaining -= found;
+    ++order;
+    const std::uint32_t begin_age = end_age - (1u << params.bucket_shift);
+    found = 0;
+    for (std::uint32_t age = begin_age > 0 ? begin_age : 1; age < end_age; ++age) {
+      found += count[(now - age) & pool.age_ring_mask];
+    }
+    end_age = begin_age;
+  }
+  *threshold = order;
+  *ties = remaining;
+}
+
+// find_threshold's single-pass histogram for a policy whose order is one digit and a function of
+// last_use alone (kOrderOfLastUse: bucketed LRU with B <= 256): histogram[d], d < bins, becomes
+// the number of unpinned resident slots of order d. Every slot is counted, and then the pinned
+// and the empty ones are taken out again: their orders are those of last_use = now and of
+// kEmptyStamp, their counts the step's hits (pinned) and extent − resident. Exact, and cheaper
+// than a mask per slot. With bins <= 64, 4 copies of the bins (one per slot mod 4, summed at the
+// end) so that neighbouring slots of one order do not wait on each other's increments.
+// histogram: [kHistogramBins] scratch; bins: 1 << order_bits, <= kHistogramBins
+template <class Policy>
+SPIN_HD void count_last_use_orders(const PoolView& pool, const PolicyParams& params_in,
+                                   std::uint32_t now, std::uint32_t pinned, std::uint32_t bins,
+                                   std::uint32_t* histogram) {
+  // Local copies: the histogram stores cannot alias them, so they stay in registers.
+  const PolicyParams params = params_in;
+  const std::uint32_t* const last_use = pool.slot_last_use;
+  const std::uint32_t extent = pool.extent;
+  const auto order = [&](std::uint32_t stamp) {
+    return static_cast<std::uint32_t>(Policy::order_of_last_use(params, now, stamp));
+  };
+  std::uint32_t s = 0;
+  if (4 * bins <= kHistogramBins) {
+    std::uint32_t* const h1 = histogram + bins;
+    std::uint32_t* const h2 = histogram + 2 * bins;
+    std::uint32_t* const h3 = histogram + 3 * bins;
+    for (std::uint32_t b = 0; b < 4 * bins; ++b) histogram[b] = 0;
+    for (; s + 4 <= extent; s += 4) {
+      ++histogram[order(last_use[s])];
+      ++h1[order(last_use[s + 1])];
+      ++h2[order(last_use[s + 2])];
+      ++h3[order(last_use[s + 3])];
+    }
+    for (std::uint32_t b = 0; b < bins; ++b) histogram[b] += h1[b] + h2[b] + h3[b];
+  } else {
+    for (std::uint32_t b = 0; b < bins; ++b) histogram[b] = 0;
+  }
+  for (; s < extent; ++s) ++histogram[order(last_use[s])];
+  histogram[order(now)] -= pinned;
+  histogram[order(kEmptyStamp)] -= extent - pool.resident;
+}
+
 // The eviction threshold: t* and how many slots of order t* to free (the lowest-indexed ones),
 // so that count(order < t*) + ties == need. MSD radix select over unpinned resident slots.
 // histogram: [kHistogramBins] scratch
+// pinned: the slots with last_use == now (this step's hits).
 template <class Policy>
 SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params_in,
-                            std::uint32_t now, std::uint32_t need, std::uint32_t* histogram,
-                            std::uint64_t* threshold, std::uint32_t* ties) {
+                            std::uint32_t now, std::uint32_t need, std::uint32_t pinned,
+                            std::uint32_t* histogram, std::uint64_t* threshold,
+                            std::uint32_t* ties) {
   // Local copies: the histogram stores cannot alias them, so their fields stay in registers.
   const PoolView pool = pool_in;
   const PolicyParams params = params_in;
@@ -271,32 +390,41 @@ SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params_
       prefix = (prefix << width) | ((reference >> unresolved) & (bins - 1));
       continue;
     }
-    // Up to 4 interleaved copies of the histogram (as many as the scratch holds), so that
-    // neighbouring slots of one digit do not wait on each other's increments; branch-free:
-    // slots that do not count (empty: kEmptyStamp, pinned: == now, another prefix) add 0.
-    const std::uint32_t copies_log2 = width <= 6 ? 2 : width == 7 ? 1 : 0;
-    const std::uint32_t copy_mask = (1u << copies_log2) - 1;
-    for (std::uint32_t b = 0; b < (bins << copies_log2); ++b) histogram[b] = 0;
-    if (single_pass) {
-      // order_bits <= 8 (e.g. bucketed LRU with B <= 256): every order is a digit.
-      for (std::uint32_t s = 0; s < pool.extent; ++s) {
-        const auto digit = static_cast<std::uint32_t>(Policy::order(pool, params, now, s));
-        histogram[(digit << copies_log2) | (s & copy_mask)] +=
-            static_cast<std::uint32_t>(pool.slot_last_use[s] < now);
-      }
-    } else {
-      for (std::uint32_t s = 0; s < pool.extent; ++s) {
-        const std::uint64_t digits = Policy::order(pool, params, now, s) >> unresolved;
-        const std::uint32_t counts = static_cast<std::uint32_t>(pool.slot_last_use[s] < now) &
-                                     static_cast<std::uint32_t>((digits >> width) == prefix);
-        histogram[(static_cast<std::uint32_t>(digits & (bins - 1)) << copies_log2) |
-                  (s & copy_mask)] += counts;
+    bool counted = false;
+    if constexpr (Policy::kOrderOfLastUse) {
+      if (single_pass) {
+        count_last_use_orders<Policy>(pool, params, now, pinned, bins, histogram);
+        counted = true;
       }
     }
-    for (std::uint32_t b = 0; b < bins; ++b) {
-      std::uint32_t sum = 0;
-      for (std::uint32_t c = 0; c <= copy_mask; ++c) sum += histogram[(b << copies_log2) | c];
-      histogram[b] = sum;  // b <= (b << copies_log2): read before any later b overwrites it
+    if (!counted) {
+      // Up to 4 interleaved copies of the histogram (as many as the scratch holds), so that
+      // neighbouring slots of one digit do not wait on each other's increments; branch-free:
+      // slots that do not count (empty: kEmptyStamp, pinned: == now, another prefix) add 0.
+      const std::uint32_t copies_log2 = width <= 6 ? 2 : width == 7 ? 1 : 0;
+      const std::uint32_t copy_mask = (1u << copies_log2) - 1;
+      for (std::uint32_t b = 0; b < (bins << copies_log2); ++b) histogram[b] = 0;
+      if (single_pass) {
+        // order_bits <= 8 (e.g. bucketed LRU with B <= 256): every order is a digit.
+        for (std::uint32_t s = 0; s < pool.extent; ++s) {
+          const auto digit = static_cast<std::uint32_t>(Policy::order(pool, params, now, s));
+          histogram[(digit << copies_log2) | (s & copy_mask)] +=
+              static_cast<std::uint32_t>(pool.slot_last_use[s] < now);
+        }
+      } else {
+        for (std::uint32_t s = 0; s < pool.extent; ++s) {
+          const std::uint64_t digits = Policy::order(pool, params, now, s) >> unresolved;
+          const std::uint32_t counts = static_cast<std::uint32_t>(pool.slot_last_use[s] < now) &
+                                       static_cast<std::uint32_t>((digits >> width) == prefix);
+          histogram[(static_cast<std::uint32_t>(digits & (bins - 1)) << copies_log2) |
+                    (s & copy_mask)] += counts;
+        }
+      }
+      for (std::uint32_t b = 0; b < bins; ++b) {
+        std::uint32_t sum = 0;
+        for (std::uint32_t c = 0; c <= copy_mask; ++c) sum += histogram[(b << copies_log2) | c];
+        histogram[b] = sum;  // b <= (b << copies_log2): read before any later b overwrites it
+      }
     }
     std::uint32_t digit = 0;
     while (histogram[digit] < remaining) remaining -= histogram[digit++];
@@ -409,12 +537,18 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
   //    (last_use = now) and misses listed in ascending key order.
   const std::uint32_t n = in.n;
   page_table_lookup_many(pool.table, segments, in.keys, n, out.slot_of);
+  // Age counts (optional; bucketed LRU): aged to this step, then every change of a last use
+  // moves a count.
+  bool counts = false;
+  if constexpr (Policy::kOrderOfLastUse) counts = pool.age_count != nullptr;
+  if (counts) age_counts_advance(pool, in.now);
   std::uint32_t hits = 0;
   std::uint32_t misses = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
     const std::int32_t slot = out.slot_of[i];
     if (slot >= 0) {
       ++hits;
+      if (counts) --pool.age_count[age_count_entry(pool, in.now, pool.slot_last_use[slot])];
       pool.slot_last_use[slot] = in.now;
       Policy::on_access(pool, static_cast<std::uint32_t>(slot), i,
                         in.next_use != nullptr ? in.next_use[i] : kNeverUsed, false, in.now);
@@ -422,6 +556,7 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
       out.fetch_index[misses++] = i;
     }
   }
+  if (counts) pool.age_count[in.now & pool.age_ring_mask] += hits;
 
   // 2. Bypass: the highest-keyed misses beyond capacity − hits.
   const std::uint32_t room = pool.capacity > hits ? pool.capacity - hits : 0;
@@ -451,6 +586,11 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
     victims = collect_victims<Policy>(pool, params, in.now, need, 0, 0, cached, out);
   } else if (need == 0) {
     collect_victims<Policy>(pool, params, in.now, 0, 0, 0, cached, out);
+  } else if (counts) {
+    std::uint64_t threshold = 0;
+    std::uint32_t ties = 0;
+    age_counts_threshold(pool, params, in.now, need, &threshold, &ties);
+    victims = collect_victims<Policy>(pool, params, in.now, need, threshold, ties, cached, out);
   } else {
     if constexpr (Policy::kTryOldestFirst) {
       victims = collect_victims<Policy>(pool, params, in.now, need, 0, need, cached, out);
@@ -458,7 +598,7 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
     if (victims < need) {
       std::uint64_t threshold = 0;
       std::uint32_t ties = 0;
-      find_threshold<Policy>(pool, params, in.now, need, histogram, &threshold, &ties);
+      find_threshold<Policy>(pool, params, in.now, need, hits, histogram, &threshold, &ties);
       victims = collect_victims<Policy>(pool, params, in.now, need, threshold, ties, cached, out);
     }
   }
@@ -468,6 +608,7 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
   for (std::uint32_t v = 0; v < victims; ++v) {
     const std::int32_t s = out.victim_slot[v];
     out.victim_key[v] = pool.slot_key[s];
+    if (counts) --pool.age_count[age_count_entry(pool, in.now, pool.slot_last_use[s])];
     page_table_erase(pool.table, segments, out.victim_key[v]);
     pool.slot_key[s] = kNoPage;
     pool.slot_last_use[s] = kEmptyStamp;
@@ -483,6 +624,7 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
     page_table_insert(pool.table, segments, in.keys[i], s);
   }
   pool.resident += out.fetches;
+  if (counts) pool.age_count[in.now & pool.age_ring_mask] += out.fetches;
   pool_io = pool;
   segments_io = segments;
   out_io = out;

@@ -46,13 +46,14 @@ struct Setup {
   std::uint64_t cache_pages = 40;
   bool vary_capacity = false;  // change the request's cache now and then
   PageTableLayout page_table = PageTableLayout::kTwoLevel;
+  bool age_counts = true;  // EngineOptions::age_counts
 };
 
 // Replays per-stream sequences through the Engine and, pool by pool, through RefPools; checks
 // decisions and invariants after every step. Returns the engine's totals.
 PolicyStats replay_and_compare(const Setup& setup, const std::vector<Sequence>& streams,
                                std::mt19937_64& rng) {
-  Engine engine(EngineOptions{512, false, setup.page_table});
+  Engine engine(EngineOptions{512, false, setup.page_table, setup.age_counts});
   RequestSpec spec;
   spec.model = ModelShape{setup.layers, setup.heads, 4, 2};
   spec.geometry = PartitionGeometry{PartitionKind::kFixed, 1, 1};
@@ -175,8 +176,10 @@ TEST_CASE("residency: every policy matches its reference model on random sequenc
         setup.vary_capacity = name != "belady" && seed % 2 == 0;
         // Decisions do not depend on where the page table keeps the resident pages.
         setup.page_table = seed % 2 ? PageTableLayout::kTwoLevel : PageTableLayout::kHashed;
+        // Nor on whether bucketed LRU keeps its age counts (off: the executor kernel's path).
+        setup.age_counts = (seed + static_cast<std::uint64_t>(scope)) % 2 == 0;
         INFO(name << " seed " << seed << " scope " << static_cast<int>(scope) << " page table "
-                  << static_cast<int>(setup.page_table));
+                  << static_cast<int>(setup.page_table) << " age counts " << setup.age_counts);
         all += replay_and_compare(setup, random_streams(rng, setup.layers * setup.heads, 120, {}),
                                   rng);
       }
