@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "exec/cuda_check.h"
+#include "exec/mma.cuh"
 #include "exec/paged_attention_kernel.h"
 
 namespace spin::exec {
@@ -29,27 +30,6 @@ struct Chunk {
   uint4 k[2][kKLoads];  // tokens g and g + 8: dims [32i + 8t, +8)
   uint4 v[4][kVLoads];  // tokens 2t, 2t+1, 2t+8, 2t+9: dims [64h + 8g, +8)
 };
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const std::uint32_t (&a)[4],
-                                         std::uint32_t b0, std::uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ std::uint32_t word(const uint4& v, std::uint32_t w) {
-  return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
-}
-
-__device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&h);
-}
-
-__device__ __forceinline__ uint4 load16(const std::uint16_t* p) {
-  return __ldg(reinterpret_cast<const uint4*>(p));
-}
 
 struct RowList {
   const std::uint16_t* pages;

@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "exec/cuda_check.h"
+#include "exec/mma.cuh"
 #include "exec/prefill_attention_kernel.h"
 
 namespace spin::exec {
@@ -34,12 +35,6 @@ __device__ __forceinline__ std::uint32_t swizzle(std::uint32_t row, std::uint32_
   return row * kRowBytes + ((chunk ^ (row & 7)) << 4);
 }
 
-__device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, bool valid) {
-  // src-size 0 zero-fills the 16 bytes without reading (rows past the keys or queries).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
-}
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -57,20 +52,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(std::uint32_t (&r)[4], std::ui
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
-}
-
-__device__ __forceinline__ void mma16816(float (&c)[4], const std::uint32_t (&a)[4],
-                                         std::uint32_t b0, std::uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ std::uint32_t bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&h);
 }
 
 // Copies rows [0, kRows) of a [rows, heads, head_dim] tensor (row 0 at `src`, `stride` elements
@@ -203,8 +184,8 @@ __global__ void __launch_bounds__(Tiling<kMTiles, kWarps, kStages, kQRegs>::kThr
           ldmatrix_x4(b, kb + 16 * np * kRowBytes + (k_lane ^ (ks << 5)));
 #pragma unroll
           for (std::uint32_t mt = 0; mt < kMTiles; ++mt) {
-            mma16816(s[mt][2 * np], a[mt], b[0], b[1]);
-            mma16816(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+            mma_bf16(s[mt][2 * np], a[mt], b[0], b[1]);
+            mma_bf16(s[mt][2 * np + 1], a[mt], b[2], b[3]);
           }
         }
       }
@@ -282,10 +263,10 @@ __global__ void __launch_bounds__(Tiling<kMTiles, kWarps, kStages, kQRegs>::kThr
         std::uint32_t a[kMTiles][4];
 #pragma unroll
         for (std::uint32_t mt = 0; mt < kMTiles; ++mt) {
-          a[mt][0] = bf16x2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-          a[mt][1] = bf16x2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-          a[mt][2] = bf16x2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-          a[mt][3] = bf16x2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+          a[mt][0] = pack_bf16(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          a[mt][1] = pack_bf16(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          a[mt][2] = pack_bf16(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          a[mt][3] = pack_bf16(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
         }
 #pragma unroll
         for (std::uint32_t dp = 0; dp < kDimTiles / 2; ++dp) {
@@ -293,8 +274,8 @@ __global__ void __launch_bounds__(Tiling<kMTiles, kWarps, kStages, kQRegs>::kThr
           ldmatrix_x4_trans(b, vb + 16 * kk * kRowBytes + (v_lane ^ (dp << 5)));
 #pragma unroll
           for (std::uint32_t mt = 0; mt < kMTiles; ++mt) {
-            mma16816(o[mt][2 * dp], a[mt], b[0], b[1]);
-            mma16816(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
+            mma_bf16(o[mt][2 * dp], a[mt], b[0], b[1]);
+            mma_bf16(o[mt][2 * dp + 1], a[mt], b[2], b[3]);
           }
         }
       }
@@ -317,7 +298,7 @@ __global__ void __launch_bounds__(Tiling<kMTiles, kWarps, kStages, kQRegs>::kThr
       const std::uint32_t row = row0 + 16 * mt + g + 8 * h;
 #pragma unroll
       for (std::uint32_t d = 0; d < kDimTiles; ++d) {
-        const std::uint32_t word = bf16x2(o[mt][d][2 * h] * inv, o[mt][d][2 * h + 1] * inv);
+        const std::uint32_t word = pack_bf16(o[mt][d][2 * h] * inv, o[mt][d][2 * h + 1] * inv);
         asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sm_q + swizzle(row, d) + 4 * t), "r"(word)
                      : "memory");
       }

@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 
 #include "exec/cuda_check.h"
+#include "exec/mma.cuh"
 #include "exec/prefill_attention_kernel.h"
 
 namespace spin::exec {
@@ -34,12 +35,6 @@ constexpr float kLazyLog2 = 8.f;
 // Byte offset of 16-byte chunk `chunk` (0..15, 8 dims each) of row `row` in a [kBM, 128] tile.
 __device__ __forceinline__ std::uint32_t sw128(std::uint32_t row, std::uint32_t chunk) {
   return (chunk >> 3) * (kBM * 128) + row * 128 + (((chunk & 7) ^ (row & 7)) << 4);
-}
-
-__device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(valid ? 16 : 0)
-               : "memory");
 }
 
 // Rows [0, 128) of a [rows, heads, head_dim] tensor → a swizzled tile; rows ≥ valid zero-filled.
@@ -142,11 +137,6 @@ __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
-}
-
-__device__ __forceinline__ std::uint32_t bf16x2(float lo, float hi) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const std::uint32_t*>(&h);
 }
 
 // kStagger: the second warpgroup runs half a tile behind the first (its P·V of tile j − 1 and S
@@ -281,10 +271,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 #pragma unroll
     for (std::uint32_t kk = 0; kk < kBN / 16; ++kk) {
-      pa[kk][0] = bf16x2(s[8 * kk + 0], s[8 * kk + 1]);
-      pa[kk][1] = bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
-      pa[kk][2] = bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
-      pa[kk][3] = bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
+      pa[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+      pa[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+      pa[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
     }
   };
 
@@ -356,7 +346,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const std::uint32_t row = row0 + g + 8 * h;
 #pragma unroll
     for (std::uint32_t i = 0; i < kHeadDim / 8; ++i) {
-      const std::uint32_t word = bf16x2(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
+      const std::uint32_t word = pack_bf16(o[4 * i + 2 * h] * inv, o[4 * i + 2 * h + 1] * inv);
       asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(sm_q + sw128(row, i) + 4 * t), "r"(word)
                    : "memory");
     }

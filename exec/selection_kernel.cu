@@ -1,6 +1,7 @@
 #include <cuda_bf16.h>
 
 #include "exec/cuda_check.h"
+#include "exec/mma.cuh"
 #include "exec/selection_kernel.h"
 
 namespace spin::exec {
@@ -11,22 +12,6 @@ constexpr std::uint32_t kScoreThreads = kScoreWarps * 32;
 constexpr std::uint32_t kTopkHists = 8;  // digit histograms per block (8 KiB)
 constexpr std::uint32_t kFull = 0xFFFFFFFFu;
 constexpr std::uint32_t kBuildWarps = 4;
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], const std::uint32_t (&a)[4],
-                                         std::uint32_t b0, std::uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ std::uint32_t word(const uint4& v, std::uint32_t w) {
-  return w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
-}
-
-__device__ __forceinline__ uint4 load16(const std::uint16_t* p) {
-  return __ldg(reinterpret_cast<const uint4*>(p));
-}
 
 // Keeps the bf16 halves of `w` whose sign is negative (negative = true) or not, zeroes the rest.
 __device__ __forceinline__ std::uint32_t keep_sign(std::uint32_t w, bool negative) {

@@ -17,6 +17,11 @@
 #include "exec/cuda_check.h"
 #include "exec/memory.h"
 #include "exec/paged_attention.h"
+#include "tests/gpu/bf16.h"
+
+using spin::test::from_bf16;
+using spin::test::kNaN;
+using spin::test::to_bf16;
 
 namespace {
 
@@ -27,22 +32,7 @@ using spin::exec::DecodeAttentionShape;
 using spin::exec::DeviceArray;
 using spin::exec::HbmPagePool;
 
-constexpr std::uint16_t kNaN = 0x7FC0;  // bf16 quiet NaN
 constexpr std::uint32_t kHeadDim = 128;
-
-std::uint16_t to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest even (no NaN inputs here)
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-double from_bf16(std::uint16_t h) {
-  const std::uint32_t bits = std::uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // One problem: page lists of `tokens[r]` tokens per row on a pool with scattered slots.
 struct Problem {

@@ -24,6 +24,11 @@
 #include "exec/cuda_check.h"
 #include "exec/gemm.h"
 #include "exec/memory.h"
+#include "tests/gpu/bf16.h"
+
+using spin::test::from_bf16;
+using spin::test::kNaN;
+using spin::test::to_bf16;
 
 namespace {
 
@@ -33,22 +38,7 @@ using spin::exec::GemmArgs;
 using spin::exec::GemmOptions;
 using spin::exec::GemmShape;
 
-constexpr std::uint16_t kNaN = 0x7FC0;  // bf16 quiet NaN
-constexpr std::uint64_t kGuard = 64;    // NaN elements after y's last row
-
-std::uint16_t to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest even (no NaN inputs here)
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-double from_bf16(std::uint16_t h) {
-  const std::uint32_t bits = std::uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+constexpr std::uint64_t kGuard = 64;  // NaN elements after y's last row
 
 std::vector<std::uint16_t> random_bf16(std::uint64_t count, std::mt19937_64& rng,
                                        float range = 1.f) {

@@ -18,6 +18,11 @@
 #include "exec/cuda_check.h"
 #include "exec/memory.h"
 #include "exec/prefill_attention.h"
+#include "tests/gpu/bf16.h"
+
+using spin::test::from_bf16;
+using spin::test::kNaN;
+using spin::test::to_bf16;
 
 namespace {
 
@@ -28,27 +33,12 @@ using spin::exec::PrefillAttentionOptions;
 using spin::exec::PrefillAttentionShape;
 using spin::exec::PrefillTiling;
 
-constexpr std::uint16_t kNaN = 0x7FC0;  // bf16 quiet NaN
 constexpr std::uint32_t kHeadDim = 128;
 constexpr std::uint32_t kGuardRows = 70;  // NaN rows after the last token of q, k, v and out
 
 const PrefillTiling kTilings[] = {PrefillTiling::kQ128W4,   PrefillTiling::kQ128W8,
                                   PrefillTiling::kQ64W4,    PrefillTiling::kQ256W8,
                                   PrefillTiling::kWgmma128, PrefillTiling::kWgmma128Staggered};
-
-std::uint16_t to_bf16(float f) {
-  std::uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest even (no NaN inputs here)
-  return static_cast<std::uint16_t>(bits >> 16);
-}
-
-double from_bf16(std::uint16_t h) {
-  const std::uint32_t bits = std::uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // Requests as (q_len, kv_len) pairs, packed: q [total_q, q_heads, 128], k, v [total_kv, kv_heads,
 // 128], each followed by kGuardRows NaN rows.
