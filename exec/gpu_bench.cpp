@@ -94,6 +94,26 @@ double time_median(cudaStream_t stream, int reps, Body&& body) {
   return median(times);
 }
 
+// Seconds per run of `run(r)`, r = 0, 1, …: one warm-up run, then a CUDA graph of `runs`
+// back-to-back runs captured once and replayed `reps` times (median), so that launch gaps do not
+// count.
+template <class Run>
+double graph_seconds_per_run(cudaStream_t stream, int runs, int reps, Run&& run) {
+  run(0);
+  SPIN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaGraph_t graph = nullptr;
+  SPIN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  for (int r = 0; r < runs; ++r) run(r);
+  SPIN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  SPIN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  const double t =
+      time_median(stream, reps, [&] { SPIN_CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
+  SPIN_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  SPIN_CUDA_CHECK(cudaGraphDestroy(graph));
+  return t / runs;
+}
+
 std::string page_label(std::uint64_t bytes) {
   return bytes >= (1u << 20) ? fmt::format("{} MiB", bytes >> 20)
                              : fmt::format("{} KiB", bytes >> 10);
@@ -437,19 +457,7 @@ AttentionRow bench_attention(std::uint32_t batch, std::uint32_t tokens, std::uin
                               d_indices.data() + (r % sets) * nnz, d_last.data(), out.data()},
           stream.get());
     };
-    run(0);
-    SPIN_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
-    cudaGraph_t graph = nullptr;
-    SPIN_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-    for (int r = 0; r < graph_runs; ++r) run(r);
-    SPIN_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
-    cudaGraphExec_t exec = nullptr;
-    SPIN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    const double t = time_median(stream.get(), reps,
-                                 [&] { SPIN_CUDA_CHECK(cudaGraphLaunch(exec, stream.get())); });
-    SPIN_CUDA_CHECK(cudaGraphExecDestroy(exec));
-    SPIN_CUDA_CHECK(cudaGraphDestroy(graph));
-    row.us[variant] = t / graph_runs * 1e6;
+    row.us[variant] = graph_seconds_per_run(stream.get(), graph_runs, reps, run) * 1e6;
   }
   // A spot check that the output is finite and not all zero (the gpu suite checks the values).
   std::vector<std::uint16_t> back(std::min<std::size_t>(out.size(), 4096));
@@ -523,19 +531,7 @@ SelectionRow bench_selection(SelectionAlgorithm algorithm, std::uint32_t batch,
         selection.run(args, stream.get());
       }
     };
-    run(0);
-    SPIN_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
-    cudaGraph_t graph = nullptr;
-    SPIN_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-    for (int r = 0; r < graph_runs; ++r) run(r);
-    SPIN_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
-    cudaGraphExec_t exec = nullptr;
-    SPIN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    const double t = time_median(stream.get(), reps,
-                                 [&] { SPIN_CUDA_CHECK(cudaGraphLaunch(exec, stream.get())); });
-    SPIN_CUDA_CHECK(cudaGraphExecDestroy(exec));
-    SPIN_CUDA_CHECK(cudaGraphDestroy(graph));
-    return t / graph_runs * 1e6;
+    return graph_seconds_per_run(stream.get(), graph_runs, reps, run) * 1e6;
   };
   SelectionRow row{selection_name(algorithm),
                    batch,
@@ -654,18 +650,7 @@ GemmRow bench_gemm(const char* name, std::uint32_t m, std::uint32_t n, std::uint
   const auto run = [&](int r) {
     gemm.run(GemmArgs{x.data(), w.data() + (r % sets) * w_elems, y.data()}, stream.get());
   };
-  run(0);
-  SPIN_CUDA_CHECK(cudaStreamSynchronize(stream.get()));
-  cudaGraph_t graph = nullptr;
-  SPIN_CUDA_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-  for (int r = 0; r < runs; ++r) run(r);
-  SPIN_CUDA_CHECK(cudaStreamEndCapture(stream.get(), &graph));
-  cudaGraphExec_t exec = nullptr;
-  SPIN_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  const double t = time_median(stream.get(), reps,
-                               [&] { SPIN_CUDA_CHECK(cudaGraphLaunch(exec, stream.get())); });
-  SPIN_CUDA_CHECK(cudaGraphExecDestroy(exec));
-  SPIN_CUDA_CHECK(cudaGraphDestroy(graph));
+  const double run_s = graph_seconds_per_run(stream.get(), runs, reps, run);
   // A spot check that the output is finite and not all zero (the gpu suite checks the values).
   std::vector<std::uint16_t> back(std::min<std::size_t>(y.size(), 1 << 16));
   y.download(back, y.size() - back.size());
@@ -680,7 +665,7 @@ GemmRow bench_gemm(const char* name, std::uint32_t m, std::uint32_t n, std::uint
                  m,
                  n,
                  k,
-                 t / runs * 1e6,
+                 run_s * 1e6,
                  shape.flops(),
                  static_cast<double>(shape.weight_bytes()),
                  gemm.algorithms(),
