@@ -114,6 +114,21 @@ double graph_seconds_per_run(cudaStream_t stream, int runs, int reps, Run&& run)
   return t / runs;
 }
 
+// A spot check that a bf16 output is finite and not all zero (the gpu suite checks the values):
+// its first `count` elements, or its last with `from_end`.
+void check_output(const DeviceArray<std::uint16_t>& out, std::size_t count, bool from_end,
+                  const char* what) {
+  std::vector<std::uint16_t> back(std::min<std::size_t>(out.size(), count));
+  out.download(back, from_end ? out.size() - back.size() : 0);
+  std::size_t bad = 0, nonzero = 0;
+  for (const std::uint16_t h : back) {
+    bad += (h & 0x7F80u) == 0x7F80u;
+    nonzero += (h & 0x7FFFu) != 0;
+  }
+  if (bad > 0 || nonzero == 0)
+    throw InvariantError(fmt::format("bench gpu: {} wrote a non-finite or all-zero output", what));
+}
+
 std::string page_label(std::uint64_t bytes) {
   return bytes >= (1u << 20) ? fmt::format("{} MiB", bytes >> 20)
                              : fmt::format("{} KiB", bytes >> 10);
@@ -459,16 +474,7 @@ AttentionRow bench_attention(std::uint32_t batch, std::uint32_t tokens, std::uin
     };
     row.us[variant] = graph_seconds_per_run(stream.get(), graph_runs, reps, run) * 1e6;
   }
-  // A spot check that the output is finite and not all zero (the gpu suite checks the values).
-  std::vector<std::uint16_t> back(std::min<std::size_t>(out.size(), 4096));
-  out.download(back);
-  std::size_t bad = 0, nonzero = 0;
-  for (const std::uint16_t h : back) {
-    bad += (h & 0x7F80u) == 0x7F80u;
-    nonzero += (h & 0x7FFFu) != 0;
-  }
-  if (bad > 0 || nonzero == 0)
-    throw InvariantError("bench gpu: attention wrote a non-finite or all-zero output");
+  check_output(out, 4096, false, "attention");
   return row;
 }
 
@@ -482,20 +488,6 @@ struct SelectionRow {
   double summary_bytes;
   double us_total, us_score;
 };
-
-const char* selection_name(SelectionAlgorithm a) {
-  switch (a) {
-    case SelectionAlgorithm::kShadowKv:
-      return "shadowkv";
-    case SelectionAlgorithm::kQuest:
-      return "quest";
-    case SelectionAlgorithm::kSeer:
-      return "seer";
-    case SelectionAlgorithm::kRetroInfer:
-      return "retroinfer";
-  }
-  return "?";
-}
 
 SelectionRow bench_selection(SelectionAlgorithm algorithm, std::uint32_t batch,
                              std::uint32_t context, std::uint32_t partition_tokens, std::uint32_t k,
@@ -533,7 +525,7 @@ SelectionRow bench_selection(SelectionAlgorithm algorithm, std::uint32_t batch,
     };
     return graph_seconds_per_run(stream.get(), graph_runs, reps, run) * 1e6;
   };
-  SelectionRow row{selection_name(algorithm),
+  SelectionRow row{selection_algorithm_name(algorithm),
                    batch,
                    context,
                    partition_tokens,
@@ -598,16 +590,7 @@ PrefillRow bench_prefill(std::uint32_t q_len, std::uint32_t kv_len, std::uint32_
                                     stream.get());
                     }) *
         1e3;
-    // A spot check that the output is finite and not all zero (the gpu suite checks the values).
-    std::vector<std::uint16_t> back(std::min<std::size_t>(out.size(), 1 << 16));
-    out.download(back, out.size() - back.size());
-    std::size_t bad = 0, nonzero = 0;
-    for (const std::uint16_t h : back) {
-      bad += (h & 0x7F80u) == 0x7F80u;
-      nonzero += (h & 0x7FFFu) != 0;
-    }
-    if (bad > 0 || nonzero == 0)
-      throw InvariantError("bench gpu: prefill attention wrote a non-finite or all-zero output");
+    check_output(out, 1 << 16, true, "prefill attention");
   }
   return row;
 }
@@ -651,16 +634,7 @@ GemmRow bench_gemm(const char* name, std::uint32_t m, std::uint32_t n, std::uint
     gemm.run(GemmArgs{x.data(), w.data() + (r % sets) * w_elems, y.data()}, stream.get());
   };
   const double run_s = graph_seconds_per_run(stream.get(), runs, reps, run);
-  // A spot check that the output is finite and not all zero (the gpu suite checks the values).
-  std::vector<std::uint16_t> back(std::min<std::size_t>(y.size(), 1 << 16));
-  y.download(back, y.size() - back.size());
-  std::size_t bad = 0, nonzero = 0;
-  for (const std::uint16_t h : back) {
-    bad += (h & 0x7F80u) == 0x7F80u;
-    nonzero += (h & 0x7FFFu) != 0;
-  }
-  if (bad > 0 || nonzero == 0)
-    throw InvariantError("bench gpu: the GEMM wrote a non-finite or all-zero output");
+  check_output(y, 1 << 16, true, "the GEMM");
   return GemmRow{name,
                  m,
                  n,
@@ -814,7 +788,18 @@ int bench_gpu(const cli::Args& args) {
       }
     }
   }
-  double measured_d2d = 0;  // GB/s, measured once by whichever part needs it first
+  double measured_d2d = 0;  // GB/s
+  // The device-to-device copy ceiling: measured and printed once, by whichever part needs it first.
+  const auto d2d_gbps = [&] {
+    if (measured_d2d == 0) {
+      measured_d2d = bench_d2d_gbps(1ull << 30, (*vm)["reps"].as<int>());
+      std::cout << fmt::format(
+          "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + "
+          "written).\n",
+          measured_d2d);
+    }
+    return measured_d2d;
+  };
   const std::string one_shape = (*vm)["attention-shape"].as<std::string>();
   if (!one_shape.empty() && !only_one) {
     std::uint32_t batch = 0, tokens = 0, page_tokens = 0;
@@ -834,11 +819,7 @@ int bench_gpu(const cli::Args& args) {
   } else if (!only_one && !(*vm)["skip-attention"].as<bool>()) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
-    const double d2d = bench_d2d_gbps(1ull << 30, reps);
-    measured_d2d = d2d;
-    std::cout << fmt::format(
-        "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + written).\n",
-        d2d);
+    const double d2d = d2d_gbps();
     const char* header =
         "| {} | page tokens | blocks | largest item (tokens) | K/V MiB | µs per run (default) | "
         "GB/s, no prefetch | GB/s, registers (default) | GB/s, registers, fused merge | GB/s, "
@@ -892,13 +873,7 @@ int bench_gpu(const cli::Args& args) {
   if (!only_one && !(*vm)["skip-selection"].as<bool>()) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
-    if (measured_d2d == 0) {
-      measured_d2d = bench_d2d_gbps(1ull << 30, reps);
-      std::cout << fmt::format(
-          "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + "
-          "written).\n",
-          measured_d2d);
-    }
+    const double d2d = d2d_gbps();
     std::cout << fmt::format(
         "\nSelection (scores + top-k): 8 KV heads, 40 query heads (group 5), head_dim 128, bf16 "
         "summaries, random; time per run = a CUDA graph of {} back-to-back runs over rotating "
@@ -913,7 +888,7 @@ int bench_gpu(const cli::Args& args) {
           "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1f} | {:.1f} | {:.1f} | {:.0f} | {:.2f} "
           "|\n",
           r.algorithm, r.batch, r.context, r.partition_tokens, r.partitions, r.k, r.work_items,
-          r.blocks, r.summary_bytes / (1 << 20), r.us_total, r.us_score, gbps, gbps / measured_d2d);
+          r.blocks, r.summary_bytes / (1 << 20), r.us_total, r.us_score, gbps, gbps / d2d);
     };
     const auto budget = [](std::uint32_t context, double ratio, std::uint32_t g) {
       return std::max<std::uint32_t>(1,
@@ -1006,13 +981,7 @@ int bench_gpu(const cli::Args& args) {
     const int reps = (*vm)["reps"].as<int>();
     const int graph_runs = (*vm)["graph-runs"].as<int>();
     const double peak = (*vm)["peak-tflops"].as<double>();
-    if (measured_d2d == 0) {
-      measured_d2d = bench_d2d_gbps(1ull << 30, reps);
-      std::cout << fmt::format(
-          "\nDevice-to-device copy, 1 GiB, cudaMemcpyAsync: {:.0f} GB/s (bytes read + "
-          "written).\n",
-          measured_d2d);
-    }
+    const double d2d = d2d_gbps();
     const CublasLt& lt = cublaslt();
     std::cout << fmt::format(
         "\nGEMMs through cuBLASLt {} ({}): Y[m, n] = X[m, k] · W[n, k]ᵀ, bf16 in and out, fp32 "
@@ -1055,11 +1024,11 @@ int bench_gpu(const cli::Args& args) {
         std::cout << fmt::format(
             "| {} | {} | {} | {} | {:.1f} | {:.1f} | {:.3f} | {:.0f} | {:.2f} | {} | {} | {:.2f} "
             "|\n",
-            r.name, r.m, r.n, r.k, r.us, tflops, tflops / peak, gbps, gbps / measured_d2d,
-            r.algorithms, r.workspace_bytes >> 10, r.waves);
+            r.name, r.m, r.n, r.k, r.us, tflops, tflops / peak, gbps, gbps / d2d, r.algorithms,
+            r.workspace_bytes >> 10, r.waves);
         if (csv) {
           csv << fmt::format("{},{},{},{},{:.3f},{:.2f},{:.1f},{:.1f},{}\n", r.name, r.m, r.n, r.k,
-                             r.us, tflops, gbps, measured_d2d, peak);
+                             r.us, tflops, gbps, d2d, peak);
         }
         layer.us += r.us;
         layer.flops += r.flops;
@@ -1074,7 +1043,7 @@ int bench_gpu(const cli::Args& args) {
       const double tflops = l.flops / (l.us * 1e-6) / 1e12;
       const double gbps = l.weight_bytes / (l.us * 1e3);
       std::cout << fmt::format("| {} | {:.1f} | {:.1f} | {:.3f} | {:.0f} | {:.2f} |\n", l.m, l.us,
-                               tflops, tflops / peak, gbps, gbps / measured_d2d);
+                               tflops, tflops / peak, gbps, gbps / d2d);
     }
   }
   return 0;

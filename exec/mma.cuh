@@ -1,6 +1,6 @@
 // Device primitives shared by the executor's kernels (sm_80+ PTX): the bf16 tensor-core MMA
-// m16n8k16 with fp32 accumulation, bf16 packing, 16-byte loads and cp.async. Included only by
-// .cu files.
+// m16n8k16 with fp32 accumulation, bf16 packing, 16-byte loads, cp.async and the fast 2^x. Included
+// only by .cu files.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -41,6 +41,13 @@ __device__ __forceinline__ void cp_async16(std::uint32_t dst, const void* src, b
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
                "r"(valid ? 16 : 0)
                : "memory");
+}
+
+// 2^x, approximate (ex2.approx, flush-to-zero); 2^−inf = 0 (softmax of masked scores).
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 }  // namespace spin::exec

@@ -74,12 +74,6 @@ __device__ __forceinline__ void load_rows(std::uint32_t dst, const std::uint16_t
   }
 }
 
-__device__ __forceinline__ float ex2(float x) {  // 2^x; 2^−inf = 0
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // Fragment layout (mma.sync m16n8k16, lane = 4·g + t): C rows g and g + 8, columns 2t, 2t + 1.
 // S = Q·Kᵀ: A = Q rows by ldmatrix (matrices: rows 0–7 / 8–15 × dims 0–7 / 8–15), B = K rows by
 // ldmatrix (a K row is a column of Kᵀ: keys 0–7 / 8–15 × dims 0–7 / 8–15 give b0, b1 of two key

@@ -133,12 +133,6 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[64], const std::uint32_t (&a
 }
 #endif
 
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // kStagger: the second warpgroup runs half a tile behind the first (its P·V of tile j − 1 and S
 // of tile j, then its softmax of tile j), so that one warpgroup's softmax overlaps the other's
 // tensor-core work; three K/V stages and one block barrier per tile. Otherwise both warpgroups

@@ -162,25 +162,29 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p) 
   }
   const float* scores = p.scores + begin;
   const bool force_last = p.force_last != 0;
-  // Calls f(i, key) for every element this thread owns (i = tid + j · threads), kBatch global
-  // loads in flight (or from shared memory once staged).
+  // Calls f(i, key) for every element this thread owns (i = tid + j · threads), from the scores
+  // in global memory with kBatch loads in flight.
+  const auto for_each_score_key = [&](auto&& f) {
+    for (std::uint32_t base = 0; base < n; base += kTopkThreads * kBatch) {
+      float v[kBatch];
+#pragma unroll
+      for (std::uint32_t j = 0; j < kBatch; ++j) {
+        const std::uint32_t i = base + j * kTopkThreads + tid;
+        v[j] = i < n ? scores[i] : 0.f;
+      }
+#pragma unroll
+      for (std::uint32_t j = 0; j < kBatch; ++j) {
+        const std::uint32_t i = base + j * kTopkThreads + tid;
+        if (i < n) f(i, score_key(v[j], force_last && i + 1 == n));
+      }
+    }
+  };
+  // The same, from shared memory once the keys are staged.
   const auto for_each_key = [&](auto&& f) {
     if constexpr (kStaged) {
       for (std::uint32_t i = tid; i < n; i += kTopkThreads) f(i, staged[i]);
     } else {
-      for (std::uint32_t base = 0; base < n; base += kTopkThreads * kBatch) {
-        float v[kBatch];
-#pragma unroll
-        for (std::uint32_t j = 0; j < kBatch; ++j) {
-          const std::uint32_t i = base + j * kTopkThreads + tid;
-          v[j] = i < n ? scores[i] : 0.f;
-        }
-#pragma unroll
-        for (std::uint32_t j = 0; j < kBatch; ++j) {
-          const std::uint32_t i = base + j * kTopkThreads + tid;
-          if (i < n) f(i, score_key(v[j], force_last && i + 1 == n));
-        }
-      }
+      for_each_score_key(f);
     }
   };
   std::uint32_t* const hist = warp_hist[warp % kTopkHists];
@@ -190,23 +194,10 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkParams p) 
   clear_hist();
   __syncthreads();
   // Pass 1 (top digit) fused with staging the keys.
-  for (std::uint32_t base = 0; base < n; base += kTopkThreads * kBatch) {
-    float v[kBatch];
-#pragma unroll
-    for (std::uint32_t j = 0; j < kBatch; ++j) {
-      const std::uint32_t i = base + j * kTopkThreads + tid;
-      v[j] = i < n ? scores[i] : 0.f;
-    }
-#pragma unroll
-    for (std::uint32_t j = 0; j < kBatch; ++j) {
-      const std::uint32_t i = base + j * kTopkThreads + tid;
-      if (i < n) {
-        const std::uint32_t key = score_key(v[j], force_last && i + 1 == n);
-        if constexpr (kStaged) staged[i] = key;
-        count_digit(hist, key >> 24, lane);
-      }
-    }
-  }
+  for_each_score_key([&](std::uint32_t i, std::uint32_t key) {
+    if constexpr (kStaged) staged[i] = key;
+    count_digit(hist, key >> 24, lane);
+  });
   // Radix select: after each pass, `prefix` (the bits under `mask`) is the k-th key's, and
   // `needed` is how many elements matching it are still to be taken.
   std::uint32_t prefix = 0, mask = 0, needed = k;

@@ -71,6 +71,14 @@ constexpr std::uint32_t summary_dim(SelectionAlgorithm a) {
                                           : kSelectionHeadDim;
 }
 
+// The algorithm's name, as the benchmark and tests print it.
+constexpr const char* selection_algorithm_name(SelectionAlgorithm a) {
+  return a == SelectionAlgorithm::kShadowKv ? "shadowkv"
+         : a == SelectionAlgorithm::kQuest  ? "quest"
+         : a == SelectionAlgorithm::kSeer   ? "seer"
+                                            : "retroinfer";
+}
+
 // One score block's work: partitions [begin, end) (row-local) of row `row`.
 struct ScoreWorkItem {
   std::uint32_t row;

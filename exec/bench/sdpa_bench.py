@@ -184,6 +184,21 @@ def bench_prefill_shape(tokens, q_heads, kv_heads, reps):
     return result
 
 
+def backend_cells(shape, metric):
+    """One table cell per SDPA backend (its `metric`, "refused" where it refused the shape) and
+    the best backend's value."""
+    cells, best = [], 0.0
+    for name, _ in BACKENDS:
+        e = shape["backends"][name]
+        if metric in e:
+            mark = "" if e["gqa"] == "native" else " (expanded K/V)"
+            cells.append(f"{e[metric]:.0f}{mark}")
+            best = max(best, e[metric])
+        else:
+            cells.append("refused")
+    return cells, best
+
+
 def prefill_main(args):
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
               "prefill": [bench_prefill_shape(t, qh, kh, args.reps)
@@ -206,15 +221,7 @@ def prefill_main(args):
           "(TFLOP/s) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for s in report["prefill"]:
-        cells, best = [], 0.0
-        for name, _ in BACKENDS:
-            e = s["backends"][name]
-            if "tflops" in e:
-                mark = "" if e["gqa"] == "native" else " (expanded K/V)"
-                cells.append(f"{e['tflops']:.0f}{mark}")
-                best = max(best, e["tflops"])
-            else:
-                cells.append("refused")
+        cells, best = backend_cells(s, "tflops")
         ms, tflops, best_tiling, best_tflops = ours.get(
             (s["tokens"], s["q_heads"], s["kv_heads"]), (float("nan"),) * 2 + ("?", float("nan")))
         ratio = tflops / best if best > 0 else float("nan")
@@ -255,15 +262,7 @@ def main():
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for s in report["shapes"]:
             key = (s["batch"], s["kv_tokens"])
-            cells, best = [], 0.0
-            for name, _ in BACKENDS:
-                e = s["backends"][name]
-                if "gbps" in e:
-                    mark = "" if e["gqa"] == "native" else " (expanded K/V)"
-                    cells.append(f"{e['gbps']:.0f}{mark}")
-                    best = max(best, e["gbps"])
-                else:
-                    cells.append("refused")
+            cells, best = backend_cells(s, "gbps")
             us, gbps, _ = ours.get(key, (float("nan"),) * 3)
             ratio = gbps / best if best > 0 else float("nan")
             label = f"{s['batch']} × {s['kv_tokens'] // 1024}K"

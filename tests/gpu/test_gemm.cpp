@@ -263,42 +263,34 @@ TEST_CASE(
   CHECK(lt.version / 10000 == CUBLAS_VER_MAJOR);
   const char* old = std::getenv("SPIN_CUBLASLT");
   const std::string saved = old ? old : "";
-  setenv("SPIN_CUBLASLT", "/nonexistent/libcublasLt.so.13", 1);
-  std::string message = "(no error)";
-  try {
-    spin::exec::CublasLt::load(spin::exec::cublaslt_search());
-  } catch (const spin::InputError& e) {
-    message = e.what();
-  }
-  if (old != nullptr) {
-    setenv("SPIN_CUBLASLT", saved.c_str(), 1);
-  } else {
-    unsetenv("SPIN_CUBLASLT");
-  }
+  const auto restore = [&] {
+    if (old != nullptr) {
+      setenv("SPIN_CUBLASLT", saved.c_str(), 1);
+    } else {
+      unsetenv("SPIN_CUBLASLT");
+    }
+  };
+  // The loader's error with SPIN_CUBLASLT = value ("(no error)" if it loads).
+  const auto load_error = [&](const std::string& value) {
+    setenv("SPIN_CUBLASLT", value.c_str(), 1);
+    std::string message = "(no error)";
+    try {
+      spin::exec::CublasLt::load(spin::exec::cublaslt_search());
+    } catch (const spin::InputError& e) {
+      message = e.what();
+    }
+    restore();
+    return message;
+  };
+  const std::string message = load_error("/nonexistent/libcublasLt.so.13");
   CHECK_THAT(message, Catch::Contains("cannot load cuBLASLt 13"));
   CHECK_THAT(message, Catch::Contains("SPIN_CUBLASLT=/nonexistent/libcublasLt.so.13: "));
   CHECK_THAT(message, Catch::Contains("No such file or directory"));
   CHECK_THAT(message, Catch::Contains("SPIN_CUBLASLT is set, so nothing else was tried"));
   // A library that is not cuBLASLt is refused by the version check.
-  setenv("SPIN_CUBLASLT", "libm.so.6", 1);
-  message = "(no error)";
-  try {
-    spin::exec::CublasLt::load(spin::exec::cublaslt_search());
-  } catch (const spin::InputError& e) {
-    message = e.what();
-  }
-  if (old != nullptr) {
-    setenv("SPIN_CUBLASLT", saved.c_str(), 1);
-  } else {
-    unsetenv("SPIN_CUBLASLT");
-  }
-  CHECK_THAT(message, Catch::Contains("libm.so.6: no cublasLtGetVersion"));
+  CHECK_THAT(load_error("libm.so.6"), Catch::Contains("libm.so.6: no cublasLtGetVersion"));
   // The loaded library through the override loads again.
   setenv("SPIN_CUBLASLT", lt.library.path().c_str(), 1);
   CHECK_NOTHROW(spin::exec::CublasLt::load(spin::exec::cublaslt_search()));
-  if (old != nullptr) {
-    setenv("SPIN_CUBLASLT", saved.c_str(), 1);
-  } else {
-    unsetenv("SPIN_CUBLASLT");
-  }
+  restore();
 }

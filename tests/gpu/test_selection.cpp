@@ -38,6 +38,7 @@ using spin::exec::ClusterPagesArgs;
 using spin::exec::DeviceArray;
 using spin::exec::HbmPagePool;
 using spin::exec::Selection;
+using spin::exec::selection_algorithm_name;
 using spin::exec::SelectionAlgorithm;
 using spin::exec::SelectionArgs;
 using spin::exec::SelectionOptions;
@@ -48,20 +49,6 @@ using spin::exec::SummaryJob;
 
 constexpr std::uint32_t kHeadDim = 128;
 constexpr std::uint32_t kGate = spin::exec::kSeerGateDim;
-
-const char* name(SelectionAlgorithm a) {
-  switch (a) {
-    case SelectionAlgorithm::kShadowKv:
-      return "shadowkv";
-    case SelectionAlgorithm::kQuest:
-      return "quest";
-    case SelectionAlgorithm::kSeer:
-      return "seer";
-    case SelectionAlgorithm::kRetroInfer:
-      return "retroinfer";
-  }
-  return "?";
-}
 
 struct Problem {
   SelectionShape shape;
@@ -285,12 +272,11 @@ void check_problem(const Problem& p, const std::vector<SelectionOptions>& varian
   const Reference ref = reference_scores(p);
   for (const SelectionOptions& o : variants) {
     const Checked c = run_and_check(p, ref, o);
-    INFO(name(p.shape.algorithm) << " batch " << p.shape.batch << " group " << p.shape.group
-                                 << " chunk " << o.chunk_partitions << " staged " << o.stage_keys
-                                 << " top-k threads " << o.topk_threads << ": score violations "
-                                 << c.score_violations << ", worst row error " << c.worst_row_error
-                                 << ", top-k failures " << c.topk_failures << ", exact mismatches "
-                                 << c.exact_mismatches);
+    INFO(selection_algorithm_name(p.shape.algorithm)
+         << " batch " << p.shape.batch << " group " << p.shape.group << " chunk "
+         << o.chunk_partitions << " staged " << o.stage_keys << " top-k threads " << o.topk_threads
+         << ": score violations " << c.score_violations << ", worst row error " << c.worst_row_error
+         << ", top-k failures " << c.topk_failures << ", exact mismatches " << c.exact_mismatches);
     CHECK(c.score_violations == 0);
     CHECK(c.worst_row_error <= 1e-2);  // false for NaN
     CHECK(c.topk_failures == 0);
@@ -475,8 +461,9 @@ void check_build(SelectionAlgorithm a, const PagePool& pages, const std::vector<
       worst = std::isnan(e) ? NAN : std::max(worst, e);
     }
   }
-  INFO(name(a) << " page_tokens " << pages.page_tokens << " jobs " << jobs.size()
-               << ": values out of tolerance " << bad << ", worst error " << worst);
+  INFO(selection_algorithm_name(a)
+       << " page_tokens " << pages.page_tokens << " jobs " << jobs.size()
+       << ": values out of tolerance " << bad << ", worst error " << worst);
   CHECK(bad == 0);
 }
 
@@ -540,8 +527,8 @@ TEST_CASE("selection: equal scores select the lowest indices (seer: the last blo
           if (a == SelectionAlgorithm::kSeer && kr < n[r]) want.back() = n[r] - 1;
           const std::vector<std::uint32_t> row(got.begin() + selection.selected_indptr()[r],
                                                got.begin() + selection.selected_indptr()[r + 1]);
-          INFO(name(a) << (zero ? " zero" : " equal") << " summaries, row " << r << " chunk "
-                       << o.chunk_partitions);
+          INFO(selection_algorithm_name(a) << (zero ? " zero" : " equal") << " summaries, row " << r
+                                           << " chunk " << o.chunk_partitions);
           CHECK(row == want);
         }
       }
