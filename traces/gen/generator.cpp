@@ -85,8 +85,6 @@ using detail::kTableBits;
 using detail::kTableSize;
 using detail::Tables;
 
-constexpr uint64_t kNoPosition = ~uint64_t{0};
-
 // Emitting a selection from its bitmap: the positions of the set bits of words[first..last],
 // ascending, written to `out`; returns the end of what was written. An emitter may write up to
 // kEmitSlack entries past that end.
@@ -164,28 +162,26 @@ class HeadState {
   void move_hotspots(uint32_t step, const Range& range);
   enum class Source : uint8_t { kRecall, kRevisit, kReemerge, kFresh };
   Source source_of(uint64_t r) const;
-  // A candidate from `source` made of the low 48 bits of `r` (fresh draws take a draw of their
-  // own); -1 if the source has nothing to offer.
-  int64_t candidate(Source source, uint64_t r, uint32_t step, const Range& range);
-  // The ring position of a recall or revisit drawn from `r`, or kNoPosition if that step
-  // dropped nothing (or nothing still in the ring).
-  uint64_t ring_position(Source source, uint64_t r, uint32_t step) const {
-    uint32_t distance = 0;
-    if (source == Source::kRecall) {
-      distance = tables_.distance[r & (detail::kRecallTable - 1)];
-    } else {
-      const uint32_t w = loc_.recall_window_steps;
-      distance =
-          w + 1 + static_cast<uint32_t>(((r & 0xffff) * (loc_.revisit_window_steps - w)) >> 16);
-    }
-    if (distance > step) return kNoPosition;
-    const uint32_t dropped_at = step + 1 - distance;  // >= 1
-    const uint64_t begin = std::max(step_begin_[dropped_at & step_mask_], ring_oldest_);
-    const uint64_t end = step_begin_[(dropped_at + 1) & step_mask_];
-    if (begin >= end) return kNoPosition;
-    return begin +
-           uniform_below(static_cast<uint32_t>(r >> 16), static_cast<uint32_t>(end - begin));
+  // A re-emergence or fresh candidate (kReemerge uses the low 48 bits of `r`; a fresh draw takes
+  // a draw of its own); -1 if the archive is empty.
+  int64_t candidate(Source source, uint64_t r, const Range& range);
+  // The ring block (index into step_begin_ and live_end_) that a recall or revisit drawn from
+  // `r` reads: the partitions dropped at step + 1 - distance; kNoBlock before that step.
+  static constexpr uint32_t kNoBlock = ~uint32_t{0};
+  uint32_t ring_block(Source source, uint64_t r, uint32_t step) const {
+    // Both distances, then a select: which one applies is unpredictable.
+    const uint32_t recall = tables_.distance[r & (detail::kRecallTable - 1)];
+    const uint32_t revisit =
+        revisit_base_ + static_cast<uint32_t>(((r & 0xffff) * revisit_span_) >> 16);
+    const uint32_t distance = source == Source::kRecall ? recall : revisit;
+    return distance > step ? kNoBlock : (step + 1 - distance) & step_mask_;
   }
+  // A recall or revisit: a uniform live entry of its block (the first pick from bits 16..47 of
+  // `r`, later ones from further draws) that is not selected. Every entry looked at leaves the
+  // live part of the block (swapped to its end): a taken one is selected now, and a rejected one
+  // was selected again since it was dropped, so both will be pushed again when next dropped.
+  // -1 if the block runs out (or is kNoBlock).
+  int64_t take_from_ring(uint32_t block, uint64_t r);
   bool valid(int64_t c, const Range& range) const {
     return c >= range.lo && c < range.hi && !test(static_cast<uint32_t>(c));
   }
@@ -221,16 +217,18 @@ class HeadState {
   uint32_t count_ = 0;
   EmitBits emit_bits_ = choose_emit_bits();
   std::vector<uint32_t> dropped_;
-  std::vector<int64_t> candidates_;  // this step's first candidates, drawn before validation
-  std::vector<Source> sources_;
-  std::vector<uint64_t> positions_;  // ring position of a recalled candidate, else kNoPosition
 
-  std::vector<uint32_t> ring_;  // partitions dropped recently, by drop step; oldest overwritten
-  uint64_t ring_count_ = 0;     // partitions ever pushed
+  // Partitions dropped recently, in blocks by drop step; oldest overwritten. Block s holds
+  // positions [step_begin_[s], step_begin_[s + 1]), its live entries (not taken since) first:
+  // [step_begin_[s], live_end_[s]).
+  std::vector<uint32_t> ring_;
+  uint64_t ring_count_ = 0;  // partitions ever pushed
   uint64_t ring_mask_ = 0;
   uint64_t ring_oldest_ = 0;          // first position still in the ring (constant while drawing)
-  std::vector<uint64_t> step_begin_;  // [power of two > W] ring_count_ when step s began
+  std::vector<uint64_t> step_begin_;  // [power of two > revisit window] by step s
+  std::vector<uint64_t> live_end_;    // [same]
   uint64_t step_mask_ = 0;
+  uint32_t revisit_base_ = 0, revisit_span_ = 0;  // revisit distances: base + [0, span)
   std::vector<uint32_t> archive_;
   size_t archive_fill_ = 0;
   uint32_t archive_step_ = 0;    // archive_prob as a 32-bit fraction
@@ -281,7 +279,10 @@ HeadState::HeadState(const Generator& gen, const Tables& tables, const trace::Re
   ring_.resize(ring);
   ring_mask_ = ring - 1;
   step_begin_.resize(std::bit_ceil(uint64_t{loc_.revisit_window_steps} + 2));
+  live_end_.resize(step_begin_.size());
   step_mask_ = step_begin_.size() - 1;
+  revisit_base_ = loc_.recall_window_steps + 1;
+  revisit_span_ = loc_.revisit_window_steps - loc_.recall_window_steps;
   archive_.resize(std::max<size_t>(64, static_cast<size_t>(loc_.archive_ratio * k)));
 
   const uint32_t slots = loc_.hotspots + loc_.head_hotspots;
@@ -365,19 +366,11 @@ HeadState::Source HeadState::source_of(uint64_t r) const {
   return static_cast<Source>((u >= recall_) + (u >= revisit_) + (u >= reemerge_));
 }
 
-int64_t HeadState::candidate(Source source, uint64_t r, uint32_t step, const Range& range) {
-  switch (source) {
-    case Source::kRecall:
-    case Source::kRevisit: {
-      const uint64_t at = ring_position(source, r, step);
-      return at == kNoPosition ? -1 : ring_[at & ring_mask_];
-    }
-    case Source::kReemerge:
-      if (archive_fill_ == 0) return -1;
-      return archive_[uniform_below(static_cast<uint32_t>(r >> 16),
-                                    static_cast<uint32_t>(archive_fill_))];
-    case Source::kFresh:
-      break;
+int64_t HeadState::candidate(Source source, uint64_t r, const Range& range) {
+  if (source == Source::kReemerge) {
+    if (archive_fill_ == 0) return -1;
+    return archive_[uniform_below(static_cast<uint32_t>(r >> 16),
+                                  static_cast<uint32_t>(archive_fill_))];
   }
   const uint64_t f = rng_.next();
   if (((f >> 24) & 0xfffff) < background_) {
@@ -396,59 +389,53 @@ uint32_t HeadState::probe(int64_t from, const Range& range) const {
   throw InvariantError("trace generator: no free partition left for a replacement");
 }
 
-void HeadState::draw(uint32_t step, const Range& range, uint32_t count) {
-  // First candidates for all replacements at once: ring positions first, then the ring reads
-  // in a branch-light loop so that their cache misses overlap. Then validation in order,
-  // redrawing a rejected candidate from its source, then from fresh draws, then probing for the
-  // next free partition.
-  constexpr uint32_t kNeighbours = 3;
-  if (candidates_.size() < count) {
-    candidates_.resize(count);
-    sources_.resize(count);
-    positions_.resize(count);
+int64_t HeadState::take_from_ring(uint32_t block, uint64_t r) {
+  if (block == kNoBlock) return -1;
+  const uint64_t begin = std::max(step_begin_[block], ring_oldest_);
+  uint64_t end = live_end_[block];
+  if (begin >= end) return -1;
+  int64_t found = -1;
+  for (uint32_t pick = static_cast<uint32_t>(r >> 16); begin < end;
+       pick = static_cast<uint32_t>(rng_.next())) {
+    const uint64_t at =
+        (begin + uniform_below(pick, static_cast<uint32_t>(end - begin))) & ring_mask_;
+    const uint32_t id = ring_[at];
+    --end;
+    ring_[at] = ring_[end & ring_mask_];
+    ring_[end & ring_mask_] = id;
+    // No range check: the entry was selected once, and the dynamic range never shrinks while
+    // anything is selected (its start is fixed, its end only grows).
+    if (!test(id)) {
+      found = id;
+      break;
+    }
   }
+  live_end_[block] = end;
+  return found;
+}
+
+void HeadState::draw(uint32_t step, const Range& range, uint32_t count) {
+  // Each replacement in turn: a candidate from a drawn source, redrawn from the same source
+  // while it has nothing valid to offer, then from fresh draws (kTries each), then the next free
+  // partition is probed.
   ring_oldest_ = ring_count_ > ring_mask_ ? ring_count_ - ring_mask_ - 1 : 0;
   for (uint32_t i = 0; i < count; ++i) {
-    const uint64_t r = rng_.next();
+    uint64_t r = rng_.next();
     const Source s = source_of(r);
-    sources_[i] = s;
     const bool ring = s == Source::kRecall || s == Source::kRevisit;
-    positions_[i] = ring ? ring_position(s, r, step) : kNoPosition;
-    candidates_[i] = ring ? -1 : candidate(s, r, step, range);
-  }
-  for (uint32_t i = 0; i < count; ++i) {
-    // A select, not a branch: ring_[kNoPosition & ring_mask_] is a valid read.
-    const uint64_t at = positions_[i];
-    const int64_t entry = ring_[at & ring_mask_];
-    candidates_[i] = at != kNoPosition ? entry : candidates_[i];
-  }
-  for (uint32_t i = 0; i < count; ++i) {
-    int64_t c = candidates_[i];
-    bool ok = valid(c, range);
-    // A rejected recall tries the next entries of the ring first (dropped at about the same
-    // step): cheap, as they are adjacent in memory. The first valid one is found without a
-    // branch per entry; ring entries are partition ids (or the zeros of a ring not yet full),
-    // so their bits can be read without the range check first.
-    const uint64_t at = positions_[i];
-    if (!ok && at != kNoPosition) {
-      uint32_t found = 0;
-      uint32_t next[kNeighbours + 1];
-      for (uint32_t j = 0; j < kNeighbours; ++j) {
-        const uint64_t p = at + 1 + j;
-        next[j] = ring_[p & ring_mask_];
-        found |= static_cast<uint32_t>((p < ring_count_) &
-                                       (next[j] - range.lo < range.hi - range.lo) & !test(next[j]))
-                 << j;
+    int64_t c = -1;
+    bool ok = false;
+    for (int t = 0; t < detail::kTries && !ok; ++t) {
+      if (t > 0) r = rng_.next();
+      if (ring) {
+        c = take_from_ring(ring_block(s, r, step), r);
+        ok = c >= 0;
+      } else {
+        ok = valid(c = candidate(s, r, range), range);
       }
-      next[kNeighbours] = next[kNeighbours - 1];  // none valid: c is redrawn below
-      c = next[std::countr_zero(found | (1u << kNeighbours))];
-      ok = found != 0;
-    }
-    for (int t = 1; t < detail::kTries && !ok; ++t) {
-      ok = valid(c = candidate(sources_[i], rng_.next(), step, range), range);
     }
     for (int t = 0; t < detail::kTries && !ok; ++t) {
-      ok = valid(c = candidate(Source::kFresh, 0, step, range), range);
+      ok = valid(c = candidate(Source::kFresh, 0, range), range);
     }
     set(ok ? static_cast<uint32_t>(c) : probe(c, range));
   }
@@ -531,6 +518,7 @@ void HeadState::advance(uint32_t step) {
     if (!early) clear(id);
     remember(id);
   }
+  live_end_[step & step_mask_] = ring_count_;
   emit(range, k);
 }
 

@@ -29,9 +29,12 @@
 //        over the context, else a Laplace(hotspot_width_tokens) spread around a hotspot chosen by
 //        Zipf(hotspot_zipf) popularity among `hotspots` slots shared by the layer's heads (picked
 //        with probability head_correlation) and `head_hotspots` slots of the head's own.
-//      Recalls and revisits read a ring of dropped partitions indexed by drop step. A rejected
-//      candidate (already selected) is replaced by the next ring entries, then redrawn from its
-//      source, then from fresh draws (8 tries each), then the next free partition is probed.
+//      Recalls and revisits read a ring of dropped partitions in blocks by drop step and pick
+//      uniformly among the block's live entries; every entry picked leaves its block (taken, or
+//      rejected because the partition was selected again since), so each drop is recalled at
+//      most once. A source with nothing valid to offer (an empty block, an empty archive, a
+//      selected candidate) is redrawn, then fresh draws are tried (8 tries each), then the next
+//      free partition is probed.
 //   3. Hotspots move: each slot keeps its position for a lifetime around
 //      hotspot_lifetime_steps, then jumps to a uniform position in the context (slow drift,
 //      generated tokens included). A shared slot of layer l takes layer l-1's position with
