@@ -98,9 +98,10 @@ struct Pool {
   std::vector<PageKey> slot_key;
   std::vector<std::uint32_t> slot_last_use;
   std::vector<std::uint32_t> slot_aux;
-  std::vector<std::uint32_t> directory;  // two-level layout
-  std::vector<std::int32_t> buckets;     // hashed layout
-  std::vector<std::uint32_t> age_count;  // bucketed LRU's age counts (EngineOptions::age_counts)
+  std::vector<std::uint32_t> directory;    // two-level layout
+  std::vector<std::int32_t> buckets;       // hashed layout
+  std::vector<std::uint32_t> age_count;    // bucketed LRU's age counts (EngineOptions::age_counts)
+  std::vector<std::uint32_t> block_floor;  // PoolView::block_floor: the victim pass's skip bounds
   PoolView view{};
   // The last step: input and decisions.
   std::uint32_t n = 0;
@@ -245,6 +246,9 @@ void Engine::Impl::resize_pool(Request& r, Pool& pool, std::uint32_t capacity) {
     pool.view.slot_key = pool.slot_key.data();
     pool.view.slot_last_use = pool.slot_last_use.data();
     pool.view.slot_aux = pool.slot_aux.empty() ? nullptr : pool.slot_aux.data();
+    // New full blocks (the old partial one among them) start at 0: they may hold empty slots.
+    pool.block_floor.resize(capacity / kFloorBlockSlots, 0);
+    pool.view.block_floor = pool.block_floor.data();
     if (page_table_hashed(pool.view.table)) rebuild_hashed_table(pool);
   }
   pool.view.capacity = capacity;
@@ -676,6 +680,13 @@ void Engine::Impl::check_pool(const Request& r, RequestId id, std::uint32_t inde
     }
     if (!std::equal(expected.begin(), expected.end(), v.age_count)) {
       fail("the age counts do not match the slots' last uses");
+    }
+  }
+  // Block floors: each at most its block's least last_use + 1 (0 if it holds an empty slot).
+  for (std::uint32_t b = 0; b < pool.block_floor.size(); ++b) {
+    if (pool.block_floor[b] > exact_block_floor(v.slot_last_use + b * kFloorBlockSlots)) {
+      fail(fmt::format("the floor of slots {}.. is above their least last use + 1",
+                       b * kFloorBlockSlots));
     }
   }
   // The page table: owned segments, their counts, entries pointing back at their slots.

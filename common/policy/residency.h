@@ -43,7 +43,9 @@
 //
 // Complexity per step: O(n) lookups and updates (n = selected pages) + one O(extent) pass to
 // collect victims and free slots (it stops once all are found and skips blocks of slots that
-// cannot be targets: younger than any victim can be, and, once the victims are found, not empty)
+// cannot be targets: younger than any victim can be, and, once the victims are found, not empty;
+// with block floors, PoolView::block_floor, it reads one floor per 8 slots and the slots of only
+// the blocks that may hold a target, O(extent / 8 + 8 · blocks read))
 // + up to ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU
 // with B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for Belady; FIFO's 4
 // and exact LRU's 8 less the digits where no candidate differs, after one pass that finds them).
@@ -79,6 +81,7 @@ inline constexpr std::uint32_t kEmptyStamp = 0xFFFFFFFFu;  // last_use of an emp
 inline constexpr std::uint32_t kNeverUsed = 0xFFFFFFFFu;  // next use of a page never selected again
 inline constexpr std::int32_t kBypassSlot = -2;           // slot_of of a bypassed miss
 inline constexpr std::uint32_t kHistogramBins = 256;      // histogram scratch of a step
+inline constexpr std::uint32_t kFloorBlockSlots = 8;      // slots per block floor (PoolView)
 
 // One pool's cache state. Slots [0, extent) exist; at most `capacity` hold pages (a capacity
 // lowered below the pinned pages is honoured as soon as they unpin). Empty slots have
@@ -103,6 +106,18 @@ struct PoolView {
   std::uint32_t* age_count;  // [age_ring_mask + 3] or null
   std::uint32_t age_window;
   std::uint32_t age_ring_mask;
+  // Block floors, kept by pool_step (optional: null where not kept, e.g. by the executor's
+  // kernel; decisions are the same either way; residency_coop.h's step does not keep them). For
+  // each full block b < extent / kFloorBlockSlots of slots [b · kFloorBlockSlots, (b + 1) ·
+  // kFloorBlockSlots):
+  //   block_floor[b] <= min over the block's slots of last_use + 1 (mod 2^32)
+  // that is 0 where the block may hold an empty slot (kEmptyStamp + 1 wraps to 0), else at most
+  // its oldest slot's last_use + 1. Hits and fetches only raise last uses, so they leave the floor
+  // a bound (a stale-low one, which only costs a visit). The victim pass skips blocks whose floor
+  // rules out a target without reading their slots, sets the exact floor of each block it reads,
+  // and zeroes it where it frees a slot that stays empty. New full blocks (the extent grows)
+  // start at 0; whoever else empties a slot must zero its block's floor.
+  std::uint32_t* block_floor;  // [extent / kFloorBlockSlots] or null
 };
 static_assert(std::is_trivially_copyable_v<PoolView>);
 
@@ -449,11 +464,30 @@ SPIN_HD bool may_hold_target(const std::uint32_t* last_use, std::uint32_t now,
   return maybe != 0;
 }
 
+// The block floors' form of may_hold_target's test: a slot may be a target (empty, or at least
+// min_age steps old) iff last_use + 1 (mod 2^32) <= the returned limit.
+SPIN_HD std::uint32_t target_floor_limit(std::uint32_t now, std::uint32_t min_age) {
+  const std::uint32_t bound = min_age < now + 1 ? min_age : now + 1;
+  return now + 1 - bound;
+}
+
+// The exact floor of one block (PoolView::block_floor): the least last_use + 1 (mod 2^32).
+// last_use: [kFloorBlockSlots]
+SPIN_HD std::uint32_t exact_block_floor(const std::uint32_t* last_use) {
+  std::uint32_t floor = kEmptyStamp;
+  for (std::uint32_t j = 0; j < kFloorBlockSlots; ++j) {
+    const std::uint32_t key = last_use[j] + 1;
+    floor = key < floor ? key : floor;
+  }
+  return floor;
+}
+
 // One ascending pass over the slots: picks `need` unpinned slots to free (every slot with order
 // below `threshold`, then the lowest-indexed `ties` slots of order `threshold`; PreviousStep: every
 // unpinned slot) and gives the misses in fetch order the lowest `cached` free-or-freed slots.
 // Returns the victims found (fewer than `need` only if the threshold undercounts them). Writes
-// only out's arrays, so a pass may be redone.
+// out's arrays and lowers or sets exact block floors (valid whatever the step then does), so a
+// pass may be redone.
 template <class Policy>
 SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParams& params_in,
                                       std::uint32_t now, std::uint32_t need,
@@ -463,19 +497,43 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
   const PolicyParams params = params_in;
   const StepOutput out = out_in;
   // A slot younger than min_age cannot be a victim: blocks of such slots (and no empty slot)
-  // are skipped by a test the compiler vectorises, 32 slots and then 8 at a time. Once every
-  // victim is found only empty slots can be targets: min_age becomes kEmptyStamp, which no
-  // resident slot reaches. Exact: only non-targets are skipped.
+  // are skipped. Once every victim is found only empty slots can be targets: min_age becomes
+  // kEmptyStamp, which no resident slot reaches. Exact: only non-targets are skipped. With block
+  // floors (the engine) a block of 8 is judged by its floor, 4 bytes instead of 32 of last uses,
+  // so a step reads the floors and the few blocks that may hold a victim or an empty slot (or
+  // whose floor went stale by a hit), not the whole extent. Without them (the kernel) the slots
+  // are tested 32 and then 8 at a time, by a loop the compiler vectorises.
   std::uint32_t min_age = 0;
   if (need == 0) {
     min_age = kEmptyStamp;
   } else if constexpr (!Policy::kEvictsAllUnpinned) {
     min_age = Policy::min_victim_age(params, now, threshold);
   }
+  std::uint32_t* const floors = pool.block_floor;
+  const std::uint32_t floor_blocks = floors != nullptr ? pool.extent / kFloorBlockSlots : 0;
+  const std::uint32_t floor_end = floor_blocks * kFloorBlockSlots;  // slots below have floors
   std::uint32_t victims = 0;
   std::uint32_t targets = 0;
   for (std::uint32_t s = 0; s < pool.extent && (victims < need || targets < cached); ++s) {
-    if (min_age > 0 && s % 8 == 0) {
+    if (min_age > 0 && s % kFloorBlockSlots == 0 && s < floor_end) {
+      // Skip the blocks whose floors rule out a target, then read the next one: its exact floor
+      // is kept and judges it. Past the last full block, the tail is read slot by slot.
+      const std::uint32_t limit = target_floor_limit(now, min_age);
+      std::uint32_t b = s / kFloorBlockSlots;
+      while (b < floor_blocks && floors[b] > limit) ++b;
+      s = b * kFloorBlockSlots;
+      if (b == floor_blocks) {
+        if (s == pool.extent) break;
+      } else {
+        floors[b] = exact_block_floor(pool.slot_last_use + s);
+        if (floors[b] > limit) {
+          s += kFloorBlockSlots - 1;
+          continue;
+        }
+        // To the block's first slot that may be a target (its floor's slot at the latest).
+        while (pool.slot_last_use[s] + 1 > limit) ++s;
+      }
+    } else if (min_age > 0 && s % 8 == 0) {
       if (s % 32 == 0 && s + 32 <= pool.extent &&
           !may_hold_target<32>(pool.slot_last_use + s, now, min_age)) {
         s += 31;
@@ -507,6 +565,8 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
       if (target) {
         out.victim_slot[victims++] = static_cast<std::int32_t>(s);
         if (victims == need) min_age = kEmptyStamp;
+        // Every fetch has its slot: this one stays empty after the step.
+        if (targets == cached && s < floor_end) floors[s / kFloorBlockSlots] = 0;
       }
     }
     if (target && targets < cached) {
