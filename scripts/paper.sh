@@ -19,7 +19,8 @@ fi
 for name in "${names[@]}"; do
   echo "== $name" >&2
   status=0
-  "$SPIN" sweep "configs/sweeps/$name.yaml" --out "$OUT/$name" --jobs "$JOBS" || status=$?
+  "$SPIN" sweep "configs/sweeps/$name.yaml" --out "$OUT/$name" --jobs "$JOBS" --no-timeline ||
+    status=$?
   if ((status > 1)); then exit "$status"; fi  # 1: some points failed, recorded in results.csv
   if "$PYTHON" -c 'import pandas, matplotlib' 2>/dev/null; then
     "$PYTHON" analysis/plot.py all "$OUT/$name" --out "$OUT/$name/figures" >&2

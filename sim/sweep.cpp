@@ -320,6 +320,7 @@ class Runner {
       const std::unique_ptr<trace::TraceSource> source = open_trace_source(cfg);
       SimOptions so;
       so.threads = 1;
+      so.timeline = options_.timeline;
       const SimResult result = simulate(cfg, *source, so);
       write_sim_outputs(tmp, cfg, result);
       meta["status"] = "ok";

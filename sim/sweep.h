@@ -54,6 +54,8 @@ struct SweepOptions {
   unsigned jobs = 1;
   SweepShard shard;
   std::vector<std::string> extra_sets;
+  bool timeline = true;  // write each point's timeline.json (an output, not an input: resume
+                         // keeps points finished either way)
   // Called from the calling thread after each point: (done, failed, skipped, total).
   std::function<void(std::size_t, std::size_t, std::size_t, std::size_t)> progress;
 };

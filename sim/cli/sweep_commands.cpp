@@ -35,6 +35,9 @@ int sweep_command(const Args& args) {
       "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
       "override applied to every point, after the sweep's own values (repeatable)")(
       "dry-run", po::bool_switch(), "list the expanded points and exit")(
+      "no-timeline", po::bool_switch(),
+      "do not write each point's timeline.json (large studies: the Perfetto timelines are most of "
+      "the output and ~10% of the run time)")(
       "mpi", po::bool_switch(),
       "run under mpirun: rank 0 hands points to the other ranks as they ask and writes "
       "results.csv (mpirun -n K spin sweep ... --mpi; needs a build with MPI)");
@@ -42,7 +45,8 @@ int sweep_command(const Args& args) {
   positional.add("sweep", 1);
   const auto vm = parse_options(
       args, "sweep",
-      "SWEEP.yaml --out DIR [--jobs N] [--shard i/N] [--set KEY=VALUE]... [--dry-run]",
+      "SWEEP.yaml --out DIR [--jobs N] [--shard i/N] [--set KEY=VALUE]... [--no-timeline] "
+      "[--dry-run]",
       "Runs `spin sim` at every point of a sweep file (a base config and axes: grids, zips,\n"
       "ranges, seeds) and collects one row per point in DIR/results.csv (the swept keys and every\n"
       "summary metric). Points run in parallel; each point's full output goes to its own folder.\n"
@@ -59,6 +63,7 @@ int sweep_command(const Args& args) {
   sim::SweepOptions so;
   so.extra_sets = sets;
   so.jobs = (*vm)["jobs"].as<unsigned>();
+  so.timeline = !(*vm)["no-timeline"].as<bool>();
   if (vm->count("shard")) so.shard = sim::parse_shard((*vm)["shard"].as<std::string>());
   if ((*vm)["dry-run"].as<bool>()) {
     for (const sim::SweepPoint& p : sweep.points) {

@@ -103,6 +103,15 @@ TEST_CASE("sweep: runs every point once, records failures, and keeps finished po
   const auto changed = run_spin({"sweep", (dir / "s.yaml").string(), "--out", (dir / "o").string(),
                                  "--set", "serving.max_batch_tokens=4096"});
   CHECK(changed.out.find("4 points: 4 run") != std::string::npos);
+  // --no-timeline leaves the timelines out and nothing else; the finished points are kept.
+  std::filesystem::remove_all(dir / "o" / "points" / "p000000");
+  const auto lean = run_spin({"sweep", (dir / "s.yaml").string(), "--out", (dir / "o").string(),
+                              "--set", "serving.max_batch_tokens=4096", "--no-timeline"});
+  CHECK(lean.out.find("4 points: 3 run (2 failed), 1 kept from an earlier run") !=
+        std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir / "o" / "points" / "p000000" / "timeline.json"));
+  CHECK(std::filesystem::exists(dir / "o" / "points" / "p000000" / "summary.json"));
+  CHECK(std::filesystem::exists(dir / "o" / "points" / "p000002" / "timeline.json"));
 }
 
 TEST_CASE("sweep: shards merged give the table of the whole sweep", "[unit][sim]") {
