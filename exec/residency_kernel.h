@@ -24,7 +24,7 @@
 // Each pool has its own segment pool (SegmentPoolView); slots chosen never depend on segment
 // handles, so this is a storage choice, not a different rule (the order in which a step's
 // emptied segments return to the free stack, and so later handles, may vary between runs). It
-// must hold at least min(n, capacity) free segments at every step (size it
+// must hold at least most_new_segments (page_table.h) free segments at every step (size it
 // min(streams · directory entries, extent) + extent to be always safe); otherwise the pool's
 // status is kSegmentPoolExhausted and that pool is left unchanged.
 //

@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/config/config.h"
 #include "common/error.h"
 #include "sim/request_policy.h"
 
@@ -24,10 +25,13 @@ struct RequestOutcome {
 
 RequestOutcome replay_request(const trace::TraceSource& source, size_t request,
                               const ReplayOptions& options) {
-  RequestPolicy policy(source, request, options.cache, options.decision_log.has_value());
+  // Running ahead as the simulator does by default (the counts do not depend on it).
+  RequestPolicy policy(source, request, options.cache, options.decision_log.has_value(), {},
+                       config::SimConfig{}.run_ahead);
   const trace::RequestInfo& info = source.requests()[request];
   for (uint32_t step = 0; step < info.decode_steps; ++step) {
-    policy.step(step, policy.cache_pages_at(info.prompt_tokens + step, options.cache.buffer_ratio));
+    const double k = options.cache.buffer_ratio;
+    policy.step(step, policy.cache_pages_at(info.prompt_tokens + step, k), k);
   }
   RequestOutcome out;
   out.steps = info.decode_steps;

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 #include "common/error.h"
 #include "common/policy/decision_log.h"
 #include "common/policy/partition.h"
@@ -58,14 +60,52 @@ std::uint64_t RequestSizing::cache_pages_at(std::uint32_t context_tokens, double
   return policy::cache_pages(footprint(context_tokens).mandatory_pages, k);
 }
 
+// A lane: the engine of one layer (pools per (request, layer)) or of every layer, with a copy of
+// its state at the block's start.
+struct RequestPolicy::Lane {
+  struct State {
+    policy::Engine engine;
+    std::uint64_t cache_pages = 0;            // set on the engine
+    std::vector<policy::PolicyStats> before;  // engine.layer_stats() after its last step
+  };
+  State now;
+  State start;  // at block_begin_, for blocks of more than one step
+  std::uint32_t first_layer = 0;
+  std::uint32_t layers = 0;
+  std::uint32_t first_pool = 0;  // its pool 0 among the request's pools (decision log)
+};
+
+// One engine layer's stream and the steps read from it that a rewind may run again: per step and
+// head, the clusters its map gained (start token, count, lengths; variable partitions) and the
+// selection (count, ids). Only the layer's lane reads and writes them, so lanes may run on
+// distinct threads.
+struct RequestPolicy::Inputs {
+  std::unique_ptr<trace::StepStream> stream;
+  Clusters clusters;                  // of the layer's heads
+  std::uint32_t first = 0;            // the step of record 0
+  std::vector<std::size_t> begin{0};  // [records + 1] into data
+  std::vector<std::uint32_t> data;
+
+  std::uint32_t end() const { return first + static_cast<std::uint32_t>(begin.size() - 1); }
+  void drop_before(std::uint32_t step) {
+    const std::size_t k = std::min<std::size_t>(step - first, begin.size() - 1);
+    if (k == 0) return;
+    const std::size_t offset = begin[k];
+    data.erase(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(offset));
+    begin.erase(begin.begin(), begin.begin() + static_cast<std::ptrdiff_t>(k));
+    for (std::size_t& b : begin) b -= offset;
+    first += static_cast<std::uint32_t>(k);
+  }
+};
+
 RequestPolicy::RequestPolicy(const trace::TraceSource& source, std::size_t request,
                              const policy::CacheConfig& cache, bool decision_log,
-                             std::vector<std::uint32_t> layers)
+                             std::vector<std::uint32_t> layers, std::uint32_t run_ahead)
     : source_(source),
       request_(request),
       sizing_(source, request, cache),
       trace_layers_(std::move(layers)),
-      engine_({cache.segment_pages, decision_log, cache.page_table}) {
+      decision_log_(decision_log) {
   const std::uint32_t all = sizing_.spec.model.layers;
   if (trace_layers_.empty()) {
     for (std::uint32_t l = 0; l < all; ++l) trace_layers_.push_back(l);
@@ -75,22 +115,50 @@ RequestPolicy::RequestPolicy(const trace::TraceSource& source, std::size_t reque
       throw InvariantError("request policy: sampled layers must be ascending trace layers");
   }
   const auto layers_run = static_cast<std::uint32_t>(trace_layers_.size());
-  policy::RequestSpec spec = sizing_.spec;
-  spec.model.layers = layers_run;
+  const std::uint32_t heads = sizing_.spec.model.kv_heads;
+  // Pools per (request, layer) make each layer a lane of its own; other scopes run one lane.
+  const bool per_layer = cache.pool_scope == policy::PoolScope::kRequestLayer;
+  lane_layers_ = per_layer ? 1 : layers_run;
+  run_ahead_max_ = per_layer && !decision_log ? std::max(run_ahead, 1u) : 1;
   // The sampled pools keep their share of the cache (split_pages divides it by streams).
-  spec.cache_pages = sizing_.spec.cache_pages * layers_run / all;
-  cache_pages_ = spec.cache_pages;
-  id_ = engine_.add_request(spec);
+  const std::uint64_t cache_pages = sampled_share(sizing_.spec.cache_pages);
+  const std::vector<std::uint64_t> shares = split_pages(cache_pages);
+  policy::RequestSpec spec = sizing_.spec;
+  spec.model.layers = lane_layers_;
+  for (std::uint32_t first = 0; first < layers_run; first += lane_layers_) {
+    Lane& lane = lanes_.emplace_back();
+    lane.now.engine = policy::Engine({cache.segment_pages, false, cache.page_table});
+    lane.first_layer = first;
+    lane.layers = lane_layers_;
+    // A lane per layer holds one pool; a single lane holds them all.
+    lane.first_pool = static_cast<std::uint32_t>(lanes_.size() - 1);
+    spec.cache_pages = lane.now.cache_pages = shares[lanes_.size() - 1];
+    lane.now.engine.add_request(spec);  // request 0
+    lane.now.before.assign(lane_layers_, {});
+    peak_metadata_ += lane.now.engine.metadata().current;
+  }
   if (policy::policy_registry().info(cache.policy).needs_future) load_futures();
-  for (std::uint32_t layer : trace_layers_)
-    streams_by_layer_.push_back(source.open_layer(request, layer));
-  clusters_ = std::make_unique<Clusters>(Clusters{
-      std::vector<std::uint32_t>(std::size_t{layers_run} * sizing_.spec.model.kv_heads, 0), {}});
-  before_.assign(layers_run, {});
+  for (std::uint32_t layer : trace_layers_) {
+    Inputs& in = inputs_.emplace_back();
+    in.stream = source.open_layer(request, layer);
+    in.clusters.known.assign(heads, 0);
+  }
   step_layers_.assign(layers_run, {});
+  layers_total_.assign(layers_run, {});
 }
 
 RequestPolicy::~RequestPolicy() = default;
+
+std::uint64_t RequestPolicy::sampled_share(std::uint64_t cache_pages) const {
+  return cache_pages * trace_layers_.size() / sizing_.spec.model.layers;
+}
+
+// The lanes' shares of the request's cache: its pools' shares (split_pages by streams), summed
+// per lane.
+std::vector<std::uint64_t> RequestPolicy::split_pages(std::uint64_t cache_pages) const {
+  const auto lanes = (trace_layers_.size() + lane_layers_ - 1) / lane_layers_;
+  return policy::split_pages(cache_pages, std::vector<std::uint64_t>(lanes, lane_layers_));
+}
 
 // Belady: the whole future of every stream, mapped exactly as Engine::select maps.
 void RequestPolicy::load_futures() {
@@ -118,75 +186,195 @@ void RequestPolicy::load_futures() {
             stream->selection(head));
       }
     }
+    Lane& lane = lanes_[layer / lane_layers_];
     for (std::uint32_t head = 0; head < model.kv_heads; ++head) {
       futures[head].finalize();
-      engine_.set_future(id_, layer, head, std::move(futures[head]));
+      lane.now.engine.set_future(0, layer - lane.first_layer, head, std::move(futures[head]));
     }
   }
 }
 
-void RequestPolicy::step(std::uint32_t step, std::uint64_t cache_pages) {
+void RequestPolicy::step(std::uint32_t step, std::uint64_t cache_pages, double buffer_ratio) {
+  const std::uint32_t lanes = begin_step(step, cache_pages, buffer_ratio);
+  for (std::uint32_t lane = 0; lane < lanes; ++lane) run_lane(lane);
+  end_step();
+}
+
+std::uint32_t RequestPolicy::begin_step(std::uint32_t step, std::uint64_t cache_pages,
+                                        double buffer_ratio) {
   const trace::RequestInfo& info = source_.requests()[request_];
   if (step != steps_done_ || step >= info.decode_steps) {
     throw InvariantError(fmt::format("request policy: request {} asked for step {} after {} of {}",
                                      info.id, step, steps_done_, info.decode_steps));
   }
-  const std::uint32_t context = info.prompt_tokens + step;
   // The request's cache, less the share of the layers not run.
-  cache_pages = cache_pages * trace_layers_.size() / sizing_.spec.model.layers;
-  if (cache_pages != cache_pages_) engine_.set_cache_pages(id_, cache_pages_ = cache_pages);
-  engine_.begin_step(id_, step, context);
-  const policy::ModelShape& model = sizing_.spec.model;
-  for (std::uint32_t layer = 0; layer < trace_layers_.size(); ++layer) {
-    trace::StepStream& stream = *streams_by_layer_[layer];
+  cache_pages = sampled_share(cache_pages);
+  rewinding_ = step < block_end_ && planned_[step - plan_begin_] != cache_pages;
+  if (rewinding_) {
+    ++rewinds_;
+    lockstep_until_ = step + backoff_;
+    backoff_ = std::min(backoff_ * 2, kMaxBackoff);
+  } else if (step == block_end_ && block_end_ - block_begin_ > 1) {
+    backoff_ = kFirstBackoff;  // the last block ran ahead, rightly
+  }
+  if (step < block_end_ && !rewinding_) return 0;
+
+  // A new block from `step`; a rewind first runs [plan_begin_, step) again under its old plan.
+  if (!rewinding_) plan_begin_ = step;
+  block_begin_ = step;
+  const std::uint32_t n =
+      std::min(step < lockstep_until_ ? 1u : run_ahead_max_, info.decode_steps - step);
+  block_end_ = step + n;
+  const std::size_t first = step - plan_begin_;
+  planned_.resize(first + n);
+  planned_[first] = cache_pages;
+  for (std::uint32_t j = 1; j < n; ++j) {
+    planned_[first + j] =
+        sampled_share(cache_pages_at(info.prompt_tokens + step + j, buffer_ratio));
+  }
+  lane_shares_.resize(planned_.size() * lanes_.size());
+  for (std::size_t k = first; k < planned_.size(); ++k) {
+    const std::vector<std::uint64_t> shares = split_pages(planned_[k]);
+    std::copy(shares.begin(), shares.end(), lane_shares_.begin() + k * lanes_.size());
+  }
+  block_layers_.assign(std::size_t{n} * trace_layers_.size(), {});
+  block_totals_.assign(std::size_t{n} * lanes_.size(), {});
+  block_metadata_.assign(std::size_t{n} * lanes_.size(), {});
+  return static_cast<std::uint32_t>(lanes_.size());
+}
+
+void RequestPolicy::run_lane(std::uint32_t index) {
+  Lane& lane = lanes_[index];
+  if (rewinding_) {
+    lane.now = lane.start;
+    for (std::uint32_t s = plan_begin_; s < block_begin_; ++s) step_lane(index, s, false);
+  }
+  if (block_end_ - block_begin_ > 1) lane.start = lane.now;
+  for (std::uint32_t s = block_begin_; s < block_end_; ++s) step_lane(index, s, true);
+}
+
+void RequestPolicy::end_step() {
+  const std::uint32_t step = steps_done_;
+  if (step == block_begin_) {  // a block ran: its start is the lanes' copy now
+    const std::size_t dropped = block_begin_ - plan_begin_;
+    planned_.erase(planned_.begin(), planned_.begin() + static_cast<std::ptrdiff_t>(dropped));
+    lane_shares_.erase(lane_shares_.begin(),
+                       lane_shares_.begin() + static_cast<std::ptrdiff_t>(dropped * lanes_.size()));
+    plan_begin_ = block_begin_;
+    for (Inputs& in : inputs_) in.drop_before(block_begin_);
+    rewinding_ = false;
+  }
+  const std::size_t j = step - block_begin_;
+  const std::size_t layers_run = trace_layers_.size();
+  for (std::size_t l = 0; l < layers_run; ++l) {
+    step_layers_[l] = block_layers_[j * layers_run + l];
+    layers_total_[l] += step_layers_[l];
+  }
+  step_total_ = {};
+  policy::MetadataBytes metadata;
+  for (std::size_t i = 0; i < lanes_.size(); ++i) {
+    step_total_ += block_totals_[j * lanes_.size() + i];
+    metadata += block_metadata_[j * lanes_.size() + i];
+  }
+  total_ += step_total_;
+  policy::raise_each(peak_metadata_, metadata);
+  ++steps_done_;
+}
+
+const std::uint32_t* RequestPolicy::inputs_at(std::uint32_t layer, std::uint32_t step) {
+  Inputs& in = inputs_[layer];
+  if (step < in.first || step > in.end())
+    throw InvariantError(
+        fmt::format("request policy: layer {} has no inputs for step {}", layer, step));
+  if (step == in.end()) {
+    const trace::RequestInfo& info = source_.requests()[request_];
+    trace::StepStream& stream = *in.stream;
     if (!stream.next() || stream.step() != step) {
       throw InvariantError(fmt::format("trace source: request {} layer {} did not yield step {}",
                                        info.id, trace_layers_[layer], step));
     }
-    for (std::uint32_t head = 0; head < model.kv_heads; ++head) {
+    const std::uint32_t heads = sizing_.spec.model.kv_heads;
+    for (std::uint32_t head = 0; head < heads; ++head) {
+      const std::size_t at = in.data.size();
+      in.data.insert(in.data.end(), {0, 0});
       if (sizing_.variable) {
-        clusters_->sync(std::size_t{layer} * model.kv_heads + head, stream.partition_offsets(head),
-                        [&](std::uint32_t start, std::span<const std::uint32_t> lengths) {
-                          engine_.append_clusters(id_, layer, head, start, lengths);
-                        });
+        in.clusters.sync(head, stream.partition_offsets(head),
+                         [&](std::uint32_t start, std::span<const std::uint32_t> lengths) {
+                           in.data[at] = start;
+                           in.data[at + 1] = static_cast<std::uint32_t>(lengths.size());
+                           in.data.insert(in.data.end(), lengths.begin(), lengths.end());
+                         });
       }
-      engine_.select(id_, layer, head, stream.selection(head));
+      const std::span<const std::uint32_t> selection = stream.selection(head);
+      in.data.push_back(static_cast<std::uint32_t>(selection.size()));
+      in.data.insert(in.data.end(), selection.begin(), selection.end());
+    }
+    in.begin.push_back(in.data.size());
+  }
+  return in.data.data() + in.begin[step - in.first];
+}
+
+void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool record) {
+  const trace::RequestInfo& info = source_.requests()[request_];
+  Lane& lane = lanes_[index];
+  Lane::State& st = lane.now;
+  policy::Engine& engine = st.engine;
+  const std::uint64_t share = lane_shares_[(step - plan_begin_) * lanes_.size() + index];
+  if (share != st.cache_pages) engine.set_cache_pages(0, st.cache_pages = share);
+  engine.begin_step(0, step, info.prompt_tokens + step);
+  const std::uint32_t heads = sizing_.spec.model.kv_heads;
+  for (std::uint32_t l = 0; l < lane.layers; ++l) {
+    const std::uint32_t* p = inputs_at(lane.first_layer + l, step);
+    for (std::uint32_t head = 0; head < heads; ++head) {
+      const std::uint32_t start = p[0];
+      const std::uint32_t clusters = p[1];
+      if (clusters > 0) engine.append_clusters(0, l, head, start, {p + 2, clusters});
+      p += 2 + clusters;
+      const std::uint32_t n = *p++;
+      engine.select(0, l, head, {p, n});
+      p += n;
     }
   }
-  step_total_ = engine_.end_step(id_);
-  const std::span<const policy::PolicyStats> now = engine_.layer_stats();
-  for (std::size_t l = 0; l < now.size(); ++l) {
-    step_layers_[l] = now[l];
-    step_layers_[l] -= before_[l];
-    before_[l] = now[l];
+  const policy::PolicyStats total = engine.end_step(0);
+  const std::span<const policy::PolicyStats> now = engine.layer_stats();
+  const std::size_t j = step - block_begin_;
+  for (std::uint32_t l = 0; l < lane.layers; ++l) {
+    if (record) {
+      policy::PolicyStats& delta = block_layers_[j * trace_layers_.size() + lane.first_layer + l];
+      delta = now[l];
+      delta -= st.before[l];
+    }
+    st.before[l] = now[l];
   }
-  ++steps_done_;
+  if (record) {
+    block_totals_[j * lanes_.size() + index] = total;
+    block_metadata_[j * lanes_.size() + index] = engine.metadata().current;
+  }
+  if (decision_log_) {
+    for (std::uint32_t pool = 0; pool < engine.pool_count(0); ++pool) {
+      policy::PoolDecisions d = engine.decisions(0, pool);
+      d.pool += lane.first_pool;
+      policy::append_decision_log(log_, d);
+    }
+  }
 }
 
 void RequestPolicy::skip_to(std::uint32_t step) {
   const trace::RequestInfo& info = source_.requests()[request_];
-  if (step < steps_done_ || step > info.decode_steps)
+  if (steps_done_ > 0 || step > info.decode_steps)
     throw InvariantError(fmt::format("request policy: request {} cannot skip from step {} to {}",
                                      info.id, steps_done_, step));
-  for (auto& stream : streams_by_layer_) {
-    for (std::uint32_t s = steps_done_; s < step; ++s) {
-      if (!stream->next())
+  for (Inputs& in : inputs_) {
+    for (std::uint32_t s = 0; s < step; ++s) {
+      if (!in.stream->next())
         throw InvariantError(
             fmt::format("trace source: request {} ended before step {}", info.id, step));
     }
+    in.first = step;
   }
-  steps_done_ = step;
+  steps_done_ = plan_begin_ = block_begin_ = block_end_ = step;
 }
 
-std::span<const policy::PolicyStats> RequestPolicy::layers() const { return engine_.layer_stats(); }
-const policy::PolicyStats& RequestPolicy::total() const { return engine_.total_stats(); }
-policy::MetadataBytes RequestPolicy::peak_metadata() const { return engine_.metadata().peak; }
-
-std::string RequestPolicy::take_decision_log() {
-  std::string log = engine_.take_decision_log();
-  if (log.starts_with(policy::kDecisionLogHeader))
-    log.erase(0, std::string_view(policy::kDecisionLogHeader).size());
-  return log;
-}
+std::string RequestPolicy::take_decision_log() { return std::exchange(log_, {}); }
 
 }  // namespace spin::sim

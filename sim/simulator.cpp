@@ -188,6 +188,7 @@ class HostKvMemory final : public serving::MemoryRule {
     budgets_.rebalance();
   }
   std::uint64_t cache_pages(std::uint64_t id) const { return budgets_.cache_pages(id); }
+  double buffer_ratio(std::uint64_t id) const { return budgets_.buffer_ratio(id); }
   std::uint64_t used_pages() const { return budgets_.used_pages(); }
 
  private:
@@ -432,7 +433,8 @@ class Simulation {
   RequestPolicy& policy(std::uint64_t id) {
     auto& p = policies_[id];
     if (!p) {
-      p = std::make_unique<RequestPolicy>(source_, id, mech_.cache, false, sampled_layers(id));
+      p = std::make_unique<RequestPolicy>(source_, id, mech_.cache, false, sampled_layers(id),
+                                          cfg_.sim.run_ahead);
       const std::uint32_t resume_step = scheduler_->request(id).generated;
       if (resume_step > 0) p->skip_to(resume_step);
     }
@@ -526,17 +528,26 @@ class Simulation {
     // Policy objects are created here (they open the trace), then stepped in parallel.
     std::vector<RequestPolicy*> policies;
     std::vector<std::uint64_t> caches;
+    std::vector<double> ratios;  // predict the next steps' caches (running ahead)
     for (const Work& w : work_) {
       policies.push_back(&policy(w.id));
       const std::uint32_t ctx = scheduler_->request(w.id).prompt_tokens + w.step;
-      caches.push_back(host_memory_
-                           ? host_memory_->cache_pages(w.id)
-                           : policies.back()->cache_pages_at(ctx, mech_.cache.buffer_ratio));
+      ratios.push_back(host_memory_ ? host_memory_->buffer_ratio(w.id) : mech_.cache.buffer_ratio);
+      caches.push_back(host_memory_ ? host_memory_->cache_pages(w.id)
+                                    : policies.back()->cache_pages_at(ctx, ratios.back()));
     }
-    pool_.run(work_.size(), [&](std::size_t i) {
-      if (work_[i].step < source_.requests()[work_[i].id].decode_steps)
-        policies[i]->step(work_[i].step, caches[i]);
-    });
+    // Every lane that must run, of every request, on the worker threads (a request running ahead
+    // has lanes to run only every few iterations, so requests alone would leave threads idle).
+    std::vector<std::pair<RequestPolicy*, std::uint32_t>> lanes;
+    for (std::size_t i = 0; i < work_.size(); ++i) {
+      if (work_[i].step >= source_.requests()[work_[i].id].decode_steps) continue;
+      const std::uint32_t n = policies[i]->begin_step(work_[i].step, caches[i], ratios[i]);
+      for (std::uint32_t lane = 0; lane < n; ++lane) lanes.emplace_back(policies[i], lane);
+    }
+    pool_.run(lanes.size(), [&](std::size_t k) { lanes[k].first->run_lane(lanes[k].second); });
+    for (std::size_t i = 0; i < work_.size(); ++i) {
+      if (work_[i].step < source_.requests()[work_[i].id].decode_steps) policies[i]->end_step();
+    }
     for (std::size_t i = 0; i < work_.size(); ++i) {
       const Work& w = work_[i];
       if (w.step >= source_.requests()[w.id].decode_steps) continue;

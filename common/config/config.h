@@ -54,6 +54,7 @@ struct TraceConfig {
 // Knobs of the simulator itself (not of the modelled system).
 struct SimConfig {
   double stream_sampling = 1.0;
+  std::uint32_t run_ahead = 32;
 
   template <class V>
   void visit(V& v) {
@@ -61,6 +62,10 @@ struct SimConfig {
             "share of each request's layers whose policy is simulated (1 = all, exact; e.g. "
             "0.125); the others are estimated from them (docs/simulator.md, \"Stream sampling\")",
             above(0).at_most(1));
+    v.field("run_ahead", run_ahead,
+            "steps a layer's policy may run ahead of the simulated time (1 = lockstep); speed "
+            "and memory only, the results are the same (docs/simulator.md, \"Running ahead\")",
+            at_least(1).at_most(4096));
   }
 };
 

@@ -70,6 +70,21 @@ class SegmentPool {
     view_.free_stack = free_stack_.data();
     view_.capacity = capacity;
   }
+  // Copies rebind the view to the copy's own storage.
+  SegmentPool(const SegmentPool& other) { *this = other; }
+  SegmentPool& operator=(const SegmentPool& other) {
+    entries_ = other.entries_;
+    used_ = other.used_;
+    free_stack_ = other.free_stack_;
+    view_ = other.view_;
+    view_.entries = entries_.data();
+    view_.used = used_.data();
+    view_.free_stack = free_stack_.data();
+    return *this;
+  }
+  SegmentPool(SegmentPool&&) = default;
+  SegmentPool& operator=(SegmentPool&&) = default;
+
   SegmentPoolView& view() { return view_; }
   const SegmentPoolView& view() const { return view_; }
   std::uint32_t in_use() const { return view_.capacity - view_.free_count; }
@@ -87,11 +102,32 @@ struct Stream {
   std::uint32_t static_pages = 0;
   std::uint64_t selected_in = ~std::uint64_t{0};  // the request step (sequence) it was selected in
   std::optional<PartitionMap> clusters;           // variable geometry only
-  std::optional<StreamFuture> future;             // Belady only
+  std::shared_ptr<const StreamFuture> future;     // Belady only (shared by engine copies)
   std::size_t future_step = 0;                    // the future's next step
 };
 
 struct Pool {
+  Pool() = default;
+  // Copies rebind the view to the copy's own buffers; moves keep the buffers, so the view stays.
+  Pool(const Pool& other) { *this = other; }
+  Pool& operator=(const Pool& other);
+  Pool(Pool&&) = default;
+  Pool& operator=(Pool&&) = default;
+  // Points the view at this pool's buffers (after a copy, or after they grew).
+  void bind() {
+    view.slot_key = slot_key.data();
+    view.slot_last_use = slot_last_use.data();
+    view.slot_aux = slot_aux.empty() ? nullptr : slot_aux.data();
+    view.age_count = age_count.empty() ? nullptr : age_count.data();
+    view.block_floor = block_floor.data();
+    if (page_table_hashed(view.table)) {
+      view.table.buckets = buckets.data();
+      view.table.slot_key = slot_key.data();
+    } else {
+      view.table.directory = directory.data();
+    }
+  }
+
   std::uint32_t first_stream = 0;  // request stream index of the pool's stream 0
   std::uint32_t streams = 0;
   std::int32_t layer = -1;  // the pool's layer, or -1 if it spans several
@@ -116,6 +152,33 @@ struct Pool {
   std::vector<PageKey> victim_key;
   StepOutput out{};
 };
+
+Pool& Pool::operator=(const Pool& other) {
+  first_stream = other.first_stream;
+  streams = other.streams;
+  layer = other.layer;
+  slot_key = other.slot_key;
+  slot_last_use = other.slot_last_use;
+  slot_aux = other.slot_aux;
+  directory = other.directory;
+  buckets = other.buckets;
+  age_count = other.age_count;
+  block_floor = other.block_floor;
+  view = other.view;
+  n = other.n;
+  now = other.now;
+  static_pages = other.static_pages;
+  keys = other.keys;
+  next_use = other.next_use;
+  slot_of = other.slot_of;
+  fetch_index = other.fetch_index;
+  bypass_index = other.bypass_index;
+  victim_slot = other.victim_slot;
+  victim_key = other.victim_key;
+  out = other.out;
+  bind();
+  return *this;
+}
 
 struct Request {
   RequestSpec spec;
@@ -146,17 +209,24 @@ struct Engine::Impl {
   EngineOptions options;
   std::uint32_t segment_pages_log2 = 0;
   SegmentPool segments{0};
-  std::vector<std::unique_ptr<Request>> requests;  // by id; null once removed
+  std::vector<std::optional<Request>> requests;  // by id; empty once removed
   std::vector<PolicyStats> layer_stats;
   PolicyStats total;
   MetadataReport metadata;
   std::string log;
   std::uint32_t histogram[kHistogramBins] = {};
 
-  Request& get(RequestId id) const {
+  void check_id(RequestId id) const {
     if (id >= requests.size() || !requests[id]) {
       throw InputError(fmt::format("no request {} in the policy engine", id));
     }
+  }
+  Request& get(RequestId id) {
+    check_id(id);
+    return *requests[id];
+  }
+  const Request& get(RequestId id) const {
+    check_id(id);
     return *requests[id];
   }
   Stream& stream(Request& r, RequestId id, std::uint32_t layer, std::uint32_t head) const {
@@ -197,6 +267,11 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
 }
 
 Engine::~Engine() = default;
+Engine::Engine(const Engine& other) : impl_(std::make_unique<Impl>(*other.impl_)) {}
+Engine& Engine::operator=(const Engine& other) {
+  if (this != &other) *impl_ = *other.impl_;
+  return *this;
+}
 
 void Engine::Impl::set_context(Request& r, std::uint32_t context_tokens) {
   r.context_tokens = context_tokens;
@@ -221,9 +296,8 @@ namespace {
 void rebuild_hashed_table(Pool& pool) {
   const std::uint32_t extent = pool.view.extent;
   pool.buckets.assign(std::size_t{extent} * 2 + 1, kAbsentSlot);
+  pool.bind();
   DirectoryView& table = pool.view.table;
-  table.buckets = pool.buckets.data();
-  table.slot_key = pool.slot_key.data();
   table.bucket_count = static_cast<std::uint32_t>(pool.buckets.size());
   SegmentPoolView no_segments{};
   for (std::uint32_t s = 0; s < extent; ++s) {
@@ -243,12 +317,9 @@ void Engine::Impl::resize_pool(Request& r, Pool& pool, std::uint32_t capacity) {
     pool.victim_slot.resize(capacity);
     pool.victim_key.resize(capacity);
     pool.view.extent = capacity;
-    pool.view.slot_key = pool.slot_key.data();
-    pool.view.slot_last_use = pool.slot_last_use.data();
-    pool.view.slot_aux = pool.slot_aux.empty() ? nullptr : pool.slot_aux.data();
     // New full blocks (the old partial one among them) start at 0: they may hold empty slots.
     pool.block_floor.resize(capacity / kFloorBlockSlots, 0);
-    pool.view.block_floor = pool.block_floor.data();
+    pool.bind();
     if (page_table_hashed(pool.view.table)) rebuild_hashed_table(pool);
   }
   pool.view.capacity = capacity;
@@ -273,25 +344,25 @@ RequestId Engine::add_request(const RequestSpec& spec) {
     throw InputError("bucketed-lru: buckets must be >= 1 and bucket_shift <= 31");
   }
   const RequestId id = impl_->requests.size();
-  auto r = std::make_unique<Request>();
-  r->spec = spec;
-  r->page_tokens_log2 = log2_exact(spec.geometry.page_tokens);
-  r->page_bytes = page_bytes(m, spec.geometry.page_tokens);
-  r->max_pages = pages_for_tokens(spec.max_context_tokens, r->page_tokens_log2);
-  r->streams_count = m.layers * m.kv_heads;
-  r->streams.resize(r->streams_count);
+  Request r;
+  r.spec = spec;
+  r.page_tokens_log2 = log2_exact(spec.geometry.page_tokens);
+  r.page_bytes = page_bytes(m, spec.geometry.page_tokens);
+  r.max_pages = pages_for_tokens(spec.max_context_tokens, r.page_tokens_log2);
+  r.streams_count = m.layers * m.kv_heads;
+  r.streams.resize(r.streams_count);
   if (spec.geometry.kind == PartitionKind::kVariable) {
-    for (Stream& s : r->streams) s.clusters.emplace(spec.geometry);
+    for (Stream& s : r.streams) s.clusters.emplace(spec.geometry);
   }
-  Impl::set_context(*r, 0);
+  Impl::set_context(r, 0);
   std::uint32_t pool_streams = 1;
   if (spec.scope == PoolScope::kRequestLayer) pool_streams = m.kv_heads;
-  if (spec.scope == PoolScope::kRequest) pool_streams = r->streams_count;
+  if (spec.scope == PoolScope::kRequest) pool_streams = r.streams_count;
   const std::uint32_t directory_entries =
-      (r->max_pages + (1u << impl_->segment_pages_log2) - 1) >> impl_->segment_pages_log2;
-  r->pools.resize(r->streams_count / pool_streams);
-  for (std::uint32_t p = 0; p < r->pools.size(); ++p) {
-    Pool& pool = r->pools[p];
+      (r.max_pages + (1u << impl_->segment_pages_log2) - 1) >> impl_->segment_pages_log2;
+  r.pools.resize(r.streams_count / pool_streams);
+  for (std::uint32_t p = 0; p < r.pools.size(); ++p) {
+    Pool& pool = r.pools[p];
     pool.first_stream = p * pool_streams;
     pool.streams = pool_streams;
     if (pool_streams <= m.kv_heads) {
@@ -378,7 +449,7 @@ void Engine::set_future(RequestId id, std::uint32_t layer, std::uint32_t head,
     throw InputError(fmt::format("{}: set_future after the first step", where(id, layer, head)));
   }
   future.finalize();
-  s.future = std::move(future);
+  s.future = std::make_shared<const StreamFuture>(std::move(future));
   s.future_step = 0;
 }
 
@@ -470,8 +541,8 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
   pool.n = at;
   pool.now = r.now;
 
-  // cached misses ≤ min(n, capacity) new segments at most.
-  if (!page_table_hashed(pool.view.table)) segments.reserve_free(std::min(at, pool.view.capacity));
+  if (!page_table_hashed(pool.view.table))
+    segments.reserve_free(most_new_segments(pool.view.table, pool.view.capacity, at));
   pool.out.slot_of = at_least(pool.slot_of, at);
   pool.out.fetch_index = at_least(pool.fetch_index, at);
   pool.out.bypass_index = at_least(pool.bypass_index, at);
@@ -581,32 +652,6 @@ std::string Engine::take_decision_log() {
   return taken;
 }
 
-namespace {
-
-MetadataBytes& operator+=(MetadataBytes& a, const MetadataBytes& b) {
-  a.directory += b.directory;
-  a.segments += b.segments;
-  a.hash_table += b.hash_table;
-  a.slot_state += b.slot_state;
-  a.host_page_table += b.host_page_table;
-  a.partition_offsets += b.partition_offsets;
-  a.flat_page_table += b.flat_page_table;
-  return a;
-}
-
-MetadataBytes& operator-=(MetadataBytes& a, const MetadataBytes& b) {
-  a.directory -= b.directory;
-  a.segments -= b.segments;
-  a.hash_table -= b.hash_table;
-  a.slot_state -= b.slot_state;
-  a.host_page_table -= b.host_page_table;
-  a.partition_offsets -= b.partition_offsets;
-  a.flat_page_table -= b.flat_page_table;
-  return a;
-}
-
-}  // namespace
-
 void Engine::Impl::refresh_metadata(Request* r, const MetadataBytes& contribution) {
   if (r != nullptr) {
     live -= r->metadata;
@@ -615,14 +660,7 @@ void Engine::Impl::refresh_metadata(Request* r, const MetadataBytes& contributio
   }
   MetadataBytes now = live;
   now.segments = std::uint64_t{segments.in_use()} * kSegmentEntryBytes << segment_pages_log2;
-  MetadataBytes& peak = metadata.peak;
-  peak.directory = std::max(peak.directory, now.directory);
-  peak.segments = std::max(peak.segments, now.segments);
-  peak.hash_table = std::max(peak.hash_table, now.hash_table);
-  peak.slot_state = std::max(peak.slot_state, now.slot_state);
-  peak.host_page_table = std::max(peak.host_page_table, now.host_page_table);
-  peak.partition_offsets = std::max(peak.partition_offsets, now.partition_offsets);
-  peak.flat_page_table = std::max(peak.flat_page_table, now.flat_page_table);
+  raise_each(metadata.peak, now);
   metadata.current = now;
 }
 

@@ -96,6 +96,7 @@ struct PolicyStats {
   }
   PolicyStats& operator+=(const PolicyStats& other);
   PolicyStats& operator-=(const PolicyStats& other);  // other's counts are part of these
+  bool operator==(const PolicyStats&) const = default;
 };
 
 using RequestId = std::uint64_t;
@@ -104,8 +105,11 @@ class Engine {
  public:
   explicit Engine(const EngineOptions& options = {});
   ~Engine();
-  Engine(const Engine&) = delete;
-  Engine& operator=(const Engine&) = delete;
+  // Deep copies: every request's state (Belady futures, immutable, are shared). Assignment
+  // reuses the target's buffers, so a snapshot taken and restored again and again stops
+  // allocating once its buffers are large enough.
+  Engine(const Engine& other);
+  Engine& operator=(const Engine& other);
 
   // Validates the spec (InputError) and creates the request's streams and pools. Ids count up
   // from 0 and are never reused.

@@ -16,6 +16,7 @@
 // context limit. Everything is per KV head (a stream is one KV head; GQA query heads share it).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 
 namespace spin::policy {
@@ -44,9 +45,43 @@ struct MetadataBytes {
   std::uint64_t two_level() const { return directory + segments; }
   // The GPU page tables of whichever layout (slot state aside).
   std::uint64_t page_table() const { return directory + segments + hash_table; }
+  bool operator==(const MetadataBytes&) const = default;
 };
 
 // current: now; peak: the maximum each field reached (fields peak independently).
+inline MetadataBytes& operator+=(MetadataBytes& a, const MetadataBytes& b) {
+  a.directory += b.directory;
+  a.segments += b.segments;
+  a.hash_table += b.hash_table;
+  a.slot_state += b.slot_state;
+  a.host_page_table += b.host_page_table;
+  a.partition_offsets += b.partition_offsets;
+  a.flat_page_table += b.flat_page_table;
+  return a;
+}
+
+inline MetadataBytes& operator-=(MetadataBytes& a, const MetadataBytes& b) {
+  a.directory -= b.directory;
+  a.segments -= b.segments;
+  a.hash_table -= b.hash_table;
+  a.slot_state -= b.slot_state;
+  a.host_page_table -= b.host_page_table;
+  a.partition_offsets -= b.partition_offsets;
+  a.flat_page_table -= b.flat_page_table;
+  return a;
+}
+
+// Raises each field of `peak` to at least the same field of `now` (peaks are kept per field).
+inline void raise_each(MetadataBytes& peak, const MetadataBytes& now) {
+  peak.directory = std::max(peak.directory, now.directory);
+  peak.segments = std::max(peak.segments, now.segments);
+  peak.hash_table = std::max(peak.hash_table, now.hash_table);
+  peak.slot_state = std::max(peak.slot_state, now.slot_state);
+  peak.host_page_table = std::max(peak.host_page_table, now.host_page_table);
+  peak.partition_offsets = std::max(peak.partition_offsets, now.partition_offsets);
+  peak.flat_page_table = std::max(peak.flat_page_table, now.flat_page_table);
+}
+
 struct MetadataReport {
   MetadataBytes current;
   MetadataBytes peak;

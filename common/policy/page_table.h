@@ -86,6 +86,16 @@ SPIN_HD constexpr bool page_table_hashed(const DirectoryView& dir) {
   return dir.directory == nullptr;
 }
 
+// Two-level layout: the most segments one step of a pool can take, with `n` selected pages and
+// `capacity` slots: one per cached miss (at most min(n, capacity)) and at most one per directory
+// entry.
+SPIN_HD constexpr std::uint32_t most_new_segments(const DirectoryView& dir, std::uint32_t capacity,
+                                                  std::uint32_t n) {
+  const std::uint64_t entries = static_cast<std::uint64_t>(dir.streams) * dir.entries_per_stream;
+  const std::uint32_t cached = n < capacity ? n : capacity;
+  return entries < cached ? static_cast<std::uint32_t>(entries) : cached;
+}
+
 // Hashed layout: the bucket where the probe for `key` starts (multiplicative hash, then the high
 // bits scaled to bucket_count, which need not be a power of two).
 SPIN_HD std::uint32_t hashed_home(const DirectoryView& dir, PageKey key) {

@@ -146,7 +146,7 @@ static_assert(std::is_trivially_copyable_v<StepOutput>);
 
 enum class StepStatus : std::uint32_t {
   kOk = 0,
-  kSegmentPoolExhausted = 1,  // fewer than min(n, capacity) free segments; nothing was changed
+  kSegmentPoolExhausted = 1,  // fewer free segments than most_new_segments; nothing was changed
   kUnknownPolicy = 2,
 };
 
@@ -581,10 +581,9 @@ template <class Policy>
 SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
                                   SegmentPoolView& segments_io, const StepInput& in,
                                   std::uint32_t* histogram, StepOutput& out_io) {
-  // The misses to cache are at most min(n, capacity), and so are the segments they may take
-  // (two-level page table; a hashed one takes none).
-  const std::uint32_t most_cached = in.n < pool_io.capacity ? in.n : pool_io.capacity;
-  if (!page_table_hashed(pool_io.table) && segments_io.free_count < most_cached) {
+  // The segments the misses may take (two-level page table; a hashed one takes none).
+  if (!page_table_hashed(pool_io.table) &&
+      segments_io.free_count < most_new_segments(pool_io.table, pool_io.capacity, in.n)) {
     return StepStatus::kSegmentPoolExhausted;
   }
   // Work on local copies of the views: stores through the arrays cannot alias them, so their

@@ -119,8 +119,8 @@ static_assert(std::is_trivially_copyable_v<CoopCounts>);
 // kSegmentPoolExhausted otherwise, before changing anything).
 SPIN_HD bool coop_segments_suffice(const PoolView& pool, const SegmentPoolView& segments,
                                    std::uint32_t n) {
-  const std::uint32_t most_cached = n < pool.capacity ? n : pool.capacity;
-  return page_table_hashed(pool.table) || segments.free_count >= most_cached;
+  return page_table_hashed(pool.table) ||
+         segments.free_count >= most_new_segments(pool.table, pool.capacity, n);
 }
 
 // Phase 1 (keys): looks up keys[keys.begin, keys.end), pins the hits; returns the misses.

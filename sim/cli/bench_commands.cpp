@@ -222,6 +222,8 @@ int bench_sim(const Args& args) {
       po::value<std::vector<unsigned>>()->multitoken()->default_value({2, 4, 8, 16, 32, 64},
                                                                       "2 4 8 16 32 64"),
       "stream sampling rates to run, as denominators D of 1/D")(
+      "run-ahead", po::value<uint32_t>()->default_value(config::SimConfig{}.run_ahead),
+      "sim.run_ahead of every run: steps a layer's policy may run ahead (1 = lockstep)")(
       "skip-single-thread",
       "skip the exact run on one thread (for workloads too large for it): the exact run on "
       "--threads threads is the reference, and its pages per CPU second the per-core figure");
@@ -247,17 +249,18 @@ int bench_sim(const Args& args) {
       "trace.generator.workload.name=longbench-v2",
       fmt::format("trace.generator.workload.requests={}", requests),
       fmt::format("trace.generator.workload.rate_rps={}", rate),
-      fmt::format("trace.generator.workload.max_output_tokens={}", max_output)};
+      fmt::format("trace.generator.workload.max_output_tokens={}", max_output),
+      fmt::format("sim.run_ahead={}", (*vm)["run-ahead"].as<uint32_t>())};
   const unsigned threads = (*vm)["threads"].as<unsigned>();
 
   std::cout << fmt::format(
       "Simulation: {} LongBench-v2-like requests at {} req/s, {}, spin:shadowkv, "
-      "generator as the source\n"
+      "generator as the source, run ahead {} steps\n"
       "{:<22} {:>8} {:>15} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9}\n",
       requests, rate,
-      max_output ? fmt::format("outputs <= {} tokens", max_output) : "outputs uncapped", "run",
-      "threads", "selected pages", "wall s", "M pages/cpu-s", "err tput", "err TTFT", "err TPOT",
-      "err hit");
+      max_output ? fmt::format("outputs <= {} tokens", max_output) : "outputs uncapped",
+      (*vm)["run-ahead"].as<uint32_t>(), "run", "threads", "selected pages", "wall s",
+      "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit");
   const auto sampling = (*vm)["sampling"].as<std::vector<unsigned>>();
   for (const unsigned d : sampling)
     if (d < 2) throw InputError(fmt::format("--sampling: {} is not a denominator >= 2", d));
