@@ -153,6 +153,8 @@ struct Pool {
   StepOutput out{};
 };
 
+// The pool's state, not its last step: the copy keeps its own step buffers and has no decisions
+// until it steps (n = 0, no victims).
 Pool& Pool::operator=(const Pool& other) {
   first_stream = other.first_stream;
   streams = other.streams;
@@ -165,17 +167,10 @@ Pool& Pool::operator=(const Pool& other) {
   age_count = other.age_count;
   block_floor = other.block_floor;
   view = other.view;
-  n = other.n;
+  n = 0;
   now = other.now;
-  static_pages = other.static_pages;
-  keys = other.keys;
-  next_use = other.next_use;
-  slot_of = other.slot_of;
-  fetch_index = other.fetch_index;
-  bypass_index = other.bypass_index;
-  victim_slot = other.victim_slot;
-  victim_key = other.victim_key;
-  out = other.out;
+  static_pages = 0;
+  out = StepOutput{};
   bind();
   return *this;
 }
@@ -314,8 +309,6 @@ void Engine::Impl::resize_pool(Request& r, Pool& pool, std::uint32_t capacity) {
     pool.slot_key.resize(capacity, kNoPage);
     pool.slot_last_use.resize(capacity, kEmptyStamp);
     if (policy_uses_aux(r.spec.policy.kind)) pool.slot_aux.resize(capacity, 0);
-    pool.victim_slot.resize(capacity);
-    pool.victim_key.resize(capacity);
     pool.view.extent = capacity;
     // New full blocks (the old partial one among them) start at 0: they may hold empty slots.
     pool.block_floor.resize(capacity / kFloorBlockSlots, 0);
@@ -546,6 +539,11 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
   pool.out.slot_of = at_least(pool.slot_of, at);
   pool.out.fetch_index = at_least(pool.fetch_index, at);
   pool.out.bypass_index = at_least(pool.bypass_index, at);
+  // Victims: at most the extent (a copied pool's buffers start empty).
+  if (pool.victim_slot.size() < pool.view.extent) {
+    pool.victim_slot.resize(pool.view.extent);
+    pool.victim_key.resize(pool.view.extent);
+  }
   pool.out.victim_slot = pool.victim_slot.data();
   pool.out.victim_key = pool.victim_key.data();
   const StepInput in{keys, next_use, at, r.now};

@@ -105,7 +105,8 @@ class Engine {
  public:
   explicit Engine(const EngineOptions& options = {});
   ~Engine();
-  // Deep copies: every request's state (Belady futures, immutable, are shared). Assignment
+  // Deep copies of every request's state (Belady futures, immutable, are shared), not of the
+  // last step's decisions: a copy's decisions() are empty until its next end_step. Assignment
   // reuses the target's buffers, so a snapshot taken and restored again and again stops
   // allocating once its buffers are large enough.
   Engine(const Engine& other);
