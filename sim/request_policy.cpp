@@ -245,6 +245,10 @@ std::uint32_t RequestPolicy::begin_step(std::uint32_t step, std::uint64_t cache_
 
 void RequestPolicy::run_lane(std::uint32_t index) {
   Lane& lane = lanes_[index];
+  // Inputs before the lane's copy are not needed again (dropped here, on the lane's thread: at
+  // a new block's start that is all of them, so nothing is moved).
+  for (std::uint32_t l = 0; l < lane.layers; ++l)
+    inputs_[lane.first_layer + l].drop_before(plan_begin_);
   if (rewinding_) {
     lane.now = lane.start;
     for (std::uint32_t s = plan_begin_; s < block_begin_; ++s) step_lane(index, s, false);
@@ -261,7 +265,6 @@ void RequestPolicy::end_step() {
     lane_shares_.erase(lane_shares_.begin(),
                        lane_shares_.begin() + static_cast<std::ptrdiff_t>(dropped * lanes_.size()));
     plan_begin_ = block_begin_;
-    for (Inputs& in : inputs_) in.drop_before(block_begin_);
     rewinding_ = false;
   }
   const std::size_t j = step - block_begin_;
