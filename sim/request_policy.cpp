@@ -61,7 +61,8 @@ std::uint64_t RequestSizing::cache_pages_at(std::uint32_t context_tokens, double
 }
 
 // A lane: the engine of one layer (pools per (request, layer)) or of every layer, with a copy of
-// its state at the block's start.
+// its state at the block's start. Lane i runs engine layers [i · lane_layers_, (i + 1) ·
+// lane_layers_); with a lane per layer its one pool is the request's pool i.
 struct RequestPolicy::Lane {
   struct State {
     policy::Engine engine;
@@ -70,9 +71,6 @@ struct RequestPolicy::Lane {
   };
   State now;
   State start;  // at block_begin_, for blocks of more than one step
-  std::uint32_t first_layer = 0;
-  std::uint32_t layers = 0;
-  std::uint32_t first_pool = 0;  // its pool 0 among the request's pools (decision log)
 };
 
 // One engine layer's stream and the steps read from it that a rewind may run again: per step and
@@ -125,14 +123,10 @@ RequestPolicy::RequestPolicy(const trace::TraceSource& source, std::size_t reque
   const std::vector<std::uint64_t> shares = split_pages(cache_pages);
   policy::RequestSpec spec = sizing_.spec;
   spec.model.layers = lane_layers_;
-  for (std::uint32_t first = 0; first < layers_run; first += lane_layers_) {
+  for (const std::uint64_t share : shares) {
     Lane& lane = lanes_.emplace_back();
     lane.now.engine = policy::Engine({cache.segment_pages, false, cache.page_table});
-    lane.first_layer = first;
-    lane.layers = lane_layers_;
-    // A lane per layer holds one pool; a single lane holds them all.
-    lane.first_pool = static_cast<std::uint32_t>(lanes_.size() - 1);
-    spec.cache_pages = lane.now.cache_pages = shares[lanes_.size() - 1];
+    spec.cache_pages = lane.now.cache_pages = share;
     lane.now.engine.add_request(spec);  // request 0
     lane.now.before.assign(lane_layers_, {});
     peak_metadata_ += lane.now.engine.metadata().current;
@@ -156,8 +150,8 @@ std::uint64_t RequestPolicy::sampled_share(std::uint64_t cache_pages) const {
 // The lanes' shares of the request's cache: its pools' shares (split_pages by streams), summed
 // per lane.
 std::vector<std::uint64_t> RequestPolicy::split_pages(std::uint64_t cache_pages) const {
-  const auto lanes = (trace_layers_.size() + lane_layers_ - 1) / lane_layers_;
-  return policy::split_pages(cache_pages, std::vector<std::uint64_t>(lanes, lane_layers_));
+  return policy::split_pages(
+      cache_pages, std::vector<std::uint64_t>(trace_layers_.size() / lane_layers_, lane_layers_));
 }
 
 // Belady: the whole future of every stream, mapped exactly as Engine::select maps.
@@ -186,10 +180,10 @@ void RequestPolicy::load_futures() {
             stream->selection(head));
       }
     }
-    Lane& lane = lanes_[layer / lane_layers_];
+    policy::Engine& engine = lanes_[layer / lane_layers_].now.engine;
     for (std::uint32_t head = 0; head < model.kv_heads; ++head) {
       futures[head].finalize();
-      lane.now.engine.set_future(0, layer - lane.first_layer, head, std::move(futures[head]));
+      engine.set_future(0, layer % lane_layers_, head, std::move(futures[head]));
     }
   }
 }
@@ -247,8 +241,9 @@ void RequestPolicy::run_lane(std::uint32_t index) {
   Lane& lane = lanes_[index];
   // Inputs before the lane's copy are not needed again (dropped here, on the lane's thread: at
   // a new block's start that is all of them, so nothing is moved).
-  for (std::uint32_t l = 0; l < lane.layers; ++l)
-    inputs_[lane.first_layer + l].drop_before(plan_begin_);
+  const std::uint32_t first_layer = index * lane_layers_;
+  for (std::uint32_t l = 0; l < lane_layers_; ++l)
+    inputs_[first_layer + l].drop_before(plan_begin_);
   if (rewinding_) {
     lane.now = lane.start;
     for (std::uint32_t s = plan_begin_; s < block_begin_; ++s) step_lane(index, s, false);
@@ -265,7 +260,6 @@ void RequestPolicy::end_step() {
     lane_shares_.erase(lane_shares_.begin(),
                        lane_shares_.begin() + static_cast<std::ptrdiff_t>(dropped * lanes_.size()));
     plan_begin_ = block_begin_;
-    rewinding_ = false;
   }
   const std::size_t j = step - block_begin_;
   const std::size_t layers_run = trace_layers_.size();
@@ -326,8 +320,9 @@ void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool reco
   if (share != st.cache_pages) engine.set_cache_pages(0, st.cache_pages = share);
   engine.begin_step(0, step, info.prompt_tokens + step);
   const std::uint32_t heads = sizing_.spec.model.kv_heads;
-  for (std::uint32_t l = 0; l < lane.layers; ++l) {
-    const std::uint32_t* p = inputs_at(lane.first_layer + l, step);
+  const std::uint32_t first_layer = index * lane_layers_;
+  for (std::uint32_t l = 0; l < lane_layers_; ++l) {
+    const std::uint32_t* p = inputs_at(first_layer + l, step);
     for (std::uint32_t head = 0; head < heads; ++head) {
       const std::uint32_t start = p[0];
       const std::uint32_t clusters = p[1];
@@ -341,9 +336,9 @@ void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool reco
   const policy::PolicyStats total = engine.end_step(0);
   const std::span<const policy::PolicyStats> now = engine.layer_stats();
   const std::size_t j = step - block_begin_;
-  for (std::uint32_t l = 0; l < lane.layers; ++l) {
+  for (std::uint32_t l = 0; l < lane_layers_; ++l) {
     if (record) {
-      policy::PolicyStats& delta = block_layers_[j * trace_layers_.size() + lane.first_layer + l];
+      policy::PolicyStats& delta = block_layers_[j * trace_layers_.size() + first_layer + l];
       delta = now[l];
       delta -= st.before[l];
     }
@@ -356,7 +351,7 @@ void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool reco
   if (decision_log_) {
     for (std::uint32_t pool = 0; pool < engine.pool_count(0); ++pool) {
       policy::PoolDecisions d = engine.decisions(0, pool);
-      d.pool += lane.first_pool;
+      d.pool += index;  // a lane per layer holds one pool; a single lane holds them all
       policy::append_decision_log(log_, d);
     }
   }
