@@ -60,17 +60,26 @@ std::uint64_t RequestSizing::cache_pages_at(std::uint32_t context_tokens, double
   return policy::cache_pages(footprint(context_tokens).mandatory_pages, k);
 }
 
-// A lane: the engine of one layer (pools per (request, layer)) or of every layer, with a copy of
-// its state at the block's start. Lane i runs engine layers [i · lane_layers_, (i + 1) ·
+// A lane: the engine of one layer (pools per (request, layer)) or of every layer, with a
+// checkpoint of it at the block's start. Lane i runs engine layers [i · lane_layers_, (i + 1) ·
 // lane_layers_); with a lane per layer its one pool is the request's pool i.
 struct RequestPolicy::Lane {
-  struct State {
-    policy::Engine engine;
-    std::uint64_t cache_pages = 0;            // set on the engine
-    std::vector<policy::PolicyStats> before;  // engine.layer_stats() after its last step
-  };
-  State now;
-  State start;  // at block_begin_, for blocks of more than one step
+  policy::Engine engine;
+  std::uint64_t cache_pages = 0;            // set on the engine
+  std::vector<policy::PolicyStats> before;  // engine.layer_stats() after its last step
+  policy::Engine::Checkpoint start;         // at block_begin_, for blocks of more than one step
+  std::uint64_t start_cache_pages = 0;
+
+  void save() {
+    engine.save(start);
+    start_cache_pages = cache_pages;
+  }
+  void restore() {
+    engine.restore(start);
+    cache_pages = start_cache_pages;
+    const std::span<const policy::PolicyStats> stats = engine.layer_stats();
+    before.assign(stats.begin(), stats.end());
+  }
 };
 
 // One engine layer's stream and the steps read from it that a rewind may run again: per step and
@@ -125,11 +134,11 @@ RequestPolicy::RequestPolicy(const trace::TraceSource& source, std::size_t reque
   spec.model.layers = lane_layers_;
   for (const std::uint64_t share : shares) {
     Lane& lane = lanes_.emplace_back();
-    lane.now.engine = policy::Engine({cache.segment_pages, false, cache.page_table});
-    spec.cache_pages = lane.now.cache_pages = share;
-    lane.now.engine.add_request(spec);  // request 0
-    lane.now.before.assign(lane_layers_, {});
-    peak_metadata_ += lane.now.engine.metadata().current;
+    lane.engine = policy::Engine({cache.segment_pages, false, cache.page_table});
+    spec.cache_pages = lane.cache_pages = share;
+    lane.engine.add_request(spec);  // request 0
+    lane.before.assign(lane_layers_, {});
+    peak_metadata_ += lane.engine.metadata().current;
   }
   if (policy::policy_registry().info(cache.policy).needs_future) load_futures();
   for (std::uint32_t layer : trace_layers_) {
@@ -180,7 +189,7 @@ void RequestPolicy::load_futures() {
             stream->selection(head));
       }
     }
-    policy::Engine& engine = lanes_[layer / lane_layers_].now.engine;
+    policy::Engine& engine = lanes_[layer / lane_layers_].engine;
     for (std::uint32_t head = 0; head < model.kv_heads; ++head) {
       futures[head].finalize();
       engine.set_future(0, layer % lane_layers_, head, std::move(futures[head]));
@@ -245,10 +254,10 @@ void RequestPolicy::run_lane(std::uint32_t index) {
   for (std::uint32_t l = 0; l < lane_layers_; ++l)
     inputs_[first_layer + l].drop_before(plan_begin_);
   if (rewinding_) {
-    lane.now = lane.start;
+    lane.restore();
     for (std::uint32_t s = plan_begin_; s < block_begin_; ++s) step_lane(index, s, false);
   }
-  if (block_end_ - block_begin_ > 1) lane.start = lane.now;
+  if (block_end_ - block_begin_ > 1) lane.save();
   for (std::uint32_t s = block_begin_; s < block_end_; ++s) step_lane(index, s, true);
 }
 
@@ -314,10 +323,9 @@ const std::uint32_t* RequestPolicy::inputs_at(std::uint32_t layer, std::uint32_t
 void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool record) {
   const trace::RequestInfo& info = source_.requests()[request_];
   Lane& lane = lanes_[index];
-  Lane::State& st = lane.now;
-  policy::Engine& engine = st.engine;
+  policy::Engine& engine = lane.engine;
   const std::uint64_t share = lane_shares_[(step - plan_begin_) * lanes_.size() + index];
-  if (share != st.cache_pages) engine.set_cache_pages(0, st.cache_pages = share);
+  if (share != lane.cache_pages) engine.set_cache_pages(0, lane.cache_pages = share);
   engine.begin_step(0, step, info.prompt_tokens + step);
   const std::uint32_t heads = sizing_.spec.model.kv_heads;
   const std::uint32_t first_layer = index * lane_layers_;
@@ -340,9 +348,9 @@ void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool reco
     if (record) {
       policy::PolicyStats& delta = block_layers_[j * trace_layers_.size() + first_layer + l];
       delta = now[l];
-      delta -= st.before[l];
+      delta -= lane.before[l];
     }
-    st.before[l] = now[l];
+    lane.before[l] = now[l];
   }
   if (record) {
     block_totals_[j * lanes_.size() + index] = total;

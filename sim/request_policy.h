@@ -12,10 +12,12 @@
 // has an engine of its own (a lane), whose pool depends on the rest of the request only through
 // its share of the cache. A lane then runs a block of up to `run_ahead` steps in a row, while its
 // pool and stream state are in the CPU caches, under the caches predicted from k, and keeps a
-// copy of its engine from the block's start and the block's inputs. When a step's actual cache
-// differs from the prediction, every lane goes back to that copy and runs again up to that step,
-// so the counts are exactly those of lockstep stepping. Memory: twice the engines' state, plus
-// the block's selections. Other pool scopes run one engine in lockstep.
+// checkpoint of its engine from the block's start (Engine::save: all but the page tables'
+// segments, which a restore rebuilds) and the block's inputs. When a step's actual cache differs
+// from the prediction, every lane goes back to that checkpoint and runs again up to that step, so
+// the counts are exactly those of lockstep stepping. Memory: the engines' state plus their
+// checkpoints (without segments), plus the block's selections. Other pool scopes run one engine
+// in lockstep.
 //
 // Not thread-safe; distinct RequestPolicy objects may run on distinct threads.
 #pragma once

@@ -70,17 +70,17 @@ class SegmentPool {
     view_.free_stack = free_stack_.data();
     view_.capacity = capacity;
   }
-  // Copies rebind the view to the copy's own storage.
-  SegmentPool(const SegmentPool& other) { *this = other; }
-  SegmentPool& operator=(const SegmentPool& other) {
-    entries_ = other.entries_;
-    used_ = other.used_;
-    free_stack_ = other.free_stack_;
-    view_ = other.view_;
-    view_.entries = entries_.data();
-    view_.used = used_.data();
-    view_.free_stack = free_stack_.data();
-    return *this;
+  // Gives every segment back, as on a fresh pool (the lowest handle is taken first), keeping
+  // the storage. Costs the owned segments' entries.
+  void release_all() {
+    for (std::uint32_t h = 0; h < view_.capacity; ++h) {
+      if (used_[h] == 0) continue;  // free: its entries are kAbsentSlot already
+      const auto first = entries_.begin() + (std::ptrdiff_t{h} << view_.segment_pages_log2);
+      std::fill(first, first + (std::ptrdiff_t{1} << view_.segment_pages_log2), kAbsentSlot);
+      used_[h] = 0;
+    }
+    view_.free_count = 0;
+    for (std::uint32_t h = view_.capacity; h-- > 0;) free_stack_[view_.free_count++] = h;
   }
   SegmentPool(SegmentPool&&) = default;
   SegmentPool& operator=(SegmentPool&&) = default;
@@ -200,16 +200,22 @@ std::string where(RequestId id, std::uint32_t layer, std::uint32_t head) {
 
 }  // namespace
 
-struct Engine::Impl {
+// Everything of an engine but its segment pool: what a Checkpoint holds.
+struct Engine::State {
   EngineOptions options;
   std::uint32_t segment_pages_log2 = 0;
-  SegmentPool segments{0};
   std::vector<std::optional<Request>> requests;  // by id; empty once removed
   std::vector<PolicyStats> layer_stats;
   PolicyStats total;
   MetadataReport metadata;
   std::string log;
   std::uint32_t histogram[kHistogramBins] = {};
+  MetadataBytes live;  // the live requests' contributions (segments are read from `segments`)
+  std::vector<PolicyStats> layer_scratch;
+};
+
+struct Engine::Impl : State {
+  SegmentPool segments{0};
 
   void check_id(RequestId id) const {
     if (id >= requests.size() || !requests[id]) {
@@ -241,8 +247,8 @@ struct Engine::Impl {
   static void set_context(Request& r, std::uint32_t context_tokens);
   void resize_pool(Request& r, Pool& pool, std::uint32_t capacity);
   void run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& step);
-  MetadataBytes live;  // the live requests' contributions (segments are read from `segments`)
-  std::vector<PolicyStats> layer_scratch;
+  // Every two-level pool's directory and segments, rebuilt from its slots (after a restore).
+  void rebuild_segments();
   static MetadataBytes contribution(const Request& r);
   // Replaces r's contribution (if r) and updates current and peak.
   void refresh_metadata(Request* r, const MetadataBytes& contribution);
@@ -262,10 +268,47 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
 }
 
 Engine::~Engine() = default;
-Engine::Engine(const Engine& other) : impl_(std::make_unique<Impl>(*other.impl_)) {}
-Engine& Engine::operator=(const Engine& other) {
-  if (this != &other) *impl_ = *other.impl_;
-  return *this;
+Engine::Engine(Engine&&) noexcept = default;
+Engine& Engine::operator=(Engine&&) noexcept = default;
+
+Engine::Checkpoint::Checkpoint() = default;
+Engine::Checkpoint::~Checkpoint() = default;
+Engine::Checkpoint::Checkpoint(Checkpoint&&) noexcept = default;
+Engine::Checkpoint& Engine::Checkpoint::operator=(Checkpoint&&) noexcept = default;
+
+void Engine::save(Checkpoint& checkpoint) const {
+  const State& state = *impl_;
+  if (checkpoint.state_) {
+    *checkpoint.state_ = state;
+  } else {
+    checkpoint.state_ = std::make_unique<State>(state);
+  }
+}
+
+void Engine::restore(const Checkpoint& checkpoint) {
+  if (!checkpoint.state_ ||
+      checkpoint.state_->segment_pages_log2 != impl_->segments.view().segment_pages_log2) {
+    throw InvariantError("policy engine: restore from a checkpoint this engine did not save");
+  }
+  static_cast<State&>(*impl_) = *checkpoint.state_;
+  impl_->rebuild_segments();
+}
+
+void Engine::Impl::rebuild_segments() {
+  segments.release_all();
+  for (std::optional<Request>& r : requests) {
+    if (!r) continue;
+    for (Pool& pool : r->pools) {
+      if (page_table_hashed(pool.view.table)) continue;
+      std::fill(pool.directory.begin(), pool.directory.end(), kNoSegment);
+      for (std::uint32_t s = 0; s < pool.view.extent; ++s) {
+        if (pool.slot_key[s] == kNoPage) continue;
+        segments.reserve_free(1);
+        page_table_insert(pool.view.table, segments.view(), pool.slot_key[s],
+                          static_cast<std::int32_t>(s));
+      }
+    }
+  }
 }
 
 void Engine::Impl::set_context(Request& r, std::uint32_t context_tokens) {

@@ -102,15 +102,35 @@ struct PolicyStats {
 using RequestId = std::uint64_t;
 
 class Engine {
+  struct State;
+
  public:
   explicit Engine(const EngineOptions& options = {});
   ~Engine();
-  // Deep copies of every request's state (Belady futures, immutable, are shared), not of the
-  // last step's decisions: a copy's decisions() are empty until its next end_step. Assignment
-  // reuses the target's buffers, so a snapshot taken and restored again and again stops
-  // allocating once its buffers are large enough.
-  Engine(const Engine& other);
-  Engine& operator=(const Engine& other);
+  Engine(Engine&&) noexcept;
+  Engine& operator=(Engine&&) noexcept;
+
+  // A saved state of an engine, to go back to (running ahead, sim/request_policy.h).
+  class Checkpoint {
+   public:
+    Checkpoint();
+    ~Checkpoint();
+    Checkpoint(Checkpoint&&) noexcept;
+    Checkpoint& operator=(Checkpoint&&) noexcept;
+
+   private:
+    friend class Engine;
+    std::unique_ptr<State> state_;
+  };
+  // Saves every request's state (Belady futures, immutable, are shared) except the two-level page
+  // tables' segments, most of an engine's bytes at long contexts, and the last step's decisions.
+  // Saving into the same checkpoint again reuses its buffers, so it stops allocating.
+  void save(Checkpoint& checkpoint) const;
+  // Goes back to a state this engine saved. The segments are rebuilt from the slots: their
+  // handles may differ from those at the save, the lookups, decisions and metadata bytes do not.
+  // decisions() are empty until the next end_step. InvariantError if the checkpoint is empty or
+  // from an engine of another segment size.
+  void restore(const Checkpoint& checkpoint);
 
   // Validates the spec (InputError) and creates the request's streams and pools. Ids count up
   // from 0 and are never reused.

@@ -2,6 +2,8 @@
 // log, Belady's future and call-order errors.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <random>
 #include <vector>
 
 #include "common/error.h"
@@ -93,6 +95,72 @@ TEST_CASE("engine: statistics per layer add up to the totals in every pool scope
     CHECK(engine.request_stats(id).accesses == total.accesses);
     // Layer 2 selects 5 pages per head and step, layer 0 selects 3.
     CHECK(engine.layer_stats()[2].accesses + engine.layer_stats()[2].static_accesses == 30 * 2 * 5);
+  }
+}
+
+TEST_CASE("engine: a restored checkpoint decides as the engine did when it saved",
+          "[unit][policy]") {
+  // Two engines step alike; one saves, runs other steps (a cache change, a removed request),
+  // restores and must then decide exactly as the other: same decision log, counts and metadata,
+  // with its segments rebuilt (small segments, so that many are owned and released).
+  for (const PageTableLayout layout : {PageTableLayout::kTwoLevel, PageTableLayout::kHashed}) {
+    const EngineOptions options{4, true, layout};
+    Engine engine(options);
+    Engine reference(options);
+    RequestSpec spec = small_spec(2, 2, 40);
+    spec.max_context_tokens = 400;
+    for (Engine* e : {&engine, &reference}) {
+      e->add_request(spec);
+      e->add_request(spec);
+    }
+    std::mt19937 rng(11);
+    const auto run = [&](Engine& e, std::uint32_t step, std::uint32_t seed) {
+      std::mt19937 draw(seed);
+      for (RequestId id = 0; id < 2; ++id) {
+        e.begin_step(id, step, 200 + step);
+        for (std::uint32_t layer = 0; layer < 2; ++layer) {
+          for (std::uint32_t head = 0; head < 2; ++head) {
+            Ids ids(25);
+            for (std::uint32_t& p : ids) p = draw() % (200 + step);
+            std::sort(ids.begin(), ids.end());
+            e.select(id, layer, head, ids);
+          }
+        }
+        e.end_step(id);
+      }
+      e.check_invariants();
+    };
+    std::vector<std::uint32_t> seeds(40);
+    for (std::uint32_t& seed : seeds) seed = rng();
+    for (std::uint32_t s = 0; s < 10; ++s) {
+      run(engine, s, seeds[s]);
+      run(reference, s, seeds[s]);
+    }
+    Engine::Checkpoint checkpoint;
+    engine.save(checkpoint);
+    for (std::uint32_t s = 10; s < 20; ++s) run(engine, s, seeds[s] + 1);
+    engine.set_cache_pages(0, 17);
+    engine.begin_step(1, 20, 220);
+    engine.end_step(1);
+    engine.remove_request(1);
+    engine.restore(checkpoint);
+    engine.check_invariants();
+    CHECK(engine.metadata().current == reference.metadata().current);
+    for (std::uint32_t s = 10; s < 40; ++s) {
+      run(engine, s, seeds[s]);
+      run(reference, s, seeds[s]);
+      REQUIRE(engine.metadata().current == reference.metadata().current);
+    }
+    CHECK(engine.decision_log() == reference.decision_log());
+    CHECK(engine.total_stats() == reference.total_stats());
+    CHECK(engine.metadata().peak == reference.metadata().peak);
+    // A checkpoint saved again is reused; one from nowhere, or of another segment size, is not.
+    engine.save(checkpoint);
+    engine.restore(checkpoint);
+    engine.check_invariants();
+    CHECK_THROWS_AS(engine.restore(Engine::Checkpoint{}), InvariantError);
+    Engine other(EngineOptions{8, false, layout});
+    CHECK_THROWS_AS(other.restore(checkpoint), InvariantError);
   }
 }
 
