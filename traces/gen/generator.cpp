@@ -8,7 +8,12 @@
 #include <numeric>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_* through, which -Wmaybe-uninitialized takes
+// for uninitialised reads (GCC bug 105593); the warning's location is the header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "common/error.h"
@@ -91,7 +96,7 @@ using detail::Tables;
 // `ids` lists (ascending): a sparse bitmap's non-empty words.
 using EmitBits = uint32_t* (*)(const uint64_t* words, uint32_t first, const uint32_t* ids,
                                uint32_t n, uint32_t* out);
-constexpr uint32_t kEmitSlack = 4;
+constexpr uint32_t kEmitSlack = 64;  // the VBMI2 emitter stores 16 (or 64) ids a word
 
 template <bool kListed>
 uint32_t* emit_bits_portable(const uint64_t* words, uint32_t first, const uint32_t* ids, uint32_t n,
@@ -120,11 +125,12 @@ template <bool kListed>
     uint64_t word = words[w];
     const uint32_t base = w * 64;
     const uint32_t bits = static_cast<uint32_t>(_mm_popcnt_u64(word));
-    for (uint32_t i = 0; i < kEmitSlack; ++i) {
+    constexpr uint32_t kWrites = 4;
+    for (uint32_t i = 0; i < kWrites; ++i) {
       out[i] = base + static_cast<uint32_t>(_tzcnt_u64(word));
       word = _blsr_u64(word);
     }
-    for (uint32_t* o = out + kEmitSlack; word != 0; word = _blsr_u64(word)) {
+    for (uint32_t* o = out + kWrites; word != 0; word = _blsr_u64(word)) {
       *o++ = base + static_cast<uint32_t>(_tzcnt_u64(word));
     }
     out += bits;
@@ -132,11 +138,97 @@ template <bool kListed>
   return out;
 }
 
+// With AVX-512 VBMI2: a word's set-bit positions packed by one byte compress into a register
+// (the register form: a compress store to memory was 0.7-0.8x on AMD Zen 4, docs/benchmarks.md),
+// widened to 32 bits and stored 16 at a time; a branch only for words of more than 16 bits.
+template <bool kListed>
+[[gnu::target("avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt")]] uint32_t* emit_bits_vbmi2(
+    const uint64_t* words, uint32_t first, const uint32_t* ids, uint32_t n, uint32_t* out) {
+  const __m512i positions = _mm512_set_epi8(
+      63, 62, 61, 60, 59, 58, 57, 56, 55, 54, 53, 52, 51, 50, 49, 48, 47, 46, 45, 44, 43, 42, 41,
+      40, 39, 38, 37, 36, 35, 34, 33, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+      17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  for (uint32_t j = 0; j < n; ++j) {
+    const uint32_t w = kListed ? ids[j] : first + j;
+    const uint64_t word = words[w];
+    const __m512i packed = _mm512_maskz_compress_epi8(word, positions);
+    const __m512i base = _mm512_set1_epi32(static_cast<int>(w * 64));
+    _mm512_storeu_si512(
+        out, _mm512_add_epi32(base, _mm512_cvtepu8_epi32(_mm512_castsi512_si128(packed))));
+    const uint32_t bits = static_cast<uint32_t>(_mm_popcnt_u64(word));
+    if (bits > 16) [[unlikely]] {
+      _mm512_storeu_si512(
+          out + 16,
+          _mm512_add_epi32(base, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(packed, 1))));
+      _mm512_storeu_si512(
+          out + 32,
+          _mm512_add_epi32(base, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(packed, 2))));
+      _mm512_storeu_si512(
+          out + 48,
+          _mm512_add_epi32(base, _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(packed, 3))));
+    }
+    out += bits;
+  }
+  return out;
+}
+
+// The indices of the non-zero words among words[first, first + n), ascending, written to `out`;
+// returns how many.
+using ListWords = uint32_t (*)(const uint64_t* words, uint32_t first, uint32_t n, uint32_t* out);
+
+uint32_t list_words_portable(const uint64_t* words, uint32_t first, uint32_t n, uint32_t* out) {
+  uint32_t listed = 0;
+  for (uint32_t w = first; w < first + n; ++w) {
+    out[listed] = w;
+    listed += words[w] != 0;
+  }
+  return listed;
+}
+
+// Eight words a step: one test, one compress of their indices (register form) and a store.
+[[gnu::target("avx512f,avx512vl,popcnt")]] uint32_t list_words_avx512(const uint64_t* words,
+                                                                      uint32_t first, uint32_t n,
+                                                                      uint32_t* out) {
+  uint32_t listed = 0;
+  __m256i index = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(first)),
+                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  const __m256i eight = _mm256_set1_epi32(8);
+  uint32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __mmask8 m =
+        _mm512_test_epi64_mask(_mm512_loadu_si512(words + first + i), _mm512_set1_epi64(-1));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + listed),
+                        _mm256_maskz_compress_epi32(m, index));
+    listed += static_cast<uint32_t>(_mm_popcnt_u32(m));
+    index = _mm256_add_epi32(index, eight);
+  }
+  if (i < n) {
+    const __mmask8 tail = static_cast<__mmask8>((1u << (n - i)) - 1);
+    const __m512i v = _mm512_maskz_loadu_epi64(tail, words + first + i);
+    const __mmask8 m = _mm512_test_epi64_mask(v, v);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + listed),
+                        _mm256_maskz_compress_epi32(m, index));
+    listed += static_cast<uint32_t>(_mm_popcnt_u32(m));
+  }
+  return listed;
+}
+
+ListWords choose_list_words() {
+  static const ListWords chosen =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") ? list_words_avx512
+                                                                              : list_words_portable;
+  return chosen;
+}
+
 template <bool kListed>
 EmitBits choose_emit_bits() {
-  static const EmitBits chosen = __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi")
-                                     ? emit_bits_bmi<kListed>
-                                     : emit_bits_portable<kListed>;
+  static const EmitBits chosen =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2")
+          ? emit_bits_vbmi2<kListed>
+      : __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi")
+          ? emit_bits_bmi<kListed>
+          : emit_bits_portable<kListed>;
   return chosen;
 }
 #else
@@ -144,6 +236,86 @@ template <bool kListed>
 EmitBits choose_emit_bits() {
   return emit_bits_portable<kListed>;
 }
+ListWords choose_list_words() { return list_words_portable; }
+#endif
+
+// Persistence: entry i of sel[0, n) is dropped if the low (even i) or high (odd i) half of draw
+// i / 2 of `rng` is >= keep; the dropped entries are written to `drop` in order, their number
+// returned (`drop` has room for n). Branch-free.
+using Persist = size_t (*)(const uint32_t* sel, size_t n, uint32_t keep, Rng& rng, uint32_t* drop);
+
+size_t persist_portable(const uint32_t* sel, size_t n, uint32_t keep, Rng& rng, uint32_t* drop) {
+  size_t drops = 0;
+  size_t i = 0;
+  for (; i + 1 < n; i += 2) {
+    const uint64_t r = rng.next();
+    drop[drops] = sel[i];
+    drops += static_cast<uint32_t>(r) >= keep;
+    drop[drops] = sel[i + 1];
+    drops += static_cast<uint32_t>(r >> 32) >= keep;
+  }
+  if (i < n) {
+    drop[drops] = sel[i];
+    drops += static_cast<uint32_t>(rng.next()) >= keep;
+  }
+  return drops;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// Sixteen entries a step: their eight draws at once (Rng::output's 64x64 -> 128-bit product from
+// four 32-bit ones per lane), one unsigned compare of the sixteen halves against `keep`, and a
+// compress (register form) of the dropped ones; each group's store ends at or before its last
+// entry's index, so `drop` needs no slack. The rest with the portable loop.
+[[gnu::target("avx512f,popcnt")]] size_t persist_avx512(const uint32_t* sel, size_t n,
+                                                        uint32_t keep, Rng& rng, uint32_t* drop) {
+  const size_t groups = n / 16;
+  size_t drops = 0;
+  if (groups > 0) {
+    const uint64_t s = rng.state();
+    __m512i state = _mm512_setr_epi64(static_cast<int64_t>(s + 1 * Rng::kIncrement),
+                                      static_cast<int64_t>(s + 2 * Rng::kIncrement),
+                                      static_cast<int64_t>(s + 3 * Rng::kIncrement),
+                                      static_cast<int64_t>(s + 4 * Rng::kIncrement),
+                                      static_cast<int64_t>(s + 5 * Rng::kIncrement),
+                                      static_cast<int64_t>(s + 6 * Rng::kIncrement),
+                                      static_cast<int64_t>(s + 7 * Rng::kIncrement),
+                                      static_cast<int64_t>(s + 8 * Rng::kIncrement));
+    const __m512i eight = _mm512_set1_epi64(static_cast<int64_t>(8 * Rng::kIncrement));
+    const __m512i xor_const = _mm512_set1_epi64(static_cast<int64_t>(Rng::kXor));
+    const __m512i low32 = _mm512_set1_epi64(0xffffffff);
+    const __m512i keep_all = _mm512_set1_epi32(static_cast<int>(keep));
+    for (size_t g = 0; g < groups; ++g) {
+      // a * b = (a1 2^32 + a0)(b1 2^32 + b0), four 32x32 -> 64-bit products per lane.
+      const __m512i a = state, b = _mm512_xor_si512(state, xor_const);
+      const __m512i a1 = _mm512_srli_epi64(a, 32), b1 = _mm512_srli_epi64(b, 32);
+      const __m512i p00 = _mm512_mul_epu32(a, b), p01 = _mm512_mul_epu32(a, b1);
+      const __m512i p10 = _mm512_mul_epu32(a1, b), p11 = _mm512_mul_epu32(a1, b1);
+      const __m512i mid = _mm512_add_epi64(
+          _mm512_add_epi64(_mm512_srli_epi64(p00, 32), _mm512_and_si512(p01, low32)),
+          _mm512_and_si512(p10, low32));
+      const __m512i lo = _mm512_or_si512(_mm512_and_si512(p00, low32), _mm512_slli_epi64(mid, 32));
+      const __m512i hi = _mm512_add_epi64(
+          _mm512_add_epi64(p11, _mm512_srli_epi64(p01, 32)),
+          _mm512_add_epi64(_mm512_srli_epi64(p10, 32), _mm512_srli_epi64(mid, 32)));
+      // Lane j holds draw j: as 32-bit lanes, 2j its low half and 2j + 1 its high one.
+      const __mmask16 dropped = _mm512_cmpge_epu32_mask(_mm512_xor_si512(hi, lo), keep_all);
+      _mm512_storeu_si512(drop + drops,
+                          _mm512_maskz_compress_epi32(dropped, _mm512_loadu_si512(sel + 16 * g)));
+      drops += static_cast<uint32_t>(_mm_popcnt_u32(dropped));
+      state = _mm512_add_epi64(state, eight);
+    }
+    rng.skip(8 * groups);
+  }
+  return drops + persist_portable(sel + groups * 16, n - groups * 16, keep, rng, drop + drops);
+}
+
+Persist choose_persist() {
+  static const Persist chosen =
+      __builtin_cpu_supports("avx512f") ? persist_avx512 : persist_portable;
+  return chosen;
+}
+#else
+Persist choose_persist() { return persist_portable; }
 #endif
 
 uint32_t threshold(double p) { return static_cast<uint32_t>(std::min(p, 1.0) * 4294967295.0); }
@@ -178,35 +350,15 @@ class HeadState {
   Range dynamic_range(uint64_t context);
   uint32_t partition_at(uint64_t token) const;
   void move_hotspots(uint32_t step, const Range& range);
-  enum class Source : uint8_t { kRecall, kRevisit, kReemerge, kFresh };
-  Source source_of(uint64_t r) const;
-  // A re-emergence or fresh candidate (kReemerge uses the low 48 bits of `r`; a fresh draw takes
-  // a draw of its own); -1 if the archive is empty.
-  int64_t candidate(Source source, uint64_t r, const Range& range);
-  // The ring block (index into step_begin_ and live_end_) that a recall or revisit drawn from
-  // `r` reads: the partitions dropped at step + 1 - distance; kNoBlock before that step.
-  static constexpr uint32_t kNoBlock = ~uint32_t{0};
-  uint32_t ring_block(Source source, uint64_t r, uint32_t step) const {
-    // Both distances, then a select: which one applies is unpredictable.
-    const uint32_t recall = tables_.distance[r & (detail::kRecallTable - 1)];
-    const uint32_t revisit =
-        revisit_base_ + static_cast<uint32_t>(((r & 0xffff) * revisit_span_) >> 16);
-    const uint32_t distance = source == Source::kRecall ? recall : revisit;
-    return distance > step ? kNoBlock : (step + 1 - distance) & step_mask_;
-  }
-  // A recall or revisit: a uniform live entry of its block (the first pick from bits 16..47 of
-  // `r`, later ones from further draws) that is not selected. Every entry looked at leaves the
-  // live part of the block (swapped to its end): a taken one is selected now, and a rejected one
-  // was selected again since it was dropped, so both will be pushed again when next dropped.
-  // -1 if the block runs out (or is kNoBlock).
-  int64_t take_from_ring(uint32_t block, uint64_t r);
+  // A re-emergence (from the low 48 bits of `r`) or, without `reemerge`, a fresh candidate (from
+  // a draw of `rng` of its own); -1 if the archive is empty.
+  int64_t candidate(bool reemerge, uint64_t r, const Range& range, Rng& rng) const;
   bool valid(int64_t c, const Range& range) const {
     return c >= range.lo && c < range.hi && !test(static_cast<uint32_t>(c));
   }
   void draw(uint32_t step, const Range& range, uint32_t count);
   uint32_t probe(int64_t from, const Range& range) const;
   bool test(uint32_t id) const { return (bits_[id >> 6] >> (id & 63)) & 1; }
-  void set(uint32_t id) { bits_[id >> 6] |= uint64_t{1} << (id & 63); }
   void clear(uint32_t id) { bits_[id >> 6] &= ~(uint64_t{1} << (id & 63)); }
   // Pushes a step's drops to the ring (clearing their bits first if `clear_bits`).
   void remember(std::span<const uint32_t> dropped, bool clear_bits);
@@ -237,7 +389,9 @@ class HeadState {
   std::vector<uint32_t> sel_;
   uint32_t count_ = 0;
   EmitBits emit_bits_ = choose_emit_bits<false>(), emit_listed_bits_ = choose_emit_bits<true>();
-  std::vector<uint32_t> nonempty_;  // [bits_.size()] the non-empty words of a sparse emit
+  ListWords list_words_ = choose_list_words();
+  Persist persist_ = choose_persist();
+  std::vector<uint32_t> nonempty_;  // [bits_.size() + 8] the non-empty words of a sparse emit
   std::vector<uint32_t> dropped_;
 
   // Partitions dropped recently, in blocks by drop step; oldest overwritten. Block s holds
@@ -246,7 +400,6 @@ class HeadState {
   std::vector<uint32_t> ring_;
   uint64_t ring_count_ = 0;  // partitions ever pushed
   uint64_t ring_mask_ = 0;
-  uint64_t ring_oldest_ = 0;          // first position still in the ring (constant while drawing)
   std::vector<uint64_t> step_begin_;  // [power of two > revisit window] by step s
   std::vector<uint64_t> live_end_;    // [same]
   uint64_t step_mask_ = 0;
@@ -292,7 +445,7 @@ HeadState::HeadState(const Generator& gen, const Tables& tables, const trace::Re
     partitions = (final_context + info_.partition_tokens - 1) / info_.partition_tokens;
   }
   bits_.assign(partitions / 64 + 2, 0);
-  nonempty_.resize(bits_.size());
+  nonempty_.resize(bits_.size() + 8);
 
   const uint32_t k = gen.budget_partitions(final_context);
   const double drops = std::max(1.0, k * (1 - model.persistence));
@@ -384,21 +537,13 @@ void HeadState::move_hotspots(uint32_t step, const Range& range) {
   }
 }
 
-HeadState::Source HeadState::source_of(uint64_t r) const {
-  const uint32_t u = static_cast<uint32_t>(r >> 48);
-  // recall_ <= revisit_ <= reemerge_: counting the thresholds passed needs no branch.
-  static_assert(static_cast<int>(Source::kRecall) == 0 && static_cast<int>(Source::kRevisit) == 1 &&
-                static_cast<int>(Source::kReemerge) == 2 && static_cast<int>(Source::kFresh) == 3);
-  return static_cast<Source>((u >= recall_) + (u >= revisit_) + (u >= reemerge_));
-}
-
-int64_t HeadState::candidate(Source source, uint64_t r, const Range& range) {
-  if (source == Source::kReemerge) {
+int64_t HeadState::candidate(bool reemerge, uint64_t r, const Range& range, Rng& rng) const {
+  if (reemerge) {
     if (archive_fill_ == 0) return -1;
     return archive_[uniform_below(static_cast<uint32_t>(r >> 16),
                                   static_cast<uint32_t>(archive_fill_))];
   }
-  const uint64_t f = rng_.next();
+  const uint64_t f = rng.next();
   if (((f >> 24) & 0xfffff) < background_) {
     return range.lo + uniform_below(static_cast<uint32_t>(f >> 44 << 12), range.hi - range.lo);
   }
@@ -415,82 +560,121 @@ uint32_t HeadState::probe(int64_t from, const Range& range) const {
   throw InvariantError("trace generator: no free partition left for a replacement");
 }
 
-int64_t HeadState::take_from_ring(uint32_t block, uint64_t r) {
-  if (block == kNoBlock) return -1;
-  const uint64_t begin = std::max(step_begin_[block], ring_oldest_);
-  uint64_t end = live_end_[block];
-  if (begin >= end) return -1;
-  int64_t found = -1;
-  for (uint32_t pick = static_cast<uint32_t>(r >> 16); begin < end;
-       pick = static_cast<uint32_t>(rng_.next())) {
-    const uint64_t at =
-        (begin + uniform_below(pick, static_cast<uint32_t>(end - begin))) & ring_mask_;
-    const uint32_t id = ring_[at];
-    --end;
-    ring_[at] = ring_[end & ring_mask_];
-    ring_[end & ring_mask_] = id;
-    // No range check: the entry was selected once, and the dynamic range never shrinks while
-    // anything is selected (its start is fixed, its end only grows).
-    if (!test(id)) {
-      found = id;
-      break;
-    }
-  }
-  live_end_[block] = end;
-  return found;
-}
-
 void HeadState::draw(uint32_t step, const Range& range, uint32_t count) {
   // Each replacement in turn: a candidate from a drawn source, redrawn from the same source
   // while it has nothing valid to offer, then from fresh draws (kTries each), then the next free
   // partition is probed.
-  ring_oldest_ = ring_count_ > ring_mask_ ? ring_count_ - ring_mask_ - 1 : 0;
-  for (uint32_t i = 0; i < count; ++i) {
-    uint64_t r = rng_.next();
-    const Source s = source_of(r);
-    const bool ring = s == Source::kRecall || s == Source::kRevisit;
-    int64_t c = -1;
-    bool ok = false;
-    for (int t = 0; t < detail::kTries && !ok; ++t) {
-      if (t > 0) r = rng_.next();
-      if (ring) {
-        c = take_from_ring(ring_block(s, r, step), r);
-        ok = c >= 0;
-      } else {
-        ok = valid(c = candidate(s, r, range), range);
+  //
+  // The state the loop touches is in locals: as members, every store to the bitmap or the ring
+  // might alias them, and each replacement reloaded a dozen of them and the generator's state.
+  Rng rng = rng_;
+  uint64_t* const bits = bits_.data();
+  uint32_t* const ring = ring_.data();
+  const uint64_t* const step_begin = step_begin_.data();
+  uint64_t* const live_end = live_end_.data();
+  const uint32_t* const distances = tables_.distance.data();
+  const uint64_t ring_mask = ring_mask_;
+  const uint64_t oldest = ring_count_ > ring_mask ? ring_count_ - ring_mask - 1 : 0;
+  const uint32_t step_mask = static_cast<uint32_t>(step_mask_);
+  const uint32_t recall_below = recall_, ring_below = revisit_, reemerge_below = reemerge_;
+  const uint32_t revisit_base = revisit_base_, revisit_span = revisit_span_;
+  // A recall (if u < recall_below) or a revisit drawn from `r`: the block of the partitions
+  // dropped at step + 1 - distance, then a uniform live entry of it (the first pick from bits
+  // 16..47 of `r`, later ones from further draws) that is not selected. Every entry looked at
+  // leaves the live part of the block (swapped to its end): a taken one is selected now, and a
+  // rejected one was selected again since it was dropped, so both will be pushed again when next
+  // dropped. -1 if the block runs out or is older than the first step.
+  const auto take = [&](uint32_t u, uint64_t r) -> int64_t {
+    // Both distances, then a select. (GCC 12 makes the select a branch, mispredicted about once
+    // in six ring picks; a cmov in asm instead measured the same.)
+    const uint32_t recall = distances[r & (detail::kRecallTable - 1)];
+    const uint32_t revisit =
+        revisit_base + static_cast<uint32_t>(((r & 0xffff) * revisit_span) >> 16);
+    const uint32_t distance = u < recall_below ? recall : revisit;
+    if (distance > step) return -1;
+    const uint32_t block = (step + 1 - distance) & step_mask;
+    const uint64_t begin = std::max(step_begin[block], oldest);
+    uint64_t end = live_end[block];
+    if (begin >= end) return -1;
+    int64_t found = -1;
+    for (uint32_t pick = static_cast<uint32_t>(r >> 16); begin < end;
+         pick = static_cast<uint32_t>(rng.next())) {
+      const uint64_t at =
+          (begin + uniform_below(pick, static_cast<uint32_t>(end - begin))) & ring_mask;
+      const uint32_t id = ring[at];
+      --end;
+      ring[at] = ring[end & ring_mask];
+      ring[end & ring_mask] = id;
+      // No range check: the entry was selected once, and the dynamic range never shrinks while
+      // anything is selected (its start is fixed, its end only grows).
+      if (!((bits[id >> 6] >> (id & 63)) & 1)) {
+        found = id;
+        break;
       }
     }
-    for (int t = 0; t < detail::kTries && !ok; ++t) {
-      ok = valid(c = candidate(Source::kFresh, 0, range), range);
+    live_end[block] = end;
+    return found;
+  };
+  for (uint32_t i = 0; i < count; ++i) {
+    uint64_t r = rng.next();
+    // The source, by u: below recall_below a recall, then a revisit (both from the ring), a
+    // re-emergence below reemerge_below, else a fresh draw.
+    const uint32_t u = static_cast<uint32_t>(r >> 48);
+    int64_t c = -1;
+    bool ok = false;
+    if (u < ring_below) {
+      for (int t = 0; t < detail::kTries && !ok; ++t) {
+        if (t > 0) r = rng.next();
+        ok = (c = take(u, r)) >= 0;
+      }
+    } else {
+      for (int t = 0; t < detail::kTries && !ok; ++t) {
+        if (t > 0) r = rng.next();
+        ok = valid(c = candidate(u < reemerge_below, r, range, rng), range);
+      }
     }
-    set(ok ? static_cast<uint32_t>(c) : probe(c, range));
+    if (!ok) [[unlikely]] {
+      for (int t = 0; t < detail::kTries && !ok; ++t) {
+        ok = valid(c = candidate(false, 0, range, rng), range);
+      }
+      if (!ok) c = probe(c, range);
+    }
+    const uint32_t id = static_cast<uint32_t>(c);
+    bits[id >> 6] |= uint64_t{1} << (id & 63);
   }
+  rng_ = rng;
 }
 
 void HeadState::remember(std::span<const uint32_t> dropped, bool clear_bits) {
-  // The counters live in locals: as members, the bitmap's 64-bit stores might alias them, and
-  // each push would reload the count that the previous one stored.
+  // The counters and the arrays' addresses live in locals: as members, the bitmap's and the
+  // ring's stores might alias them, and each push would reload them.
   uint64_t count = ring_count_;
   uint32_t credit = archive_credit_;
   size_t fill = archive_fill_;
+  uint64_t* const bits = bits_.data();
+  uint32_t* const ring = ring_.data();
+  uint32_t* const archive = archive_.data();
+  const uint64_t ring_mask = ring_mask_;
+  const size_t archive_size = archive_.size();
+  const uint32_t archive_step = archive_step_;
   for (uint32_t id : dropped) {
-    if (clear_bits) clear(id);
-    const uint64_t at = count & ring_mask_;
-    if (count > ring_mask_) {
+    if (clear_bits) bits[id >> 6] &= ~(uint64_t{1} << (id & 63));
+    const uint64_t at = count & ring_mask;
+    if (count > ring_mask) {
       // The oldest entry leaves the ring; a share archive_prob of those (evenly thinned) is kept
       // for re-emergence much later, replacing a pseudo-random archived entry once full.
       const uint32_t before = credit;
-      credit += archive_step_;
+      credit += archive_step;
       if (credit < before) {
-        if (fill < archive_.size()) {
-          archive_[fill++] = ring_[at];
+        if (fill < archive_size) {
+          archive[fill++] = ring[at];
         } else {
           const uint32_t h = static_cast<uint32_t>((count * 0x9e3779b97f4a7c15ull) >> 32);
-          archive_[uniform_below(h, static_cast<uint32_t>(archive_.size()))] = ring_[at];
+          archive[uniform_below(h, static_cast<uint32_t>(archive_size))] = ring[at];
         }
       }
     }
-    ring_[at] = id;
+    ring[at] = id;
     ++count;
   }
   ring_count_ = count;
@@ -508,17 +692,12 @@ void HeadState::emit(const Range& range, uint32_t count) {
     return;
   }
   // Sparse (under two partitions a word, about one for shadowkv and retroinfer): many words are
-  // empty, and listing the others first (a few instructions a word, no branch) saves the
-  // emitter's ~30 instructions for each empty one. Denser selections (2.4 a word for seer, quest
-  // and token) gained nothing from the list (seer and quest 0.98-0.99x).
-  const uint64_t* bits = bits_.data();
-  uint32_t* nonempty = nonempty_.data();
-  uint32_t n = 0;
-  for (uint32_t w = first; w < first + words; ++w) {
-    nonempty[n] = w;
-    n += bits[w] != 0;
-  }
-  emit_listed_bits_(bits, first, nonempty, n, sel_.data());
+  // empty, and listing the others first (one instruction a word with AVX-512, a few without; no
+  // branch) saves the emitter's work for each empty one (~16 instructions with VBMI2, ~30 with
+  // BMI). Denser selections (2.4 a word for seer, quest and token) keep the plain scan: the list
+  // gained them nothing measurable.
+  const uint32_t n = list_words_(bits_.data(), first, words, nonempty_.data());
+  emit_listed_bits_(bits_.data(), first, nonempty_.data(), n, sel_.data());
 }
 
 // A software prefetch of the cache line at `p`. GCC (12, -O3) deletes a loop whose body is only
@@ -577,26 +756,10 @@ void HeadState::advance(uint32_t step, uint32_t budget) {
   }
   move_hotspots(step, range);
   step_begin_[step & step_mask_] = ring_count_;
-  // Persistence, branch-free: two 32-bit draws per 64-bit one. (`keep` is a local: the drop
-  // list's stores might alias the member.)
-  const uint32_t keep = keep_;
   const size_t n = count_;
   if (dropped_.size() < n + 1) dropped_.resize(n + 1);
   uint32_t* drop = dropped_.data();
-  const uint32_t* sel = sel_.data();
-  size_t drops = 0;
-  size_t i = 0;
-  for (; i + 1 < n; i += 2) {
-    const uint64_t r = rng_.next();
-    drop[drops] = sel[i];
-    drops += static_cast<uint32_t>(r) >= keep;
-    drop[drops] = sel[i + 1];
-    drops += static_cast<uint32_t>(r >> 32) >= keep;
-  }
-  if (i < n) {
-    drop[drops] = sel[i];
-    drops += static_cast<uint32_t>(rng_.next()) >= keep;
-  }
+  const size_t drops = persist_(sel_.data(), n, keep_, rng_, drop);
   const std::span<const uint32_t> dropped(drop, drops);
   const uint32_t kept = static_cast<uint32_t>(n - drops);
   // k never falls (the context and the dynamic range only grow), so kept <= k. Replacements

@@ -36,12 +36,22 @@ inline uint32_t uniform_below(uint32_t x, uint32_t n) {
 
 class Rng {
  public:
+  static constexpr uint64_t kIncrement = 0xa0761d6478bd642full;
+  static constexpr uint64_t kXor = 0xe7037ed1a0b428dbull;
+
   explicit Rng(uint64_t seed = 0) : state_(splitmix64(seed)) {}
   uint64_t next() {
-    state_ += 0xa0761d6478bd642full;
-    const __uint128_t t = static_cast<__uint128_t>(state_) * (state_ ^ 0xe7037ed1a0b428dbull);
+    state_ += kIncrement;
+    return output(state_);
+  }
+  // The i-th draw from now (i >= 1) is output(state() + i · kIncrement): independent of the draws
+  // before it, so vectorised code may compute several at once and then skip(n) them.
+  static uint64_t output(uint64_t state) {
+    const __uint128_t t = static_cast<__uint128_t>(state) * (state ^ kXor);
     return static_cast<uint64_t>(t >> 64) ^ static_cast<uint64_t>(t);
   }
+  uint64_t state() const { return state_; }
+  void skip(uint64_t n) { state_ += n * kIncrement; }
   double unit() { return unit_interval(next()); }
 
  private:
