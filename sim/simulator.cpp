@@ -430,6 +430,11 @@ class Simulation {
     return all;
   }
 
+  void drop_policy(std::uint64_t id) {
+    if (policies_[id]) result_.run_ahead_rewinds += policies_[id]->rewinds();
+    policies_[id].reset();
+  }
+
   RequestPolicy& policy(std::uint64_t id) {
     auto& p = policies_[id];
     if (!p) {
@@ -484,7 +489,7 @@ class Simulation {
     ++result_.preemptions;
     ++result_.requests[id].preemptions;
     ++preempted_this_iteration_;
-    policies_[id].reset();                     // a resumed request starts with a cold cache
+    drop_policy(id);                           // a resumed request starts with a cold cache
     if (!mech_.host_kv && !mech_.recompute) {  // swap the KV out, in the background
       const double bytes = static_cast<double>(scheduler_->request(id).context_tokens()) *
                            static_cast<double>(cost_.kv_bytes_per_token_layer()) *
@@ -694,7 +699,7 @@ class Simulation {
                    ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
     }
     const std::vector<std::uint64_t> finished = scheduler_->complete(plan_, now);
-    for (std::uint64_t id : finished) policies_[id].reset();
+    for (std::uint64_t id : finished) drop_policy(id);
 
     const std::uint32_t decodes = static_cast<std::uint32_t>(plan_.decodes.size());
     std::uint32_t prefill_tokens = 0;
@@ -740,6 +745,7 @@ class Simulation {
       rec.finish_ns = s.finish_ns;
       if (!rec.rejected) result_.end_ns = std::max(result_.end_ns, s.finish_ns);
     }
+    for (std::uint64_t id = 0; id < policies_.size(); ++id) drop_policy(id);  // truncated ones
     result_.iteration_count = iteration_;
     result_.batch_time_weighted_mean =
         busy_ns_ ? batch_weighted_ / static_cast<double>(busy_ns_) : 0.0;

@@ -102,6 +102,9 @@ struct SimResult {
   std::uint64_t preemptions = 0;
   std::vector<policy::PolicyStats> policy_layers;
   policy::PolicyStats policy_total;
+  // Running ahead (sim.run_ahead), not in summary.json (the outputs do not depend on it): the
+  // wrong cache predictions, each of which re-ran part of a request's block.
+  std::uint64_t run_ahead_rewinds = 0;
 };
 
 // Throws InputError when the config and the trace disagree (algorithm, page size) or the model

@@ -179,6 +179,7 @@ struct SimRun {
   nlohmann::ordered_json summary;
   double pages = 0;  // selected pages the policy core processed (sampled runs: fewer)
   double wall_s = 0, cpu_s = 0;
+  std::uint64_t rewinds = 0;  // wrong cache predictions of running ahead
 };
 
 SimRun timed_sim(std::vector<std::string> sets, double sampling, unsigned threads) {
@@ -194,6 +195,7 @@ SimRun timed_sim(std::vector<std::string> sets, double sampling, unsigned thread
   run.wall_s = clock.wall_seconds();
   run.cpu_s = clock.cpu_seconds();
   run.summary = sim::summary_json(r);
+  run.rewinds = r.run_ahead_rewinds;
   run.pages = static_cast<double>(r.policy_total.accesses + r.policy_total.static_accesses) *
               r.sampled_layer_share;
   return run;
@@ -256,11 +258,11 @@ int bench_sim(const Args& args) {
   std::cout << fmt::format(
       "Simulation: {} LongBench-v2-like requests at {} req/s, {}, spin:shadowkv, "
       "generator as the source, run ahead {} steps\n"
-      "{:<22} {:>8} {:>15} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9}\n",
+      "{:<22} {:>8} {:>15} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9} {:>8}\n",
       requests, rate,
       max_output ? fmt::format("outputs <= {} tokens", max_output) : "outputs uncapped",
       (*vm)["run-ahead"].as<uint32_t>(), "run", "threads", "selected pages", "wall s",
-      "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit");
+      "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit", "rewinds");
   const auto sampling = (*vm)["sampling"].as<std::vector<unsigned>>();
   for (const unsigned d : sampling)
     if (d < 2) throw InputError(fmt::format("--sampling: {} is not a denominator >= 2", d));
@@ -269,12 +271,12 @@ int bench_sim(const Args& args) {
   const auto row = [&](const std::string& name, unsigned t, const SimRun& r) {
     std::cout << fmt::format(
         "{:<22} {:>8} {:>15.0f} {:>9.2f} {:>13.1f} {:>9.2f}% {:>8.2f}% "
-        "{:>8.2f}% {:>8.2f}%\n",
+        "{:>8.2f}% {:>8.2f}% {:>8}\n",
         name, t, r.pages, r.wall_s, r.pages / r.cpu_s / 1e6,
         100 * relative_error(r, exact1, "throughput_tokens_per_s"),
         100 * relative_error(r, exact1, "ttft_s", "mean"),
         100 * relative_error(r, exact1, "tpot_s", "mean"),
-        100 * relative_error(r, exact1, "hit_ratio"));
+        100 * relative_error(r, exact1, "hit_ratio"), r.rewinds);
   };
   row("exact", single ? 1 : threads, exact1);
   if (single && threads > 1) row("exact", threads, timed_sim(generator, 1.0, threads));
@@ -285,7 +287,8 @@ int bench_sim(const Args& args) {
   }
   std::cout << "(M pages/cpu-s: selected pages the policy core processed per CPU second of the "
                "process; on one thread, per core. Sampled rows: in parentheses the share of layers "
-               "simulated, round(layers x rate) / layers, at least one layer)\n";
+               "simulated, round(layers x rate) / layers, at least one layer. rewinds: wrong cache "
+               "predictions of running ahead, each re-ran part of a block)\n";
   return 0;
 }
 

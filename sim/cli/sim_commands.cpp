@@ -116,6 +116,13 @@ int sim_command(const Args& args) {
     std::cout << summary.dump(2) << "\n";
   } else {
     print_summary(summary, std::cout);
+    if (cfg.sim.run_ahead > 1 && result.policy_total.steps > 0 &&
+        cfg.cache.pool_scope == policy::PoolScope::kRequestLayer) {
+      std::cout << fmt::format(
+          "run ahead    up to {} steps; {} wrong cache predictions re-ran part of a block "
+          "(docs/simulator.md, \"Running ahead\")\n",
+          cfg.sim.run_ahead, result.run_ahead_rewinds);
+    }
   }
   return 0;
 }
