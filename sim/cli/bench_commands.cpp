@@ -83,7 +83,7 @@ int bench_core(const Args& args) {
       po::value<std::vector<std::string>>()->multitoken()->default_value(
           {"bucketed-lru", "lru", "fifo", "belady"}, "bucketed-lru lru fifo belady"),
       "replacement policies timed, each with both page-table layouts")(
-      "repeats", po::value<uint32_t>()->default_value(1),
+      "repeats", po::value<uint32_t>()->default_value(3),
       "replays per (policy, layout); the fastest (by CPU time) is reported")(
       "skip-metadata", po::bool_switch(), "time the replay only, without the metadata table");
   const auto vm = parse_options(
@@ -101,7 +101,8 @@ int bench_core(const Args& args) {
   const uint32_t layers = (*vm)["layers"].as<uint32_t>();
   const double k = (*vm)["buffer-ratio"].as<double>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
-  const uint32_t repeats = std::max(1u, (*vm)["repeats"].as<uint32_t>());
+  const uint32_t repeats = (*vm)["repeats"].as<uint32_t>();
+  if (repeats == 0) throw InputError("bench core: --repeats: expected at least 1, got 0");
   const auto policies = (*vm)["policies"].as<std::vector<std::string>>();
   constexpr policy::PageTableLayout kLayouts[] = {policy::PageTableLayout::kTwoLevel,
                                                   policy::PageTableLayout::kHashed};
