@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <numeric>
+#include <utility>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_* through, which -Wmaybe-uninitialized takes
@@ -261,7 +262,99 @@ size_t persist_portable(const uint32_t* sel, size_t n, uint32_t keep, Rng& rng, 
   return drops;
 }
 
+// Cluster ends of a variable partition map: from `end`, clusters of min + uniform_below(draw >> 32,
+// span) tokens, one draw of `rng` each, while target - end >= max = min + span - 1 (so that no
+// cluster is clipped); their ends written to `out`, their number returned, `end` updated.
+using ClusterRun = size_t (*)(Rng& rng, uint32_t min, uint32_t span, uint32_t target, uint32_t& end,
+                              uint32_t* out);
+
+size_t cluster_run_portable(Rng& rng, uint32_t min, uint32_t span, uint32_t target, uint32_t& end,
+                            uint32_t* out) {
+  const uint32_t max = min + span - 1;
+  size_t n = 0;
+  uint32_t e = end;
+  while (target - e >= max) {
+    e += min + uniform_below(static_cast<uint32_t>(rng.next() >> 32), span);
+    out[n++] = e;
+  }
+  end = e;
+  return n;
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
+// Rng::output of eight states: the 64x64 -> 128-bit product from four 32-bit ones per lane.
+[[gnu::target("avx512f"), gnu::always_inline]] inline __m512i wyrand_output8(__m512i state) {
+  const __m512i low32 = _mm512_set1_epi64(0xffffffff);
+  // a * b = (a1 2^32 + a0)(b1 2^32 + b0), four 32x32 -> 64-bit products per lane.
+  const __m512i a = state,
+                b = _mm512_xor_si512(state, _mm512_set1_epi64(static_cast<int64_t>(Rng::kXor)));
+  const __m512i a1 = _mm512_srli_epi64(a, 32), b1 = _mm512_srli_epi64(b, 32);
+  const __m512i p00 = _mm512_mul_epu32(a, b), p01 = _mm512_mul_epu32(a, b1);
+  const __m512i p10 = _mm512_mul_epu32(a1, b), p11 = _mm512_mul_epu32(a1, b1);
+  const __m512i mid =
+      _mm512_add_epi64(_mm512_add_epi64(_mm512_srli_epi64(p00, 32), _mm512_and_si512(p01, low32)),
+                       _mm512_and_si512(p10, low32));
+  const __m512i lo = _mm512_or_si512(_mm512_and_si512(p00, low32), _mm512_slli_epi64(mid, 32));
+  const __m512i hi =
+      _mm512_add_epi64(_mm512_add_epi64(p11, _mm512_srli_epi64(p01, 32)),
+                       _mm512_add_epi64(_mm512_srli_epi64(p10, 32), _mm512_srli_epi64(mid, 32)));
+  return _mm512_xor_si512(hi, lo);
+}
+
+// The next eight states of a generator at `s`: lane j is s + (j + 1) kIncrement.
+[[gnu::target("avx512f"), gnu::always_inline]] inline __m512i wyrand_states8(uint64_t s) {
+  return _mm512_setr_epi64(
+      static_cast<int64_t>(s + 1 * Rng::kIncrement), static_cast<int64_t>(s + 2 * Rng::kIncrement),
+      static_cast<int64_t>(s + 3 * Rng::kIncrement), static_cast<int64_t>(s + 4 * Rng::kIncrement),
+      static_cast<int64_t>(s + 5 * Rng::kIncrement), static_cast<int64_t>(s + 6 * Rng::kIncrement),
+      static_cast<int64_t>(s + 7 * Rng::kIncrement), static_cast<int64_t>(s + 8 * Rng::kIncrement));
+}
+
+// Eight clusters a step while eight longest ones fit: their draws at once, a prefix sum of their
+// lengths, one store; the rest with the portable loop.
+[[gnu::target("avx512f,avx512vl")]] size_t cluster_run_avx512(Rng& rng, uint32_t min, uint32_t span,
+                                                              uint32_t target, uint32_t& end,
+                                                              uint32_t* out) {
+  const uint32_t max = min + span - 1;
+  size_t n = 0;
+  if (target - end >= 8 * uint64_t{max}) {
+    uint64_t groups = 0;
+    __m512i state = wyrand_states8(rng.state());
+    const __m512i eight = _mm512_set1_epi64(static_cast<int64_t>(8 * Rng::kIncrement));
+    const __m512i span_all = _mm512_set1_epi64(span);
+    const __m256i min_all = _mm256_set1_epi32(static_cast<int>(min));
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i last = _mm256_set1_epi32(7);
+    __m256i ends = _mm256_set1_epi32(static_cast<int>(end));
+    do {
+      // uniform_below(draw >> 32, span) = ((draw >> 32) span) >> 32, per 64-bit lane.
+      const __m512i below = _mm512_srli_epi64(
+          _mm512_mul_epu32(_mm512_srli_epi64(wyrand_output8(state), 32), span_all), 32);
+      __m256i sum = _mm256_add_epi32(_mm512_cvtepi64_epi32(below), min_all);
+      sum = _mm256_add_epi32(sum, _mm256_alignr_epi32(sum, zero, 7));
+      sum = _mm256_add_epi32(sum, _mm256_alignr_epi32(sum, zero, 6));
+      sum = _mm256_add_epi32(sum, _mm256_alignr_epi32(sum, zero, 4));
+      const __m256i group_ends = _mm256_add_epi32(ends, sum);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + n), group_ends);
+      n += 8;
+      ends = _mm256_permutexvar_epi32(last, group_ends);
+      state = _mm512_add_epi64(state, eight);
+      ++groups;
+      end = static_cast<uint32_t>(_mm256_extract_epi32(ends, 0));
+    } while (target - end >= 8 * uint64_t{max});
+    rng.skip(8 * groups);
+  }
+  return n + cluster_run_portable(rng, min, span, target, end, out + n);
+}
+
+ClusterRun choose_cluster_run() {
+  static const ClusterRun chosen =
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+          ? cluster_run_avx512
+          : cluster_run_portable;
+  return chosen;
+}
+
 // Sixteen entries a step: their eight draws at once (Rng::output's 64x64 -> 128-bit product from
 // four 32-bit ones per lane), one unsigned compare of the sixteen halves against `keep`, and a
 // compress (register form) of the dropped ones; each group's store ends at or before its last
@@ -271,34 +364,12 @@ size_t persist_portable(const uint32_t* sel, size_t n, uint32_t keep, Rng& rng, 
   const size_t groups = n / 16;
   size_t drops = 0;
   if (groups > 0) {
-    const uint64_t s = rng.state();
-    __m512i state = _mm512_setr_epi64(static_cast<int64_t>(s + 1 * Rng::kIncrement),
-                                      static_cast<int64_t>(s + 2 * Rng::kIncrement),
-                                      static_cast<int64_t>(s + 3 * Rng::kIncrement),
-                                      static_cast<int64_t>(s + 4 * Rng::kIncrement),
-                                      static_cast<int64_t>(s + 5 * Rng::kIncrement),
-                                      static_cast<int64_t>(s + 6 * Rng::kIncrement),
-                                      static_cast<int64_t>(s + 7 * Rng::kIncrement),
-                                      static_cast<int64_t>(s + 8 * Rng::kIncrement));
+    __m512i state = wyrand_states8(rng.state());
     const __m512i eight = _mm512_set1_epi64(static_cast<int64_t>(8 * Rng::kIncrement));
-    const __m512i xor_const = _mm512_set1_epi64(static_cast<int64_t>(Rng::kXor));
-    const __m512i low32 = _mm512_set1_epi64(0xffffffff);
     const __m512i keep_all = _mm512_set1_epi32(static_cast<int>(keep));
     for (size_t g = 0; g < groups; ++g) {
-      // a * b = (a1 2^32 + a0)(b1 2^32 + b0), four 32x32 -> 64-bit products per lane.
-      const __m512i a = state, b = _mm512_xor_si512(state, xor_const);
-      const __m512i a1 = _mm512_srli_epi64(a, 32), b1 = _mm512_srli_epi64(b, 32);
-      const __m512i p00 = _mm512_mul_epu32(a, b), p01 = _mm512_mul_epu32(a, b1);
-      const __m512i p10 = _mm512_mul_epu32(a1, b), p11 = _mm512_mul_epu32(a1, b1);
-      const __m512i mid = _mm512_add_epi64(
-          _mm512_add_epi64(_mm512_srli_epi64(p00, 32), _mm512_and_si512(p01, low32)),
-          _mm512_and_si512(p10, low32));
-      const __m512i lo = _mm512_or_si512(_mm512_and_si512(p00, low32), _mm512_slli_epi64(mid, 32));
-      const __m512i hi = _mm512_add_epi64(
-          _mm512_add_epi64(p11, _mm512_srli_epi64(p01, 32)),
-          _mm512_add_epi64(_mm512_srli_epi64(p10, 32), _mm512_srli_epi64(mid, 32)));
       // Lane j holds draw j: as 32-bit lanes, 2j its low half and 2j + 1 its high one.
-      const __mmask16 dropped = _mm512_cmpge_epu32_mask(_mm512_xor_si512(hi, lo), keep_all);
+      const __mmask16 dropped = _mm512_cmpge_epu32_mask(wyrand_output8(state), keep_all);
       _mm512_storeu_si512(drop + drops,
                           _mm512_maskz_compress_epi32(dropped, _mm512_loadu_si512(sel + 16 * g)));
       drops += static_cast<uint32_t>(_mm_popcnt_u32(dropped));
@@ -316,7 +387,101 @@ Persist choose_persist() {
 }
 #else
 Persist choose_persist() { return persist_portable; }
+ClusterRun choose_cluster_run() { return cluster_run_portable; }
 #endif
+
+// Memory for the large arrays of a HeadState (token's ring is 256 KiB a head): blocks of 32 KiB
+// or more that a stream frees are kept per thread, up to kMaxBytes, and handed to the next
+// stream that asks for the same size. Fresh memory costs a page fault for every 4 KiB on its
+// first touch (on `spin bench gen`'s token at 512 steps, faults and the kernel's page clearing
+// were most of opening a layer), and freed blocks of that size go back to the system at once.
+class BlockCache {
+ public:
+  static constexpr size_t kMinBytes = size_t{32} << 10;
+  static constexpr size_t kMaxBytes = size_t{16} << 20;
+  ~BlockCache() {
+    for (const Block& b : free_) ::operator delete(b.data);
+    gone() = true;
+  }
+  // A block of `bytes`; O(blocks kept).
+  void* acquire(size_t bytes) {
+    for (size_t i = free_.size(); i-- > 0;) {
+      if (free_[i].bytes == bytes) {
+        void* data = free_[i].data;
+        free_[i] = free_.back();
+        free_.pop_back();
+        kept_bytes_ -= bytes;
+        return data;
+      }
+    }
+    return ::operator new(bytes);
+  }
+  void release(void* data, size_t bytes) {
+    if (kept_bytes_ + bytes > kMaxBytes) {
+      ::operator delete(data);
+      return;
+    }
+    free_.push_back({data, bytes});
+    kept_bytes_ += bytes;
+  }
+  // The calling thread's cache; null once it was destroyed (a stream freed at thread exit).
+  static BlockCache* of_thread() {
+    thread_local BlockCache cache;
+    return gone() ? nullptr : &cache;
+  }
+
+ private:
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+  static bool& gone() {
+    thread_local bool destroyed = false;
+    return destroyed;
+  }
+  std::vector<Block> free_;
+  size_t kept_bytes_ = 0;
+};
+
+// A vector allocator that takes large blocks from BlockCache and leaves elements that resize()
+// adds uninitialised (the arrays it serves are written before they are read; assign() and
+// value-taking constructors still set every element).
+template <class T>
+struct CachedAllocator {
+  using value_type = T;
+  CachedAllocator() = default;
+  template <class U>
+  CachedAllocator(const CachedAllocator<U>&) noexcept {}
+  T* allocate(size_t n) {
+    const size_t bytes = n * sizeof(T);
+    if (bytes >= BlockCache::kMinBytes) {
+      if (BlockCache* cache = BlockCache::of_thread())
+        return static_cast<T*>(cache->acquire(bytes));
+    }
+    return static_cast<T*>(::operator new(bytes));
+  }
+  void deallocate(T* p, size_t n) noexcept {
+    const size_t bytes = n * sizeof(T);
+    if (bytes >= BlockCache::kMinBytes) {
+      if (BlockCache* cache = BlockCache::of_thread()) return cache->release(p, bytes);
+    }
+    ::operator delete(p);
+  }
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  template <class U>
+  bool operator==(const CachedAllocator<U>&) const noexcept {
+    return true;
+  }
+};
+template <class T>
+using Buffer = std::vector<T, CachedAllocator<T>>;
 
 uint32_t threshold(double p) { return static_cast<uint32_t>(std::min(p, 1.0) * 4294967295.0); }
 
@@ -342,13 +507,15 @@ class HeadState {
   std::span<const uint32_t> selection() const { return {sel_.data(), count_}; }
   std::span<const uint32_t> offsets() const {
     if (!variable_) return {};
-    return map_.offsets().first(clusters_ + 1);
+    return std::span<const uint32_t>(offsets_).first(clusters_ + 1);
   }
 
  private:
   // Steps only forward (the context grows): variable partitions walk on from the last bounds.
   Range dynamic_range(uint64_t context);
   uint32_t partition_at(uint64_t token) const;
+  void build_map(const Generator& gen, const trace::RequestInfo& request, uint32_t layer,
+                 uint32_t head);
   void move_hotspots(uint32_t step, const Range& range);
   // A re-emergence (from the low 48 bits of `r`) or, without `reemerge`, a fresh candidate (from
   // a draw of `rng` of its own); -1 if the archive is empty.
@@ -378,33 +545,37 @@ class HeadState {
   uint32_t recall_, revisit_, reemerge_;  // thresholds of 16-bit draws
   uint32_t background_;                   // threshold of a 20-bit draw
 
-  trace::PartitionMap map_;  // variable partitions only
-  uint32_t clusters_ = 0;    // clusters in force
-  size_t growth_ = 0;        // next growth event of map_
+  // Variable partitions only: the stream's map over the whole request (Generator::partition_map's
+  // offsets and growth, built without its checks).
+  Buffer<uint32_t> offsets_;
+  std::vector<trace::PartitionMap::Growth> growth_events_;
+  uint32_t initial_clusters_ = 0;
+  uint32_t clusters_ = 0;  // clusters in force
+  size_t growth_ = 0;      // next growth event
   // The last dynamic clusters [cluster_lo_, cluster_hi_), before clipping hi to lo.
   uint32_t cluster_lo_ = 0, cluster_hi_ = 0;
 
-  std::vector<uint64_t> bits_;  // the selection, as a bitmap over partition ids
+  Buffer<uint64_t> bits_;  // the selection, as a bitmap over partition ids
   // The selection, ascending: the first count_ entries; emit() may write a few entries past them.
-  std::vector<uint32_t> sel_;
+  Buffer<uint32_t> sel_;
   uint32_t count_ = 0;
   EmitBits emit_bits_ = choose_emit_bits<false>(), emit_listed_bits_ = choose_emit_bits<true>();
   ListWords list_words_ = choose_list_words();
   Persist persist_ = choose_persist();
-  std::vector<uint32_t> nonempty_;  // [bits_.size() + 8] the non-empty words of a sparse emit
-  std::vector<uint32_t> dropped_;
+  Buffer<uint32_t> nonempty_;  // [bits_.size() + 8] the non-empty words of a sparse emit
+  Buffer<uint32_t> dropped_;
 
   // Partitions dropped recently, in blocks by drop step; oldest overwritten. Block s holds
   // positions [step_begin_[s], step_begin_[s + 1]), its live entries (not taken since) first:
   // [step_begin_[s], live_end_[s]).
-  std::vector<uint32_t> ring_;
+  Buffer<uint32_t> ring_;
   uint64_t ring_count_ = 0;  // partitions ever pushed
   uint64_t ring_mask_ = 0;
   std::vector<uint64_t> step_begin_;  // [power of two > revisit window] by step s
   std::vector<uint64_t> live_end_;    // [same]
   uint64_t step_mask_ = 0;
   uint32_t revisit_base_ = 0, revisit_span_ = 0;  // revisit distances: base + [0, span)
-  std::vector<uint32_t> archive_;
+  Buffer<uint32_t> archive_;
   size_t archive_fill_ = 0;
   uint32_t archive_step_ = 0;    // archive_prob as a 32-bit fraction
   uint32_t archive_credit_ = 0;  // every carry out of it archives one leaving entry
@@ -439,8 +610,8 @@ HeadState::HeadState(const Generator& gen, const Tables& tables, const trace::Re
   uint64_t partitions = 0;
   const uint64_t final_context = uint64_t{request.prompt_tokens} + request.decode_steps;
   if (variable_) {
-    map_ = gen.partition_map(request.id, layer, head);
-    partitions = map_.clusters();
+    build_map(gen, request, layer, head);
+    partitions = offsets_.size() - 1;
   } else {
     partitions = (final_context + info_.partition_tokens - 1) / info_.partition_tokens;
   }
@@ -476,6 +647,44 @@ HeadState::HeadState(const Generator& gen, const Tables& tables, const trace::Re
   }
 }
 
+void HeadState::build_map(const Generator& gen, const trace::RequestInfo& request, uint32_t layer,
+                          uint32_t head) {
+  // The draws of Generator::partition_map, in the same order; the offsets are written directly
+  // (its lengths and PartitionMap's per-cluster checks were 44% of opening a retroinfer layer).
+  // Every length is in [1, max] and each cover sums to exactly its tokens, so the checks hold.
+  Rng rng(detail::kMap ^ mix(seed_, request.id, layer, head));
+  const uint32_t min = gen.algorithm().cluster_min_tokens;
+  const uint32_t span = gen.algorithm().cluster_max_tokens - min + 1;
+  const uint32_t interval = info_.reindex_interval_tokens;
+  const uint64_t covers =
+      interval > 0 && request.decode_steps > interval ? (request.decode_steps - 1) / interval : 0;
+  // At most ceil(tokens / min) clusters a cover.
+  offsets_.resize(2 + request.prompt_tokens / min + covers * (interval / min + 1));
+  uint32_t* const out = offsets_.data();
+  size_t n = 0;
+  out[n++] = 0;
+  uint32_t end = 0;
+  const ClusterRun run = choose_cluster_run();
+  const auto cover = [&](uint32_t tokens) {
+    const uint32_t target = end + tokens;
+    // While a longest cluster fits, no length is clipped: a loop that carries only `end`
+    // (vectorised with AVX-512); then the clipped tail.
+    n += run(rng, min, span, target, end, out + n);
+    while (end < target) {
+      end += std::min(min + uniform_below(static_cast<uint32_t>(rng.next() >> 32), span),
+                      target - end);
+      out[n++] = end;
+    }
+  };
+  cover(request.prompt_tokens);
+  initial_clusters_ = static_cast<uint32_t>(n - 1);
+  for (uint64_t step = interval; step < request.decode_steps; step += interval) {
+    cover(interval);
+    growth_events_.push_back({static_cast<uint32_t>(step), static_cast<uint32_t>(n - 1)});
+  }
+  offsets_.resize(n);
+}
+
 Range HeadState::dynamic_range(uint64_t context) {
   const policy::StaticRegion region = policy::make_static_region(
       info_.sink_tokens, info_.local_window_tokens, static_cast<uint32_t>(context), page_log2_);
@@ -489,6 +698,13 @@ Range HeadState::dynamic_range(uint64_t context) {
     // of retroinfer's time).
     const std::span<const uint32_t> in_force = offsets();
     while (cluster_lo_ < clusters_ && in_force[cluster_lo_] < r.lo_token) ++cluster_lo_;
+    if (cluster_hi_ == 0) {
+      // The first step's walk would cross the whole prompt (a third of opening a retroinfer
+      // layer): a binary search finds the same bound.
+      cluster_hi_ =
+          static_cast<uint32_t>(std::upper_bound(in_force.begin() + 1, in_force.end(), r.hi_token) -
+                                in_force.begin() - 1);
+    }
     while (cluster_hi_ < clusters_ && in_force[cluster_hi_ + 1] <= r.hi_token) ++cluster_hi_;
     r.lo = cluster_lo_;
     r.hi = cluster_hi_;
@@ -503,9 +719,15 @@ Range HeadState::dynamic_range(uint64_t context) {
 
 uint32_t HeadState::partition_at(uint64_t token) const {
   if (!variable_) return static_cast<uint32_t>(token / info_.partition_tokens);
-  const auto offsets = map_.offsets();
-  return static_cast<uint32_t>(std::upper_bound(offsets.begin(), offsets.end(), token) -
-                               offsets.begin() - 1);
+  // The last offset <= token (offsets_[0] = 0), by a branch-free binary search: at the first
+  // step every hotspot is placed, and the branches of std::upper_bound mispredicted.
+  const uint32_t* base = offsets_.data();
+  for (size_t n = offsets_.size(); n > 1;) {
+    const size_t half = n / 2;
+    base = base[half] <= token ? base + half : base;
+    n -= half;
+  }
+  return static_cast<uint32_t>(base - offsets_.data());
 }
 
 void HeadState::move_hotspots(uint32_t step, const Range& range) {
@@ -740,10 +962,9 @@ void HeadState::prefetch(uint32_t step) const {
 
 void HeadState::advance(uint32_t step, uint32_t budget) {
   if (variable_) {
-    const auto growth = map_.growth();
-    if (step == 0) clusters_ = map_.initial_clusters();
-    if (growth_ < growth.size() && growth[growth_].step == step)
-      clusters_ = growth[growth_++].clusters;
+    if (step == 0) clusters_ = initial_clusters_;
+    if (growth_ < growth_events_.size() && growth_events_[growth_].step == step)
+      clusters_ = growth_events_[growth_++].clusters;
   }
   const uint64_t context = uint64_t{prompt_} + step;
   const Range range = dynamic_range(context);

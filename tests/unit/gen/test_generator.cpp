@@ -184,6 +184,32 @@ TEST_CASE("trace gen: variable partition maps cover the prompt and grow every re
   }
 }
 
+TEST_CASE("trace gen: a stream's variable partition offsets are partition_map's at every step",
+          "[unit][gen]") {
+  // Streams build their maps with their own (vectorised) loop; partition_map is the reference.
+  // Prompts shorter and longer than eight longest clusters, a single-token and a wide range.
+  for (const auto& [min, max] : {std::pair{0u, 0u}, std::pair{1u, 1u}, std::pair{3u, 40u}}) {
+    for (const uint32_t prompt : {5u, 150u, 2001u}) {
+      gen::TraceGenConfig c = small_config("retroinfer", prompt, 1100, 1, 2);
+      c.generator.geometry.cluster_min_tokens = min;
+      c.generator.geometry.cluster_max_tokens = max;
+      const gen::Generator g(c);
+      for (uint32_t l = 0; l < 2; ++l) {
+        const auto stream = g.open_layer(0, l);
+        const trace::PartitionMap map0 = g.partition_map(0, l, 0), map1 = g.partition_map(0, l, 1);
+        while (stream->next()) {
+          const uint32_t step = stream->step();
+          for (const auto& [h, map] : {std::pair{0u, &map0}, std::pair{1u, &map1}}) {
+            const auto offsets = stream->partition_offsets(h);
+            const auto expected = map->offsets().first(map->clusters_at(step) + 1);
+            REQUIRE(std::equal(offsets.begin(), offsets.end(), expected.begin(), expected.end()));
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("trace gen: a written trace reads back as the generator's records", "[unit][gen]") {
   TempDir dir;
   for (const char* name : {"shadowkv", "retroinfer", "token"}) {
