@@ -248,8 +248,8 @@ std::uint32_t RequestPolicy::begin_step(std::uint32_t step, std::uint64_t cache_
 
 void RequestPolicy::run_lane(std::uint32_t index) {
   Lane& lane = lanes_[index];
-  // Inputs before the lane's copy are not needed again (dropped here, on the lane's thread: at
-  // a new block's start that is all of them, so nothing is moved).
+  // Inputs before the lane's checkpoint are not needed again (dropped here, on the lane's thread:
+  // at a new block's start that is all of them, so nothing is moved).
   const std::uint32_t first_layer = index * lane_layers_;
   for (std::uint32_t l = 0; l < lane_layers_; ++l)
     inputs_[first_layer + l].drop_before(plan_begin_);

@@ -31,9 +31,6 @@ constexpr uint32_t kTableSize = 1u << kTableBits;
 constexpr uint32_t kRecallTable = 1024;
 constexpr int kTries = 8;  // candidate draws before probing for a free partition
 
-// Hash tags, so that different choices never share a hash.
-enum Tag : uint64_t { kHead = 1, kMap, kLife, kShared, kLink, kPrivate, kPoor, kJitter };
-
 // Quantile tables shared by every stream of a generator.
 struct Tables {
   std::vector<uint16_t> slot;      // [kTableSize] Zipf mixture over shared then private slots
@@ -545,8 +542,8 @@ class HeadState {
   uint32_t recall_, revisit_, reemerge_;  // thresholds of 16-bit draws
   uint32_t background_;                   // threshold of a 20-bit draw
 
-  // Variable partitions only: the stream's map over the whole request (Generator::partition_map's
-  // offsets and growth, built without its checks).
+  // Variable partitions only: the stream's map over the whole request (trace::PartitionMap's
+  // offsets and growth events, built directly; build_map).
   Buffer<uint32_t> offsets_;
   std::vector<trace::PartitionMap::Growth> growth_events_;
   uint32_t initial_clusters_ = 0;
@@ -649,9 +646,11 @@ HeadState::HeadState(const Generator& gen, const Tables& tables, const trace::Re
 
 void HeadState::build_map(const Generator& gen, const trace::RequestInfo& request, uint32_t layer,
                           uint32_t head) {
-  // The draws of Generator::partition_map, in the same order; the offsets are written directly
-  // (its lengths and PartitionMap's per-cluster checks were 44% of opening a retroinfer layer).
-  // Every length is in [1, max] and each cover sums to exactly its tokens, so the checks hold.
+  // Clusters of min + uniform_below(draw >> 32, span) tokens, clipped to what is left, cover the
+  // prompt and then each re-index interval exactly, one draw each in order. The offsets are
+  // written directly (a vector of lengths and trace::PartitionMap's per-cluster checks were 44%
+  // of opening a retroinfer layer): every length is in [1, max] and each cover sums to exactly
+  // its tokens, so those checks hold. The unit tests compare the offsets with a plain reference.
   Rng rng(detail::kMap ^ mix(seed_, request.id, layer, head));
   const uint32_t min = gen.algorithm().cluster_min_tokens;
   const uint32_t span = gen.algorithm().cluster_max_tokens - min + 1;
@@ -1108,31 +1107,6 @@ uint32_t Generator::budget_partitions(uint64_t context_tokens) const {
   const trace::AlgorithmInfo& a = spec_.info;
   const double tokens = a.budget_tokens + a.budget_ratio * static_cast<double>(context_tokens);
   return static_cast<uint32_t>(std::ceil(tokens / a.partition_tokens));
-}
-
-trace::PartitionMap Generator::partition_map(size_t request, uint32_t layer, uint32_t head) const {
-  const trace::RequestInfo& r = requests_.at(request);
-  Rng rng(detail::kMap ^ mix(config_.seed, r.id, layer, head));
-  const uint32_t span = spec_.cluster_max_tokens - spec_.cluster_min_tokens + 1;
-  std::vector<uint32_t> lengths;
-  // Clusters of [min, max] tokens covering exactly `tokens`.
-  const auto cover = [&](uint32_t tokens) {
-    lengths.clear();
-    while (tokens > 0) {
-      const uint32_t len =
-          spec_.cluster_min_tokens + uniform_below(static_cast<uint32_t>(rng.next() >> 32), span);
-      lengths.push_back(std::min(len, tokens));
-      tokens -= lengths.back();
-    }
-  };
-  cover(r.prompt_tokens);
-  trace::PartitionMap map(lengths, r.prompt_tokens);
-  const uint32_t interval = spec_.info.reindex_interval_tokens;
-  for (uint64_t step = interval; step < r.decode_steps; step += interval) {
-    cover(interval);
-    map.grow(static_cast<uint32_t>(step), lengths);
-  }
-  return map;
 }
 
 std::unique_ptr<trace::StepStream> Generator::open_layer(size_t request, uint32_t layer,

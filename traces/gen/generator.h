@@ -67,7 +67,10 @@ namespace spin::gen {
 
 namespace detail {
 struct Tables;
-}
+// Hash tags, so that different choices never share a hash (a stream's cluster map is drawn from
+// Rng(kMap ^ mix(seed, request id, layer, head))).
+enum Tag : uint64_t { kHead = 1, kMap, kLife, kShared, kLink, kPrivate, kPoor, kJitter };
+}  // namespace detail
 
 // The per-layer part of the locality model.
 struct LayerModel {
@@ -98,9 +101,6 @@ class Generator final : public trace::TraceSource {
   const LayerModel& layer_model(uint32_t layer) const { return layers_[layer]; }
   // Partitions one head selects over `context` tokens before clipping to the dynamic ones.
   uint32_t budget_partitions(uint64_t context_tokens) const;
-  // Variable partitions: stream (request, layer, head)'s map over the whole request, growth
-  // included. O(clusters).
-  trace::PartitionMap partition_map(size_t request, uint32_t layer, uint32_t head) const;
 
  private:
   GeneratorConfig config_;

@@ -38,6 +38,36 @@ gen::TraceGenConfig small_config(const std::string& algorithm, uint32_t prompt, 
   return c;
 }
 
+// A variable stream's cluster map over the whole request, drawn plainly (the reference for the
+// generator's own, vectorised map building): clusters of [min, max] tokens, clipped to what is
+// left, cover the prompt and then every re-index interval, one draw of the stream's map
+// generator each.
+trace::PartitionMap reference_map(const gen::Generator& g, size_t request, uint32_t layer,
+                                  uint32_t head) {
+  const trace::RequestInfo& r = g.requests()[request];
+  const gen::AlgorithmSpec& spec = g.algorithm();
+  gen::Rng rng(gen::detail::kMap ^ gen::mix(g.config().seed, r.id, layer, head));
+  const uint32_t span = spec.cluster_max_tokens - spec.cluster_min_tokens + 1;
+  std::vector<uint32_t> lengths;
+  const auto cover = [&](uint32_t tokens) {
+    lengths.clear();
+    while (tokens > 0) {
+      const uint32_t len = spec.cluster_min_tokens +
+                           gen::uniform_below(static_cast<uint32_t>(rng.next() >> 32), span);
+      lengths.push_back(std::min(len, tokens));
+      tokens -= lengths.back();
+    }
+  };
+  cover(r.prompt_tokens);
+  trace::PartitionMap map(lengths, r.prompt_tokens);
+  const uint32_t interval = spec.info.reindex_interval_tokens;
+  for (uint64_t step = interval; step < r.decode_steps; step += interval) {
+    cover(interval);
+    map.grow(static_cast<uint32_t>(step), lengths);
+  }
+  return map;
+}
+
 // Every record of (request, layer) opened for `heads`, as TraceData's CSR (layer-major).
 trace::RequestData collect(const trace::TraceSource& s, size_t r, std::vector<uint32_t> layers,
                            std::span<const uint32_t> heads = {}) {
@@ -167,7 +197,7 @@ TEST_CASE(
 TEST_CASE("trace gen: variable partition maps cover the prompt and grow every re-index interval",
           "[unit][gen]") {
   const gen::Generator g(small_config("retroinfer", 2000, 2100, 1, 1));
-  const trace::PartitionMap map = g.partition_map(0, 0, 1);
+  const trace::PartitionMap map = reference_map(g, 0, 0, 1);
   CHECK(map.offsets()[map.initial_clusters()] == 2000);
   REQUIRE(map.growth().size() == 2);
   CHECK(map.growth()[0].step == 1024);
@@ -184,9 +214,9 @@ TEST_CASE("trace gen: variable partition maps cover the prompt and grow every re
   }
 }
 
-TEST_CASE("trace gen: a stream's variable partition offsets are partition_map's at every step",
+TEST_CASE("trace gen: a stream's variable partition offsets are the reference map's at every step",
           "[unit][gen]") {
-  // Streams build their maps with their own (vectorised) loop; partition_map is the reference.
+  // Streams build their maps with their own (vectorised) loop; reference_map draws them plainly.
   // Prompts shorter and longer than eight longest clusters, a single-token and a wide range.
   for (const auto& [min, max] : {std::pair{0u, 0u}, std::pair{1u, 1u}, std::pair{3u, 40u}}) {
     for (const uint32_t prompt : {5u, 150u, 2001u}) {
@@ -196,7 +226,8 @@ TEST_CASE("trace gen: a stream's variable partition offsets are partition_map's 
       const gen::Generator g(c);
       for (uint32_t l = 0; l < 2; ++l) {
         const auto stream = g.open_layer(0, l);
-        const trace::PartitionMap map0 = g.partition_map(0, l, 0), map1 = g.partition_map(0, l, 1);
+        const trace::PartitionMap map0 = reference_map(g, 0, l, 0),
+                                  map1 = reference_map(g, 0, l, 1);
         while (stream->next()) {
           const uint32_t step = stream->step();
           for (const auto& [h, map] : {std::pair{0u, &map0}, std::pair{1u, &map1}}) {
@@ -223,7 +254,7 @@ TEST_CASE("trace gen: a written trace reads back as the generator's records", "[
       trace::RequestData expected = collect(g, r, {0, 1, 2});
       if (g.algorithm().info.partition_kind == trace::PartitionKind::kVariable) {
         for (uint32_t l = 0; l < 3; ++l) {
-          for (uint32_t h = 0; h < 2; ++h) expected.maps.push_back(g.partition_map(r, l, h));
+          for (uint32_t h = 0; h < 2; ++h) expected.maps.push_back(reference_map(g, r, l, h));
         }
       }
       CHECK(back.requests[r] == expected);
