@@ -125,6 +125,17 @@ SPIN_HD MappedSelection map_selection_pages(const PartitionMapView& map, const S
       result.static_pages += static_cast<std::uint32_t>(end == n || ids[end - 1] != ids[end]);
       --end;
     }
+    // Without duplicates (the usual case, found by one pass the compiler vectorises) the ids
+    // are the pages.
+    std::uint32_t duplicates = 0;
+    for (std::uint32_t i = begin + 1; i < end; ++i) {
+      duplicates |= static_cast<std::uint32_t>(ids[i] == ids[i - 1]);
+    }
+    if (duplicates == 0) {
+      for (std::uint32_t i = begin; i < end; ++i) out_pages[i - begin] = ids[i];
+      result.cacheable_pages = end - begin;
+      return result;
+    }
     // Branch-free: a duplicate overwrites the copy of the id before it (never the first id
     // here, which is above every id before it), so no write passes the distinct pages.
     std::uint32_t count = 0;

@@ -44,8 +44,9 @@
 // Complexity per step: O(n) lookups and updates (n = selected pages) + one O(extent) pass to
 // collect victims and free slots (it stops once all are found and skips blocks of slots that
 // cannot be targets: younger than any victim can be, and, once the victims are found, not empty;
-// with block floors, PoolView::block_floor, it reads one floor per 8 slots and the slots of only
-// the blocks that may hold a target, O(extent / 8 + 8 · blocks read))
+// with block floors, PoolView::block_floor, it reads one floor per 8 slots and the last uses of
+// only the blocks that may hold a target, and decides only their slots that may be targets,
+// O(extent / 8 + 8 · blocks read))
 // + up to ceil(order_bits / 8) O(extent) histogram passes when t* is needed (1 for bucketed LRU
 // with B ≤ 256, and only when its oldest bucket holds fewer than m slots; 4 for Belady; FIFO's 4
 // and exact LRU's 8 less the digits where no candidate differs, after one pass that finds them).
@@ -154,6 +155,16 @@ SPIN_HD constexpr std::uint32_t bit_width(std::uint32_t v) {
   std::uint32_t bits = 0;
   for (; v != 0; v >>= 1) ++bits;
   return bits;
+}
+
+// The index of the lowest set bit of v != 0 (branch-free, for host and device alike).
+SPIN_HD constexpr std::uint32_t lowest_bit(std::uint32_t v) {
+  const std::uint32_t low = v & (~v + 1);
+  return static_cast<std::uint32_t>((low & 0xFFFF0000u) != 0) << 4 |
+         static_cast<std::uint32_t>((low & 0xFF00FF00u) != 0) << 3 |
+         static_cast<std::uint32_t>((low & 0xF0F0F0F0u) != 0) << 2 |
+         static_cast<std::uint32_t>((low & 0xCCCCCCCCu) != 0) << 1 |
+         static_cast<std::uint32_t>((low & 0xAAAAAAAAu) != 0);
 }
 
 struct BucketedLru {
@@ -514,36 +525,8 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
   const std::uint32_t floor_end = floor_blocks * kFloorBlockSlots;  // slots below have floors
   std::uint32_t victims = 0;
   std::uint32_t targets = 0;
-  for (std::uint32_t s = 0; s < pool.extent && (victims < need || targets < cached); ++s) {
-    if (min_age > 0 && s % kFloorBlockSlots == 0 && s < floor_end) {
-      // Skip the blocks whose floors rule out a target, then read the next one: its exact floor
-      // is kept and judges it. Past the last full block, the tail is read slot by slot.
-      const std::uint32_t limit = target_floor_limit(now, min_age);
-      std::uint32_t b = s / kFloorBlockSlots;
-      while (b < floor_blocks && floors[b] > limit) ++b;
-      s = b * kFloorBlockSlots;
-      if (b == floor_blocks) {
-        if (s == pool.extent) break;
-      } else {
-        floors[b] = exact_block_floor(pool.slot_last_use + s);
-        if (floors[b] > limit) {
-          s += kFloorBlockSlots - 1;
-          continue;
-        }
-        // To the block's first slot that may be a target (its floor's slot at the latest).
-        while (pool.slot_last_use[s] + 1 > limit) ++s;
-      }
-    } else if (min_age > 0 && s % 8 == 0) {
-      if (s % 32 == 0 && s + 32 <= pool.extent &&
-          !may_hold_target<32>(pool.slot_last_use + s, now, min_age)) {
-        s += 31;
-        continue;
-      }
-      if (s + 8 <= pool.extent && !may_hold_target<8>(pool.slot_last_use + s, now, min_age)) {
-        s += 7;
-        continue;
-      }
-    }
+  // Decides one slot: a target if empty or picked as a victim; targets take the fetches in order.
+  const auto visit = [&](std::uint32_t s) {
     const std::uint32_t last_use = pool.slot_last_use[s];
     bool target = last_use == kEmptyStamp;
     if (!target && victims < need && last_use < now) {
@@ -572,6 +555,54 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
     if (target && targets < cached) {
       out.slot_of[out.fetch_index[targets++]] = static_cast<std::int32_t>(s);
     }
+  };
+  for (std::uint32_t s = 0; s < pool.extent && (victims < need || targets < cached); ++s) {
+    if (min_age > 0 && s % kFloorBlockSlots == 0 && s < floor_end) {
+      // Skip the blocks whose floors rule out a target, then read the next one: one pass over
+      // its last uses sets its exact floor and marks the slots that may be targets, and only
+      // those are visited. Past the last full block, the tail is read slot by slot.
+      std::uint32_t limit = target_floor_limit(now, min_age);
+      std::uint32_t b = s / kFloorBlockSlots;
+      while (b < floor_blocks && floors[b] > limit) ++b;
+      s = b * kFloorBlockSlots;
+      if (b == floor_blocks) {
+        if (s == pool.extent) break;
+      } else {
+        const std::uint32_t* const last_use = pool.slot_last_use + s;
+        std::uint32_t floor = kEmptyStamp;
+        std::uint32_t maybe = 0;  // bit j: slot s + j may be a target
+        for (std::uint32_t j = 0; j < kFloorBlockSlots; ++j) {
+          const std::uint32_t key = last_use[j] + 1;
+          floor = key < floor ? key : floor;
+          maybe |= static_cast<std::uint32_t>(key <= limit) << j;
+        }
+        floors[b] = floor;
+        while (maybe != 0 && (victims < need || targets < cached)) {
+          const std::uint32_t j = lowest_bit(maybe);
+          maybe &= maybe - 1;
+          visit(s + j);
+          if (const std::uint32_t lower = target_floor_limit(now, min_age); lower != limit) {
+            limit = lower;  // min_age rose: fewer slots may be targets
+            for (std::uint32_t k = j + 1; k < kFloorBlockSlots; ++k) {
+              if (last_use[k] + 1 > limit) maybe &= ~(1u << k);
+            }
+          }
+        }
+        s += kFloorBlockSlots - 1;
+        continue;
+      }
+    } else if (min_age > 0 && s % 8 == 0) {
+      if (s % 32 == 0 && s + 32 <= pool.extent &&
+          !may_hold_target<32>(pool.slot_last_use + s, now, min_age)) {
+        s += 31;
+        continue;
+      }
+      if (s + 8 <= pool.extent && !may_hold_target<8>(pool.slot_last_use + s, now, min_age)) {
+        s += 7;
+        continue;
+      }
+    }
+    visit(s);
   }
   return victims;
 }

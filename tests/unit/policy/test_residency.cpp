@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "common/policy/engine.h"
 #include "common/policy/policy_registry.h"
+#include "common/policy/residency.h"
 #include "tests/unit/policy/reference.h"
 
 namespace spin::policy::test {
@@ -218,6 +219,20 @@ TEST_CASE("residency: block floors stay lower bounds and leave decisions unchang
   CHECK(all.hits > 0);
   CHECK(all.victims > 0);
   CHECK(all.bypassed > 0);
+}
+
+TEST_CASE("residency: lowest_bit finds the lowest set bit", "[unit][policy]") {
+  for (std::uint32_t b = 0; b < 32; ++b) {
+    const std::uint32_t bit = 1u << b;
+    CHECK(lowest_bit(bit) == b);
+    CHECK(lowest_bit(bit | (bit << 1)) == b);
+    CHECK(lowest_bit(~(bit - 1)) == b);
+  }
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 1000; ++i) {
+    const auto v = static_cast<std::uint32_t>(rng()) | 0x80000000u;
+    CHECK(lowest_bit(v) == static_cast<std::uint32_t>(std::countr_zero(v)));
+  }
 }
 
 TEST_CASE("belady: never more misses than any other policy", "[unit][policy]") {
