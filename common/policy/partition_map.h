@@ -20,6 +20,7 @@
 // Complexity: partition_pages O(1); map_selection_pages O(selected partitions + pages emitted).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -127,12 +128,14 @@ SPIN_HD MappedSelection map_selection_pages(const PartitionMapView& map, const S
     }
     // Without duplicates (the usual case, found by one pass the compiler vectorises) the ids
     // are the pages.
+    const std::uint32_t* const cacheable = ids + begin;
+    const std::size_t kept = end - begin;
     std::uint32_t duplicates = 0;
-    for (std::uint32_t i = begin + 1; i < end; ++i) {
-      duplicates |= static_cast<std::uint32_t>(ids[i] == ids[i - 1]);
+    for (std::size_t i = 1; i < kept; ++i) {  // size_t: i − 1 cannot wrap, so it vectorises
+      duplicates |= static_cast<std::uint32_t>(cacheable[i] == cacheable[i - 1]);
     }
     if (duplicates == 0) {
-      for (std::uint32_t i = begin; i < end; ++i) out_pages[i - begin] = ids[i];
+      for (std::size_t i = 0; i < kept; ++i) out_pages[i] = cacheable[i];
       result.cacheable_pages = end - begin;
       return result;
     }

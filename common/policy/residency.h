@@ -116,8 +116,9 @@ struct PoolView {
   // its oldest slot's last_use + 1. Hits and fetches only raise last uses, so they leave the floor
   // a bound (a stale-low one, which only costs a visit). The victim pass skips blocks whose floor
   // rules out a target without reading their slots, sets the exact floor of each block it reads,
-  // and zeroes it where it frees a slot that stays empty. New full blocks (the extent grows)
-  // start at 0; whoever else empties a slot must zero its block's floor.
+  // and zeroes it where it frees a slot that stays empty; the step then sets the exact floor of
+  // each block it fetched into (its victims' old last uses would leave it stale). New full blocks
+  // (the extent grows) start at 0; whoever else empties a slot must zero its block's floor.
   std::uint32_t* block_floor;  // [extent / kFloorBlockSlots] or null
 };
 static_assert(std::is_trivially_copyable_v<PoolView>);
@@ -712,6 +713,16 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
     Policy::on_access(pool, static_cast<std::uint32_t>(s), i,
                       in.next_use != nullptr ? in.next_use[i] : kNeverUsed, true, in.now);
     page_table_insert(pool.table, segments, in.keys[i], s);
+  }
+  if (pool.block_floor != nullptr) {
+    const std::uint32_t floor_blocks = pool.extent / kFloorBlockSlots;
+    for (std::uint32_t f = 0; f < out.fetches; ++f) {
+      const std::uint32_t b =
+          static_cast<std::uint32_t>(out.slot_of[out.fetch_index[f]]) / kFloorBlockSlots;
+      if (b < floor_blocks) {
+        pool.block_floor[b] = exact_block_floor(pool.slot_last_use + b * kFloorBlockSlots);
+      }
+    }
   }
   pool.resident += out.fetches;
   if (counts) pool.age_count[in.now & pool.age_ring_mask] += out.fetches;
