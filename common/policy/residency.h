@@ -483,15 +483,26 @@ SPIN_HD std::uint32_t target_floor_limit(std::uint32_t now, std::uint32_t min_ag
   return now + 1 - bound;
 }
 
-// The exact floor of one block (PoolView::block_floor): the least last_use + 1 (mod 2^32).
-// last_use: [kFloorBlockSlots]
-SPIN_HD std::uint32_t exact_block_floor(const std::uint32_t* last_use) {
+// One read of a block's last uses: returns its exact floor (PoolView::block_floor), the least
+// last_use + 1 (mod 2^32), and sets bit j of *maybe for each slot j whose last_use + 1 <= limit
+// (target_floor_limit: the slots that may be targets). last_use: [kFloorBlockSlots]
+SPIN_HD std::uint32_t read_block(const std::uint32_t* last_use, std::uint32_t limit,
+                                 std::uint32_t* maybe) {
   std::uint32_t floor = kEmptyStamp;
+  std::uint32_t bits = 0;
   for (std::uint32_t j = 0; j < kFloorBlockSlots; ++j) {
     const std::uint32_t key = last_use[j] + 1;
     floor = key < floor ? key : floor;
+    bits |= static_cast<std::uint32_t>(key <= limit) << j;
   }
+  *maybe = bits;
   return floor;
+}
+
+// The exact floor of one block. last_use: [kFloorBlockSlots]
+SPIN_HD std::uint32_t exact_block_floor(const std::uint32_t* last_use) {
+  std::uint32_t unused = 0;
+  return read_block(last_use, 0, &unused);
 }
 
 // One ascending pass over the slots: picks `need` unpinned slots to free (every slot with order
@@ -570,14 +581,8 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
         if (s == pool.extent) break;
       } else {
         const std::uint32_t* const last_use = pool.slot_last_use + s;
-        std::uint32_t floor = kEmptyStamp;
         std::uint32_t maybe = 0;  // bit j: slot s + j may be a target
-        for (std::uint32_t j = 0; j < kFloorBlockSlots; ++j) {
-          const std::uint32_t key = last_use[j] + 1;
-          floor = key < floor ? key : floor;
-          maybe |= static_cast<std::uint32_t>(key <= limit) << j;
-        }
-        floors[b] = floor;
+        floors[b] = read_block(last_use, limit, &maybe);
         while (maybe != 0 && (victims < need || targets < cached)) {
           const std::uint32_t j = lowest_bit(maybe);
           maybe &= maybe - 1;
