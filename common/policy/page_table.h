@@ -141,8 +141,17 @@ SPIN_HD void page_table_lookup_many(const DirectoryView& dir, const SegmentPoolV
       const std::uint32_t stream = key_stream(keys[i]);
       const std::uint32_t* const row =
           dir.directory + static_cast<std::uint64_t>(stream) * dir.entries_per_stream;
-      const PageKey stream_end = make_page_key(stream + 1, 0);  // stream < table.streams < 2^32
-      for (; i < n && keys[i] < stream_end; ++i) {
+      // The run's end, by a branch-free binary search (stream < table.streams < 2^32), so that
+      // the loop below has one bound to test: keys[last] is in the run, and the first key
+      // past it is in (last, last + len].
+      const PageKey stream_end = make_page_key(stream + 1, 0);
+      std::uint32_t last = i;
+      for (std::uint32_t len = n - i; len > 1;) {
+        const std::uint32_t half = len / 2;
+        last = keys[last + half] < stream_end ? last + half : last;
+        len -= half;
+      }
+      for (const std::uint32_t end = last + 1; i < end; ++i) {
         const std::uint32_t page = key_page(keys[i]);
         const std::uint32_t handle = row[page >> log2];
         slots[i] = handle == kNoSegment

@@ -158,16 +158,6 @@ SPIN_HD constexpr std::uint32_t bit_width(std::uint32_t v) {
   return bits;
 }
 
-// The index of the lowest set bit of v != 0 (branch-free, for host and device alike).
-SPIN_HD constexpr std::uint32_t lowest_bit(std::uint32_t v) {
-  const std::uint32_t low = v & (~v + 1);
-  return static_cast<std::uint32_t>((low & 0xFFFF0000u) != 0) << 4 |
-         static_cast<std::uint32_t>((low & 0xFF00FF00u) != 0) << 3 |
-         static_cast<std::uint32_t>((low & 0xF0F0F0F0u) != 0) << 2 |
-         static_cast<std::uint32_t>((low & 0xCCCCCCCCu) != 0) << 1 |
-         static_cast<std::uint32_t>((low & 0xAAAAAAAAu) != 0);
-}
-
 struct BucketedLru {
   static constexpr bool kUsesAux = false;
   static constexpr bool kEvictsAllUnpinned = false;
@@ -483,6 +473,56 @@ SPIN_HD std::uint32_t target_floor_limit(std::uint32_t now, std::uint32_t min_ag
   return now + 1 - bound;
 }
 
+// The block floors' scan of collect_victims, kFloorChunkBlocks floors at a time: `next` returns
+// the first block at or after b whose floor is <= limit (a target may be there), or `blocks`.
+// A chunk of floors is read once into a mask of the blocks at or below the limit of that read,
+// branch-free, and its blocks come from the mask in order. Exact for a pass whose limits never
+// rise (min_age only rises) and that changes only floors of blocks before the b it asks for
+// (it sets the floor of each block it reads): a clear bit stays right, a set bit is checked
+// against the current limit.
+inline constexpr std::uint32_t kFloorChunkBlocks = 16;
+
+// Bit k set iff floors[k] <= limit, for k < count <= 32; branch-free. floors: [count]
+SPIN_HD std::uint32_t floor_mask(const std::uint32_t* floors, std::size_t count,
+                                 std::uint32_t limit) {
+  std::uint32_t mask = 0;
+  for (std::size_t k = 0; k < count; ++k) {
+    mask |= static_cast<std::uint32_t>(floors[k] <= limit) << k;
+  }
+  return mask;
+}
+
+struct FloorScan {
+  const std::uint32_t* floors;
+  std::uint32_t blocks;
+  std::uint32_t chunk_begin = 0;
+  std::uint32_t chunk_end = 0;  // no chunk read yet
+  std::uint32_t chunk = 0;      // bit k: floors[chunk_begin + k] <= the limit when read
+
+  SPIN_HD std::uint32_t next(std::uint32_t b, std::uint32_t limit) {
+    for (;;) {
+      if (b >= chunk_end) {
+        if (b >= blocks) return blocks;
+        chunk_begin = b;
+        if (blocks - b >= kFloorChunkBlocks) {
+          chunk_end = b + kFloorChunkBlocks;
+          chunk = floor_mask(floors + b, kFloorChunkBlocks, limit);
+        } else {
+          chunk_end = blocks;
+          chunk = floor_mask(floors + b, blocks - b, limit);
+        }
+      }
+      std::uint32_t left = chunk >> (b - chunk_begin);  // the chunk's blocks from b on
+      while (left != 0) {
+        const std::uint32_t k = lowest_bit(left);
+        if (floors[b + k] <= limit) return b + k;
+        left &= left - 1;
+      }
+      b = chunk_end;
+    }
+  }
+};
+
 // One read of a block's last uses: returns its exact floor (PoolView::block_floor), the least
 // last_use + 1 (mod 2^32), and sets bit j of *maybe for each slot j whose last_use + 1 <= limit
 // (target_floor_limit: the slots that may be targets). last_use: [kFloorBlockSlots]
@@ -535,6 +575,7 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
   std::uint32_t* const floors = pool.block_floor;
   const std::uint32_t floor_blocks = floors != nullptr ? pool.extent / kFloorBlockSlots : 0;
   const std::uint32_t floor_end = floor_blocks * kFloorBlockSlots;  // slots below have floors
+  FloorScan scan{floors, floor_blocks};
   std::uint32_t victims = 0;
   std::uint32_t targets = 0;
   // Decides one slot: a target if empty or picked as a victim; targets take the fetches in order.
@@ -574,8 +615,7 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
       // its last uses sets its exact floor and marks the slots that may be targets, and only
       // those are visited. Past the last full block, the tail is read slot by slot.
       std::uint32_t limit = target_floor_limit(now, min_age);
-      std::uint32_t b = s / kFloorBlockSlots;
-      while (b < floor_blocks && floors[b] > limit) ++b;
+      const std::uint32_t b = scan.next(s / kFloorBlockSlots, limit);
       s = b * kFloorBlockSlots;
       if (b == floor_blocks) {
         if (s == pool.extent) break;
@@ -616,15 +656,16 @@ SPIN_HD std::uint32_t collect_victims(const PoolView& pool_in, const PolicyParam
 // One step of the residency rule for one policy. histogram: [kHistogramBins] scratch.
 template <class Policy>
 SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
-                                  SegmentPoolView& segments_io, const StepInput& in,
+                                  SegmentPoolView& segments_io, const StepInput& in_io,
                                   std::uint32_t* histogram, StepOutput& out_io) {
   // The segments the misses may take (two-level page table; a hashed one takes none).
   if (!page_table_hashed(pool_io.table) &&
-      segments_io.free_count < most_new_segments(pool_io.table, pool_io.capacity, in.n)) {
+      segments_io.free_count < most_new_segments(pool_io.table, pool_io.capacity, in_io.n)) {
     return StepStatus::kSegmentPoolExhausted;
   }
-  // Work on local copies of the views: stores through the arrays cannot alias them, so their
-  // fields stay in registers. Written back at the end.
+  // Work on local copies of the views and the input: stores through the arrays cannot alias
+  // them, so their fields stay in registers. The views are written back at the end.
+  const StepInput in = in_io;
   PoolView pool = pool_io;
   SegmentPoolView segments = segments_io;
   StepOutput out = out_io;

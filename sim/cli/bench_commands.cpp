@@ -11,6 +11,7 @@
 
 #include "common/config/config.h"
 #include "common/error.h"
+#include "common/policy/cache_config.h"
 #include "common/policy/metadata.h"
 #include "common/trace/memory_source.h"
 #include "sim/cli/stopwatch.h"
@@ -82,7 +83,11 @@ int bench_core(const Args& args) {
       "policies",
       po::value<std::vector<std::string>>()->multitoken()->default_value(
           {"bucketed-lru", "lru", "fifo", "belady"}, "bucketed-lru lru fifo belady"),
-      "replacement policies timed, each with both page-table layouts")(
+      "replacement policies timed, each with every layout of --page-tables")(
+      "page-tables",
+      po::value<std::vector<std::string>>()->multitoken()->default_value({"two-level", "hashed"},
+                                                                         "two-level hashed"),
+      "page-table layouts timed (two-level, hashed)")(
       "repeats", po::value<uint32_t>()->default_value(3),
       "replays per (policy, layout); the fastest (by CPU time) is reported")(
       "skip-metadata", po::bool_switch(), "time the replay only, without the metadata table");
@@ -106,6 +111,16 @@ int bench_core(const Args& args) {
   const auto policies = (*vm)["policies"].as<std::vector<std::string>>();
   constexpr policy::PageTableLayout kLayouts[] = {policy::PageTableLayout::kTwoLevel,
                                                   policy::PageTableLayout::kHashed};
+  std::vector<policy::PageTableLayout> layouts;
+  for (const std::string& name : (*vm)["page-tables"].as<std::vector<std::string>>()) {
+    const auto known = std::ranges::find(policy::kPageTableLayoutNames, name,
+                                         &config::EnumName<policy::PageTableLayout>::name);
+    if (known == policy::kPageTableLayoutNames.end()) {
+      throw InputError(fmt::format(
+          "bench core: --page-tables: unknown layout '{}'; expected two-level or hashed", name));
+    }
+    layouts.push_back(known->value);
+  }
 
   const trace::MemorySource source =
       shadowkv_request((*vm)["context-tokens"].as<uint32_t>(), steps, layers, seed);
@@ -115,7 +130,7 @@ int bench_core(const Args& args) {
       source.requests()[0].prompt_tokens, steps, layers, k, "policy", "page table",
       "selected pages", "wall s", "M pages/s", "M pages/cpu-s", "hit ratio");
   for (const std::string& policy : policies) {
-    for (const policy::PageTableLayout layout : kLayouts) {
+    for (const policy::PageTableLayout layout : layouts) {
       Timed best = timed_replay(source, policy, k, layout);
       for (uint32_t r = 1; r < repeats; ++r) {
         Timed t = timed_replay(source, policy, k, layout);

@@ -83,6 +83,21 @@ TEST_CASE("page_table: random inserts and erases agree with a map", "[unit][poli
         ++occupied[key_stream(k) * 25 + (key_page(k) >> kLog2)];
       }
       CHECK(kSegments - segs.free_count == occupied.size());  // exactly the occupied segments
+      // page_table_lookup_many over ascending present and absent keys, at a density from none
+      // to all, so that a stream's run may be empty, one key or the whole stream.
+      const auto density = rng() % 9;
+      std::vector<PageKey> keys;
+      for (std::uint32_t s = 0; s < kStreams; ++s) {
+        for (std::uint32_t p = 0; p < kPages; ++p) {
+          if (rng() % 8 < density) keys.push_back(make_page_key(s, p));
+        }
+      }
+      std::vector<std::int32_t> slots(keys.size());
+      page_table_lookup_many(dir, segs, keys.data(), static_cast<std::uint32_t>(keys.size()),
+                             slots.data());
+      for (std::size_t i = 0; i < keys.size(); ++i) {
+        CHECK(slots[i] == page_table_lookup(dir, segs, keys[i]));
+      }
     }
   }
 }

@@ -235,6 +235,29 @@ TEST_CASE("residency: lowest_bit finds the lowest set bit", "[unit][policy]") {
   }
 }
 
+TEST_CASE("residency: FloorScan finds the blocks a scan of every floor finds", "[unit][policy]") {
+  // As in the victim pass: ascending queries, limits that only fall, and the floor of each block
+  // found rewritten before the next query (plus jumps ahead, which the pass does not need).
+  std::mt19937_64 rng(11);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const auto blocks = static_cast<std::uint32_t>(rng() % 70);
+    std::vector<std::uint32_t> floors(blocks);
+    for (std::uint32_t& f : floors) f = static_cast<std::uint32_t>(rng() % 20);
+    auto limit = static_cast<std::uint32_t>(rng() % 24);
+    FloorScan scan{floors.data(), blocks};
+    for (std::uint32_t b = 0;;) {
+      std::uint32_t expected = b;
+      while (expected < blocks && floors[expected] > limit) ++expected;
+      const std::uint32_t found = scan.next(b, limit);
+      REQUIRE(found == (expected < blocks ? expected : blocks));
+      if (found >= blocks) break;
+      floors[found] = static_cast<std::uint32_t>(rng() % 20);
+      if (rng() % 3 == 0) limit -= static_cast<std::uint32_t>(rng() % (limit + 1));
+      b = found + 1 + (rng() % 4 == 0 ? static_cast<std::uint32_t>(rng() % 20) : 0);
+    }
+  }
+}
+
 TEST_CASE("belady: never more misses than any other policy", "[unit][policy]") {
   // Capacities at least the largest selection, so no policy bypasses.
   for (std::uint64_t seed = 1; seed <= 12; ++seed) {

@@ -101,3 +101,17 @@ TEST_CASE("replay command: a trace recorded for another model shape is refused w
   CHECK(r.err.find("in the config") != std::string::npos);
   CHECK(r.err.find("(e.g. --set model.layers=") != std::string::npos);
 }
+
+TEST_CASE("bench core: --page-tables chooses the layouts timed, and a bad one is refused",
+          "[unit][sim]") {
+  const auto r = run_spin({"bench", "core", "--steps", "4", "--policies", "lru", "--page-tables",
+                           "hashed", "--skip-metadata", "--repeats", "1"});
+  REQUIRE(r.status == 0);
+  CHECK(r.out.find("lru            hashed") != std::string::npos);
+  CHECK(r.out.find("two-level") == std::string::npos);
+
+  const auto bad = run_spin({"bench", "core", "--page-tables", "flat"});
+  CHECK(bad.status != 0);
+  CHECK(bad.err.find("--page-tables: unknown layout 'flat'; expected two-level or hashed") !=
+        std::string::npos);
+}
