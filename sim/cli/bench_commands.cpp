@@ -247,14 +247,12 @@ int bench_sim(const Args& args) {
       "--threads threads is the reference, and its pages per CPU second the per-core figure");
   const auto vm = parse_options(
       args, "bench sim", "[options]",
-      "Measures the serving simulator end to end (trace source, policy core and timing), pulling\n"
-      "ShadowKV selections straight from the generator (trace.generator): spin:shadowkv on\n"
+      "Measures the serving simulator end to end (trace source, policy core and timing), pulling "
+      "ShadowKV selections straight from the generator (trace.generator): spin:shadowkv on "
       "Qwen3-14B / H100 SXM with the default config. First the exact run on one thread (selected "
-      "pages per CPU second, per\n"
-      "core) and on --threads threads, then stream sampling (--sampling; 1/2 to 1/64) of the "
-      "layers with its\n"
-      "wall time and its relative error against the exact run on throughput, mean TTFT, mean\n"
-      "TPOT and hit ratio.",
+      "pages per CPU second, per core) and on --threads threads, then stream sampling "
+      "(--sampling; 1/2 to 1/64) of the layers with its wall time and its relative error against "
+      "the exact run on throughput, mean TTFT, mean TPOT and hit ratio.",
       options);
   if (!vm) return 0;
   const uint32_t requests = (*vm)["requests"].as<uint32_t>();

@@ -40,22 +40,65 @@ std::pair<const Command*, size_t> match(const Registry& reg, const Args& args) {
   return {best, best_words};
 }
 
+// Help text fits in this many columns.
+constexpr size_t kHelpColumns = 96;
+
+// One line of help text wrapped at spaces to kHelpColumns; continuation lines start with `hang`
+// spaces. A word longer than the room left stays whole.
+std::string wrap_line(std::string_view line, size_t hang) {
+  std::string out;
+  size_t column = 0;
+  size_t i = 0;
+  while (i < line.size()) {
+    const size_t end = std::min(line.find(' ', i + 1), line.size());  // a word with its space
+    const std::string_view word = line.substr(i, end - i);
+    if (column > hang && column + word.size() > kHelpColumns) {
+      out += '\n';
+      out.append(hang, ' ');
+      column = hang;
+      const size_t first = word.find_first_not_of(' ');  // spaces only: nothing to carry
+      const std::string_view bare = first == std::string_view::npos ? "" : word.substr(first);
+      out += bare;
+      column += bare.size();
+    } else {
+      out += word;
+      column += word.size();
+    }
+    i = end;
+  }
+  return out;
+}
+
+// Help text wrapped line by line; a wrapped line's continuations keep its indentation.
+std::string wrap(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i <= text.size();) {
+    const size_t end = std::min(text.find('\n', i), text.size());
+    const std::string_view line = text.substr(i, end - i);
+    const size_t indent = std::min(line.find_first_not_of(' '), line.size());
+    out += wrap_line(line, indent);
+    if (end < text.size()) out += '\n';
+    i = end + 1;
+  }
+  return out;
+}
+
 void print_help(const Registry& reg, std::ostream& out) {
-  out << fmt::format(
+  out << wrap(fmt::format(
       "spin {}: sparse attention over a hierarchical KV cache (HBM over host memory), simulated "
       "and executed.\n\n"
       "Usage: spin <command> [options]     (spin <command> --help explains each option)\n"
       "       spin --list <family>          list registered names of a family\n"
       "       spin --version\n\nCommands:\n",
-      version());
+      version()));
   size_t width = 0;
   for (const Command& c : reg.commands()) width = std::max(width, c.name.size());
   for (const Command& c : reg.commands()) {
-    out << fmt::format("  {:<{}}  {}\n", c.name, width, c.summary);
+    out << wrap_line(fmt::format("  {:<{}}  {}", c.name, width, c.summary), width + 4) << "\n";
   }
   out << "\nList families (spin --list <family>):\n";
   for (const ListFamily& f : reg.families())
-    out << fmt::format("  {:<{}}  {}\n", f.name, width, f.summary);
+    out << wrap_line(fmt::format("  {:<{}}  {}", f.name, width, f.summary), width + 4) << "\n";
 }
 
 int print_list(const Registry& reg, const std::string& family) {
@@ -140,8 +183,9 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
   try {
     po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
     if (vm.count("help")) {
-      std::cout << "Usage: spin " << name << " " << synopsis << "\n\n"
-                << about << "\n\n"
+      const std::string usage = fmt::format("Usage: spin {} ", name);
+      std::cout << wrap_line(usage + std::string(synopsis), usage.size()) << "\n\n"
+                << wrap(about) << "\n\n"
                 << visible << "\n";
       return std::nullopt;
     }

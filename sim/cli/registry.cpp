@@ -28,7 +28,13 @@ void register_commands(Registry& registry) {
   exec::register_device_commands(registry);
 #else
   registry.add(Command{"gpu info", "list the CUDA devices of this machine (needs a CUDA build)",
-                       [](const Args&) -> int {
+                       [](const Args& args) -> int {
+                         if (!parse_options(args, "gpu info", "[options]",
+                                            "Lists the CUDA devices of this machine. This spin "
+                                            "was built without CUDA, so it cannot.",
+                                            {})) {
+                           return 0;
+                         }
                          throw InputError(
                              "this spin was built without CUDA (nvcc was not found when the build "
                              "was configured); rebuild with `meson setup build -Dcuda=enabled`");
