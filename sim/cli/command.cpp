@@ -176,7 +176,8 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
   po::options_description general("General");
   general.add_options()("help,h", "print this help and exit");
   po::options_description visible;
-  visible.add(options).add(general);
+  if (!options.options().empty()) visible.add(options);
+  visible.add(general);
   po::options_description all;
   all.add(visible).add(hidden);
   po::variables_map vm;
@@ -185,7 +186,7 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
     if (vm.count("help")) {
       const std::string usage = fmt::format("Usage: spin {} ", name);
       std::cout << wrap_line(usage + std::string(synopsis), usage.size()) << "\n\n"
-                << wrap(about) << "\n\n"
+                << wrap(about) << "\n"
                 << visible << "\n";
       return std::nullopt;
     }
