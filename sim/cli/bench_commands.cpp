@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <ranges>
 #include <string>
 #include <thread>
 #include <vector>
@@ -112,14 +113,15 @@ int bench_core(const Args& args) {
   constexpr policy::PageTableLayout kLayouts[] = {policy::PageTableLayout::kTwoLevel,
                                                   policy::PageTableLayout::kHashed};
   std::vector<policy::PageTableLayout> layouts;
+  const auto layout_names = policy::kPageTableLayoutNames |
+                            std::views::transform(&config::EnumName<policy::PageTableLayout>::name);
   for (const std::string& name : (*vm)["page-tables"].as<std::vector<std::string>>()) {
-    const auto known = std::ranges::find(policy::kPageTableLayoutNames, name,
-                                         &config::EnumName<policy::PageTableLayout>::name);
-    if (known == policy::kPageTableLayoutNames.end()) {
-      throw InputError(fmt::format(
-          "bench core: --page-tables: unknown layout '{}'; expected two-level or hashed", name));
+    const auto known = std::ranges::find(layout_names, name);
+    if (known == layout_names.end()) {
+      throw InputError(fmt::format("bench core: --page-tables: unknown layout '{}'; expected {}",
+                                   name, fmt::join(layout_names, " or ")));
     }
-    layouts.push_back(known->value);
+    layouts.push_back(known.base()->value);
   }
 
   const trace::MemorySource source =
