@@ -40,11 +40,12 @@ int gpu_info(const cli::Args& args) {
 }  // namespace
 
 void register_device_commands(cli::Registry& registry) {
-  registry.add(cli::Command{"gpu info", "list the CUDA devices of this machine", gpu_info});
-  registry.add(cli::Command{
-      "bench gpu",
-      "measure gather-copy vs DMA copies, the residency kernel and decode attention on the GPU",
-      bench_gpu});
+  static_assert(kDeviceCommands[0].name == "gpu info" && kDeviceCommands[1].name == "bench gpu");
+  const auto add = [&](const DeviceCommandName& command, int (*run)(const cli::Args&)) {
+    registry.add(cli::Command{std::string(command.name), std::string(command.summary), run});
+  };
+  add(kDeviceCommands[0], gpu_info);
+  add(kDeviceCommands[1], bench_gpu);
 }
 
 }  // namespace spin::exec

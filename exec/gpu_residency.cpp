@@ -32,7 +32,8 @@ GpuResidency::GpuResidency(std::span<const GpuPoolSpec> pools, std::uint32_t seg
   std::uint32_t max_extent = 0;
   for (const GpuPoolSpec& s : specs_) {
     if (s.policy.kind == policy::PolicyKind::kBelady) {
-      throw std::invalid_argument("gpu residency: belady needs the future (simulator only)");
+      throw std::invalid_argument(
+          "gpu residency: belady needs the future (replay and simulator only)");
     }
     if (s.capacity > s.max_extent || s.streams == 0 || s.directory_entries == 0) {
       throw std::invalid_argument(

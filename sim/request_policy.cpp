@@ -42,6 +42,14 @@ RequestSizing::RequestSizing(const trace::TraceSource& source, std::size_t reque
   spec.max_context_tokens = info.prompt_tokens + std::max(info.output_tokens, info.decode_steps);
   spec.scope = cache.pool_scope;
   spec.policy = cache.policy_params();
+  if (alg.budget_tokens == 0 && !(alg.budget_ratio > 0)) {
+    // M_r, and with it every cache, would be 0 pages: every selected page bypassed.
+    throw InputError(fmt::format(
+        "trace: algorithm '{}' (request {}) has no retrieval budget (budget_ratio and "
+        "budget_tokens are 0), so its cache cannot be sized; give the trace's algorithm record "
+        "a budget (traces/README.md, \"Data model\")",
+        alg.name, info.id));
+  }
   budget.kind = alg.budget_tokens > 0 ? policy::BudgetKind::kTokens : policy::BudgetKind::kRatio;
   budget.ratio = alg.budget_ratio;
   budget.tokens = alg.budget_tokens;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include "common/atomic_file.h"
@@ -137,7 +138,8 @@ std::string steps_csv(const SimResult& r) {
 
 std::string file_xxh64(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("cannot read '{}'", path.string()));
+  if (!in)
+    throw InputError(fmt::format("cannot read '{}': {}", path.string(), std::strerror(errno)));
   XXH64_state_t* state = XXH64_createState();
   XXH64_reset(state, 0);
   std::vector<char> buffer(1 << 20);

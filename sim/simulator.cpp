@@ -254,7 +254,17 @@ policy::PolicyStats scaled(const policy::PolicyStats& s, double f) {
   return o;
 }
 
-TimeNs ns(double t) { return static_cast<TimeNs>(std::llround(std::max(0.0, t))); }
+// The model's durations in whole ns. Beyond 10^18 ns (32 years) the inputs are nonsense (a
+// hardware or model number far off), and the int64 clock would overflow: an error.
+TimeNs ns(double t) {
+  if (!(t < 1e18)) {
+    throw InputError(fmt::format(
+        "the model gave one operation {:.3g} ns (over 32 years): check the hardware profile's "
+        "bandwidths, FLOP/s and latencies and the model's sizes",
+        t));
+  }
+  return static_cast<TimeNs>(std::llround(std::max(0.0, t)));
+}
 
 class Simulation {
  public:

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <map>
@@ -37,8 +38,12 @@ using config::Node;
 namespace {
 
 std::string read_text(const fs::path& file) {
+  if (fs::is_directory(file)) {
+    throw InputError(fmt::format("cannot read '{}': it is a directory", file.string()));
+  }
   std::ifstream in(file, std::ios::binary);
-  if (!in) throw InputError(fmt::format("cannot read '{}'", file.string()));
+  if (!in)
+    throw InputError(fmt::format("cannot read '{}': {}", file.string(), std::strerror(errno)));
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();

@@ -13,6 +13,15 @@
 
 namespace spin::config {
 
+// Bounds of the hardware numbers: wide enough for any machine (a thousandth of today's slowest
+// link to a thousand times today's fastest HBM), narrow enough that the modelled times of one
+// operation stay far below 2^63 ns.
+inline constexpr double kMinRate = 1e-3;        // GB/s, TFLOP/s
+inline constexpr double kMaxRate = 1e6;         // GB/s, TFLOP/s
+inline constexpr double kMaxGib = 1e6;          // GiB of HBM or host memory
+inline constexpr double kMaxLatencyUs = 1e7;    // microseconds (10 s)
+inline constexpr double kMinEfficiency = 1e-3;  // share of a peak
+
 // Effective host→HBM bandwidth of scattered page fetches, by page size (each page's K and V of
 // one stream; host pages in random order). Lookups between table entries are the cost model's
 // business.
@@ -29,9 +38,10 @@ struct TransferConfig {
             required().at_least(1));
     v.field("gather_gbps", gather_gbps,
             "GB/s of one gather kernel reading mapped pinned host memory, per page size",
-            required().above(0));
+            required().at_least(kMinRate).at_most(kMaxRate));
     v.field("per_page_copy_gbps", per_page_copy_gbps,
-            "GB/s of one cudaMemcpyAsync per page, per page size", required().above(0));
+            "GB/s of one cudaMemcpyAsync per page, per page size",
+            required().at_least(kMinRate).at_most(kMaxRate));
     v.check("page_bytes", "a non-empty list in increasing order", [&] {
       if (page_bytes.empty()) return false;
       for (std::size_t i = 1; i < page_bytes.size(); ++i) {
@@ -71,44 +81,48 @@ struct HardwareConfig {
     v.field("description", description,
             "one line about the machine, shown by spin --list hardware");
     v.field("hbm_gib", hbm_gib, "GPU memory the driver reports (nvidia-smi memory.total), GiB",
-            required().above(0));
+            required().above(0).at_most(kMaxGib));
     v.field("hbm_bandwidth_gbps", hbm_bandwidth_gbps, "peak HBM bandwidth, GB/s (datasheet)",
-            required().above(0));
+            required().at_least(kMinRate).at_most(kMaxRate));
     v.field("bf16_dense_tflops", bf16_dense_tflops,
             "peak dense bf16 tensor-core throughput, TFLOP/s (datasheet, without sparsity)",
-            required().above(0));
+            required().at_least(kMinRate).at_most(kMaxRate));
     v.field("pcie_h2d_gbps", pcie_h2d_gbps,
-            "bulk host-to-device copy bandwidth from pinned memory, GB/s", required().above(0));
+            "bulk host-to-device copy bandwidth from pinned memory, GB/s",
+            required().at_least(kMinRate).at_most(kMaxRate));
     v.field("pcie_d2h_gbps", pcie_d2h_gbps,
-            "bulk device-to-host copy bandwidth to pinned memory, GB/s", required().above(0));
+            "bulk device-to-host copy bandwidth to pinned memory, GB/s",
+            required().at_least(kMinRate).at_most(kMaxRate));
     v.field("pcie_latency_us", pcie_latency_us,
-            "fixed cost of one DMA copy (driver and link), microseconds", required().at_least(0));
+            "fixed cost of one DMA copy (driver and link), microseconds",
+            required().at_least(0).at_most(kMaxLatencyUs));
     v.field("host_memory_gib", host_memory_gib,
-            "host DRAM for this GPU's KV: the node's DRAM divided by its GPUs, GiB",
-            required().above(0));
+            "host DRAM for this GPU's KV: the node's DRAM divided by its GPUs, GiB (recorded; not "
+            "yet a limit of the simulator)",
+            required().above(0).at_most(kMaxGib));
     v.field("gemm_efficiency", gemm_efficiency,
             "share of bf16_dense_tflops that the model's GEMMs reach when compute-bound",
-            required().above(0).at_most(1));
+            required().at_least(kMinEfficiency).at_most(1));
     v.field("hbm_efficiency", hbm_efficiency,
             "share of hbm_bandwidth_gbps that bandwidth-bound kernels (decode attention, weight "
             "streaming, selection) reach",
-            required().above(0).at_most(1));
+            required().at_least(kMinEfficiency).at_most(1));
     v.field("prefill_attention_efficiency", prefill_attention_efficiency,
             "share of bf16_dense_tflops that causal prefill attention reaches",
-            required().above(0).at_most(1));
+            required().at_least(kMinEfficiency).at_most(1));
     v.field("kernel_launch_us", kernel_launch_us,
             "fixed cost of one kernel on the critical path (launch and tail), microseconds",
-            required().at_least(0));
+            required().at_least(0).at_most(kMaxLatencyUs));
     v.field("cpu_roundtrip_us", cpu_roundtrip_us,
             "a GPU to CPU to GPU control round trip (synchronise, decide on the host, launch), "
             "microseconds",
-            required().at_least(0));
+            required().at_least(0).at_most(kMaxLatencyUs));
     v.field("interconnect_gbps", interconnect_gbps,
             "GPU-to-GPU all-reduce bus bandwidth per GPU (tensor parallelism), GB/s",
-            required().above(0));
+            required().at_least(kMinRate).at_most(kMaxRate));
     v.field("allreduce_latency_us", allreduce_latency_us,
             "fixed cost of one all-reduce across the tensor-parallel GPUs, microseconds",
-            required().at_least(0));
+            required().at_least(0).at_most(kMaxLatencyUs));
     v.field("transfer", transfer, "scattered page fetches host to HBM, by page size");
   }
 

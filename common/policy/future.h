@@ -1,12 +1,12 @@
 // A stream's whole future, for Belady/OPT (DESIGN.md §4.2): the pages it selects at each step,
 // and for every access the step at which the same page is next selected.
 //
-// Usage (simulator only): the driver reads a (request, layer) of the trace into memory, builds
-// one StreamFuture per KV head with push_selection (the same mapping as Engine::select; for
-// variable clusters the driver replays the cluster appends on a PartitionMap of its own), and
-// hands it to Engine::set_future before replaying the request. The future lists every step of
-// the request in order (an empty selection where the stream selected nothing); the engine checks
-// that the replay selects exactly these pages.
+// Usage (host only: replay and the simulator): the driver reads a (request, layer) of the trace
+// into memory, builds one StreamFuture per KV head with push_selection (the same mapping as
+// Engine::select; for variable clusters the driver replays the cluster appends on a PartitionMap of
+// its own), and hands it to Engine::set_future before replaying the request. The future lists every
+// step of the request in order (an empty selection where the stream selected nothing); the engine
+// checks that the replay selects exactly these pages.
 //
 // Complexity: push O(pages); finalize O(accesses + highest page).
 #pragma once

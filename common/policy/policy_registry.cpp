@@ -68,7 +68,7 @@ void register_builtin_policies(PolicyRegistry& registry) {
       [](const PolicyOptions&) { return plain(PolicyKind::kPreviousStep); });
   registry.add({"belady",
                 "Belady/OPT: victims by farthest next use; needs each stream's future "
-                "(simulator only)",
+                "(replay and simulator; not the executor)",
                 true},
                [](const PolicyOptions&) { return plain(PolicyKind::kBelady); });
 }

@@ -24,7 +24,7 @@ struct PolicyOptions {
 struct PolicyInfo {
   std::string name;
   std::string description;  // one line, for `spin --list policies`
-  bool needs_future;        // needs each stream's future selections (simulator only)
+  bool needs_future;        // needs each stream's future selections (host only: not the executor)
 };
 
 class PolicyRegistry {

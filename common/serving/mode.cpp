@@ -39,7 +39,7 @@ constexpr std::array<KindName, 6> kKinds = {{
      {"oracle:<algo>", "as spin, with the Belady cache (the policy bound)"},
      true},
     {ModeKind::kIdeal,
-     {"ideal:<algo>", "as oracle, with transfers that take no time (the envelope)"},
+     {"ideal:<algo>", "as oracle, with free transfers: no time, no PCIe bytes (the envelope)"},
      true},
 }};
 

@@ -39,6 +39,11 @@ bool known_workload(std::string_view name);
 std::string algorithm_names();
 bool known_algorithm(std::string_view name);
 
+// Limits that keep a mistyped number from exhausting memory or time: a workload's requests
+// (also of arrivals until duration_s), and the locality windows, whose state grows with them.
+inline constexpr std::uint32_t kMaxRequests = 1'000'000;
+inline constexpr std::uint32_t kMaxWindowSteps = 1 << 16;
+
 // Overrides of the algorithm's geometry and budget (DESIGN.md §5). Zero (or a negative ratio)
 // keeps the algorithm's default, listed by `spin --list trace-algorithms`.
 struct GeometrySection {
@@ -56,13 +61,15 @@ struct GeometrySection {
   void visit(V& v) {
     v.field("partition_tokens", partition_tokens,
             "fixed partitions: tokens per partition g; variable: nominal cluster size (0 = the "
-            "algorithm's)");
+            "algorithm's)",
+            config::at_most(1 << 16));
     v.field("page_tokens", page_tokens, "tokens per KV page, a power of two (0 = the algorithm's)");
     v.field("budget_ratio", budget_ratio,
             "retrieval budget as a fraction of the context (negative = the algorithm's)",
             config::at_most(1));
     v.field("budget_tokens", budget_tokens,
-            "retrieval budget in tokens, added to the ratio's (0 = the algorithm's)");
+            "retrieval budget in tokens, added to the ratio's (0 = the algorithm's)",
+            config::at_most(1 << 24));
     v.field("sink_tokens", sink_tokens,
             "attention-sink tokens in the static region (0 = the algorithm's)");
     v.field("local_window_tokens", local_window_tokens,
@@ -95,7 +102,8 @@ struct WorkloadSection {
     v.field("name", name,
             "length distribution: longbench-v2, longgenbench, fixed (prompt_tokens, "
             "output_tokens) or list (the `list` key); spin --list workloads");
-    v.field("requests", requests, "requests to generate when duration_s is 0", at_least(1));
+    v.field("requests", requests, "requests to generate when duration_s is 0",
+            at_least(1).at_most(kMaxRequests));
     v.field("duration_s", duration_s,
             "if > 0: generate arrivals until this time in seconds instead of a request count",
             at_least(0));
@@ -167,7 +175,7 @@ struct LocalitySection {
             unit);
     v.field("recall_window_steps", recall_window_steps,
             "working-set window W: a recalled partition was last selected at most W steps ago",
-            at_least(2));
+            at_least(2).at_most(kMaxWindowSteps));
     v.field("recall_mean_age_steps", recall_mean_age_steps,
             "mean of (reuse distance - 1) of a recall, geometric before the cut at W", at_least(1));
     v.field("revisit_prob", revisit_prob,
@@ -175,7 +183,8 @@ struct LocalitySection {
             "revisit_window_steps steps ago (uniform in that range)",
             unit);
     v.field("revisit_window_steps", revisit_window_steps,
-            "longest reuse distance of a revisit in steps; > recall_window_steps", at_least(3));
+            "longest reuse distance of a revisit in steps; > recall_window_steps",
+            at_least(3).at_most(kMaxWindowSteps));
     v.field("reemerge_prob", reemerge_prob,
             "probability that a replacement re-emerges from the long-term archive of partitions "
             "that left the working set",

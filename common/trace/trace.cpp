@@ -52,6 +52,9 @@ void validate_request(const TraceHeader& h, const RequestInfo& r) {
           fmt::format("index {} out of range (the trace has {} algorithms)", r.algorithm,
                       h.algorithms.size()));
   require(r.prompt_tokens >= 1, at + ": prompt_tokens", "must be >= 1");
+  // 10^15 us (31 years): the simulator's clock counts ns in 64 bits.
+  require(r.arrival_us <= kMaxArrivalUs, at + ": arrival_us",
+          fmt::format("{} exceeds {} (31 years)", r.arrival_us, kMaxArrivalUs));
   require(r.decode_steps <= r.output_tokens, at + ": decode_steps",
           fmt::format("{} exceeds output_tokens ({})", r.decode_steps, r.output_tokens));
   require(uint64_t{r.prompt_tokens} + r.output_tokens < std::numeric_limits<uint32_t>::max(),

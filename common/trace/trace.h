@@ -76,6 +76,8 @@ struct RequestInfo {
 
 // Throws InputError naming the first invalid field ("model.kv_heads: must be >= 1").
 void validate_header(const TraceHeader& header);
+// The latest arrival a request may have, in microseconds (31 years).
+inline constexpr uint64_t kMaxArrivalUs = 1'000'000'000'000'000;
 // Throws InputError naming the request and the field; `header` must be valid.
 void validate_request(const TraceHeader& header, const RequestInfo& request);
 

@@ -55,6 +55,11 @@ TraceWriter::TraceWriter(std::filesystem::path path, TraceHeader header, WriterO
                                  ZSTD_maxCLevel(), options_.zstd_level));
   }
   if (compressor_->context == nullptr) throw std::bad_alloc();
+  // Found now, not after the whole trace is written.
+  if (path_.empty()) throw InputError("trace writer: no output file named");
+  if (std::filesystem::is_directory(path_)) {
+    throw InputError(fmt::format("cannot write {}: it is a directory", path_.string()));
+  }
   file_ = std::fopen(partial_path_.c_str(), "wb");
   if (file_ == nullptr) {
     throw InputError(
@@ -350,6 +355,8 @@ void TraceWriter::finish() {
   std::error_code ec;
   std::filesystem::rename(partial_path_, path_, ec);
   if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(partial_path_, ignored);
     throw InputError(fmt::format("cannot rename {} to {}: {}", partial_path_.string(),
                                  path_.string(), ec.message()));
   }

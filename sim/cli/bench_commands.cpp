@@ -8,6 +8,7 @@
 #include <ranges>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "common/config/config.h"
@@ -108,7 +109,19 @@ int bench_core(const Args& args) {
   const double k = (*vm)["buffer-ratio"].as<double>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
   const uint32_t repeats = (*vm)["repeats"].as<uint32_t>();
-  if (repeats == 0) throw InputError("bench core: --repeats: expected at least 1, got 0");
+  const uint32_t context = (*vm)["context-tokens"].as<uint32_t>();
+  const gen::LocalitySection locality;  // the generator's defaults
+  const uint32_t min_layers = std::max(1u, locality.dense_layers + locality.poor_layers);
+  for (const auto& [option, value, least] :
+       {std::tuple{"steps", steps, 1u}, std::tuple{"repeats", repeats, 1u},
+        std::tuple{"context-tokens", context, 1u}, std::tuple{"layers", layers, min_layers}}) {
+    if (value < least) {
+      throw InputError(
+          fmt::format("bench core: --{}: expected at least {}, got {}", option, least, value));
+    }
+  }
+  // k as the config key cache.buffer_ratio takes it (the same range and message).
+  config::default_config({fmt::format("cache.buffer_ratio={}", k)});
   const auto policies = (*vm)["policies"].as<std::vector<std::string>>();
   constexpr policy::PageTableLayout kLayouts[] = {policy::PageTableLayout::kTwoLevel,
                                                   policy::PageTableLayout::kHashed};
@@ -124,8 +137,7 @@ int bench_core(const Args& args) {
     layouts.push_back(known.base()->value);
   }
 
-  const trace::MemorySource source =
-      shadowkv_request((*vm)["context-tokens"].as<uint32_t>(), steps, layers, seed);
+  const trace::MemorySource source = shadowkv_request(context, steps, layers, seed);
   std::cout << fmt::format(
       "Replay: 1 ShadowKV request, {} prompt tokens, {} steps, {} layers x 8 KV heads, k = {}, one "
       "thread\n{:<14} {:<10} {:>14} {:>9} {:>12} {:>14} {:>9}\n",
@@ -269,7 +281,7 @@ int bench_sim(const Args& args) {
       fmt::format("trace.generator.workload.rate_rps={}", rate),
       fmt::format("trace.generator.workload.max_output_tokens={}", max_output),
       fmt::format("sim.run_ahead={}", (*vm)["run-ahead"].as<uint32_t>())};
-  const unsigned threads = (*vm)["threads"].as<unsigned>();
+  const unsigned threads = thread_count(*vm, "threads", "bench sim");
 
   std::cout << fmt::format(
       "Simulation: {} LongBench-v2-like requests at {} req/s, {}, spin:shadowkv, "

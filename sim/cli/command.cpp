@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
 
 #include "common/error.h"
@@ -150,6 +151,30 @@ int dispatch(const Registry& reg, const Args& args) {
   return command->run(Args(args.begin() + static_cast<std::ptrdiff_t>(words), args.end()));
 }
 
+// Boost reads "-1" for an unsigned option as 2^32 − 1 (or 2^64 − 1): a count, size or thread
+// number given a negative value is an error instead.
+void reject_negative_counts(const po::parsed_options& parsed, const po::options_description& all,
+                            std::string_view name) {
+  for (const po::option& option : parsed.options) {
+    const po::option_description* d = all.find_nothrow(option.string_key, false);
+    if (d == nullptr) continue;
+    const po::value_semantic* semantic = d->semantic().get();
+    const bool counts =
+        dynamic_cast<const po::typed_value<unsigned>*>(semantic) != nullptr ||
+        dynamic_cast<const po::typed_value<unsigned long>*>(semantic) != nullptr ||
+        dynamic_cast<const po::typed_value<std::vector<unsigned>>*>(semantic) != nullptr;
+    if (!counts) continue;
+    for (const std::string& value : option.value) {
+      const std::size_t first = value.find_first_not_of(" \t");
+      if (first != std::string::npos && value[first] == '-') {
+        throw InputError(fmt::format(
+            "spin {}: --{}: expected a non-negative integer, got '{}'; see spin {} --help", name,
+            option.string_key, value, name));
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int run_cli(const Args& args) {
@@ -158,6 +183,11 @@ int run_cli(const Args& args) {
     register_commands(reg);
     return dispatch(reg, args);
   } catch (const InputError& e) {
+    std::cout.flush();
+    std::cerr << "spin: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    // A path the user gave that cannot be read, created or written (it names the path and why).
     std::cout.flush();
     std::cerr << "spin: error: " << e.what() << "\n";
     return 2;
@@ -182,7 +212,10 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
   all.add(visible).add(hidden);
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    const po::parsed_options parsed =
+        po::command_line_parser(args).options(all).positional(positional).run();
+    reject_negative_counts(parsed, all, name);
+    po::store(parsed, vm);
     if (vm.count("help")) {
       const std::string usage = fmt::format("Usage: spin {} ", name);
       std::cout << wrap_line(usage + std::string(synopsis), usage.size()) << "\n\n"
@@ -191,10 +224,32 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
       return std::nullopt;
     }
     po::notify(vm);
+  } catch (const po::required_option& e) {
+    // A missing positional argument: its option name (--file) is not what the usage line shows.
+    std::string option = e.get_option_name();
+    option.erase(0, option.find_first_not_of('-'));
+    const unsigned positions = positional.max_total_count();
+    for (unsigned i = 0; i < positions && i < 16; ++i) {
+      if (positional.name_for_position(i) == option) {
+        throw InputError(fmt::format("spin {}: an argument is missing; usage: spin {} {}", name,
+                                     name, synopsis));
+      }
+    }
+    throw InputError(fmt::format("spin {}: {}; see spin {} --help", name, e.what(), name));
   } catch (const po::error& e) {
     throw InputError(fmt::format("spin {}: {}; see spin {} --help", name, e.what(), name));
   }
   return vm;
+}
+
+unsigned thread_count(const po::variables_map& vm, const std::string& option,
+                      std::string_view name) {
+  const unsigned threads = vm[option].as<unsigned>();
+  if (threads < 1 || threads > kMaxThreads) {
+    throw InputError(
+        fmt::format("spin {}: --{}: expected 1 to {}, got {}", name, option, kMaxThreads, threads));
+  }
+  return threads;
 }
 
 }  // namespace spin::cli

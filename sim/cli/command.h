@@ -61,4 +61,10 @@ std::optional<boost::program_options::variables_map> parse_options(
     const boost::program_options::positional_options_description& positional = {},
     const boost::program_options::options_description& hidden = {});
 
+// A thread-count option's value (--threads, --jobs of command `name`): 1 to kMaxThreads, else an
+// InputError (a typo of 100000 would start that many threads).
+inline constexpr unsigned kMaxThreads = 1024;
+unsigned thread_count(const boost::program_options::variables_map& vm, const std::string& option,
+                      std::string_view name);
+
 }  // namespace spin::cli

@@ -13,7 +13,7 @@ namespace {
 int config_show(const Args& args) {
   po::options_description options("Options");
   po::positional_options_description positional;
-  add_config_options(options, positional);
+  add_config_options(options, &positional);
   const auto vm = parse_options(
       args, "config show", "[FILE] [--set KEY=VALUE]...",
       "Prints the resolved configuration: FILE (default: the built-in configs/default.yaml) with\n"
@@ -81,16 +81,18 @@ std::vector<std::pair<std::string, std::string>> list_hardware() {
 }  // namespace
 
 void add_config_options(po::options_description& options,
-                        po::positional_options_description& positional) {
+                        po::positional_options_description* positional) {
   options.add_options()(
       "config", po::value<std::string>()->value_name("FILE"),
-      "config file (YAML); also the first positional argument (default: the built-in "
-      "configs/default.yaml)")(
+      positional != nullptr
+          ? "config file (YAML); also the first positional argument (default: the built-in "
+            "configs/default.yaml)"
+          : "config file (YAML) (default: the built-in configs/default.yaml)")(
       "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
       "override one key after the file is read; repeatable, applied in order. VALUE is YAML: "
       "--set model.layers=48, --set hardware=h200, --set 'hardware.transfer.gather_gbps=[50, "
       "50, 50, 50, 50]'. spin config keys lists the keys and their units");
-  positional.add("config", 1);
+  if (positional != nullptr) positional->add("config", 1);
 }
 
 config::Config config_from_options(const po::variables_map& vm) {

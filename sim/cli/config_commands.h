@@ -1,8 +1,8 @@
 // `spin config show`, `spin config keys`, and the `models` and `hardware` list families.
 //
 // add_config_options() and config_from_options() are how every command that runs a config takes
-// one: an optional positional FILE (the built-in default when absent) plus repeatable
-// --set KEY=VALUE overrides.
+// one: --config FILE, usually also an optional positional FILE (the built-in default when absent),
+// plus repeatable --set KEY=VALUE overrides.
 #pragma once
 
 #include <boost/program_options.hpp>
@@ -14,10 +14,11 @@ namespace spin::cli {
 
 void register_config_commands(Registry& registry);
 
-// Adds the positional-capable option `config` (FILE) and `--set KEY=VALUE` to `options`, and
-// `config` to `positional` at the next position.
+// Adds the option `config` (FILE) and `--set KEY=VALUE` to `options`, and `config` to
+// `positional` at the next position when given (a command whose positional is something else,
+// like replay's trace, passes null: its help then names --config only).
 void add_config_options(boost::program_options::options_description& options,
-                        boost::program_options::positional_options_description& positional);
+                        boost::program_options::positional_options_description* positional);
 
 // The config named by the `config` option (or the built-in default) with the --set overrides.
 config::Config config_from_options(const boost::program_options::variables_map& vm);

@@ -1,6 +1,7 @@
 #include "sim/cli/gen_commands.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <iostream>
 
@@ -87,10 +88,11 @@ int trace_gen(const Args& args) {
   const gen::TraceGenConfig config = generator_config(*vm);
   const gen::Generator generator(config.generator, config.model);
   const size_t n = generator.requests().size();
-  gen::copy_to_file(generator, (*vm)["out"].as<std::string>(), {}, [n](size_t done) {
-    std::cerr << fmt::format("\rrequests written: {}/{}", done, n) << std::flush;
+  const bool tty = isatty(STDERR_FILENO);  // a progress line only for a person watching
+  gen::copy_to_file(generator, (*vm)["out"].as<std::string>(), {}, [n, tty](size_t done) {
+    if (tty) std::cerr << fmt::format("\rrequests written: {}/{}", done, n) << std::flush;
   });
-  std::cerr << "\n";
+  if (tty) std::cerr << "\n";
   std::cout << fmt::format("wrote {} ({} requests, algorithm {}, workload {})\n",
                            (*vm)["out"].as<std::string>(), n, generator.algorithm().name,
                            generator.config().workload.name);

@@ -1,5 +1,8 @@
 // Every `spin` command and `--list` family, registered by explicit calls (STYLE.md, "Plugins").
+#include <fmt/format.h>
+
 #include "common/error.h"
+#include "exec/device_commands.h"
 #include "sim/cli/bench_commands.h"
 #include "sim/cli/command.h"
 #include "sim/cli/config_commands.h"
@@ -9,10 +12,6 @@
 #include "sim/cli/sweep_commands.h"
 #include "sim/cli/trace_commands.h"
 #include "spin_build_config.h"
-
-#if SPIN_HAVE_CUDA
-#include "exec/device_commands.h"
-#endif
 
 namespace spin::cli {
 
@@ -27,18 +26,24 @@ void register_commands(Registry& registry) {
 #if SPIN_HAVE_CUDA
   exec::register_device_commands(registry);
 #else
-  registry.add(Command{"gpu info", "list the CUDA devices of this machine (needs a CUDA build)",
-                       [](const Args& args) -> int {
-                         if (!parse_options(args, "gpu info", "[options]",
-                                            "Lists the CUDA devices of this machine. This spin "
-                                            "was built without CUDA, so it cannot.",
-                                            {})) {
-                           return 0;
-                         }
-                         throw InputError(
-                             "this spin was built without CUDA (nvcc was not found when the build "
-                             "was configured); rebuild with `meson setup build -Dcuda=enabled`");
-                       }});
+  // Without CUDA the device commands still exist, and say how to get them.
+  for (const exec::DeviceCommandName& command : exec::kDeviceCommands) {
+    const std::string name(command.name);
+    registry.add(Command{name, fmt::format("{} (needs a CUDA build)", command.summary),
+                         [name](const Args& args) -> int {
+                           if (!parse_options(args, name, "[options]",
+                                              fmt::format("This spin was built without CUDA, so "
+                                                          "`spin {}` cannot run.",
+                                                          name),
+                                              {})) {
+                             return 0;
+                           }
+                           throw InputError(
+                               "this spin was built without CUDA (nvcc was not found when the "
+                               "build was configured); rebuild with `meson setup build "
+                               "-Dcuda=enabled`");
+                         }});
+  }
 #endif
 }
 

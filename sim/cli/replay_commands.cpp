@@ -91,8 +91,7 @@ void write_json(const nlohmann::ordered_json& j, const std::filesystem::path& pa
 
 int replay_command(const Args& args) {
   po::options_description options("Options");
-  po::positional_options_description config_positional;  // replay's positional is the trace
-  add_config_options(options, config_positional);
+  add_config_options(options, nullptr);  // replay's positional is the trace
   options.add_options()(
       "trace", po::value<std::string>()->value_name("TRACE"),
       "trace file (.spt) to replay instead of the config's trace source; also the first "
@@ -139,6 +138,13 @@ int replay_command(const Args& args) {
     if (vm->count(flag)) sets.push_back(fmt::format("{}={}", key, (*vm)[flag].as<std::string>()));
   }
   if (vm->count("trace")) {  // replaces the config's source, whichever it is
+    const std::filesystem::path trace = (*vm)["trace"].as<std::string>();
+    if (trace.extension() == ".yaml" || trace.extension() == ".yml") {
+      throw InputError(fmt::format(
+          "replay: {}: a config file where a trace was expected; replay's positional argument is "
+          "the trace, a config goes in --config {}",
+          trace.string(), trace.string()));
+    }
     sets.push_back("trace.generator=");
     sets.push_back(fmt::format("trace.path={}", (*vm)["trace"].as<std::string>()));
   }
@@ -150,7 +156,7 @@ int replay_command(const Args& args) {
   const trace::TraceSource& source = *opened;
   sim::ReplayOptions ro;
   ro.cache = cfg.cache;
-  ro.threads = (*vm)["threads"].as<unsigned>();
+  ro.threads = thread_count(*vm, "threads", "replay");
   if (vm->count("decision-log")) ro.decision_log = (*vm)["decision-log"].as<std::string>();
   const bool show_progress = source.requests().size() > 1 && isatty(STDERR_FILENO);
   ro.progress = [&](size_t done, size_t total) {

@@ -53,7 +53,7 @@ void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
 int sim_command(const Args& args) {
   po::options_description options("Options");
   po::positional_options_description positional;
-  add_config_options(options, positional);
+  add_config_options(options, &positional);
   options.add_options()(
       "trace", po::value<std::string>()->value_name("FILE"),
       "trace file (.spt) to replay instead of the config's trace source (trace.path or "
@@ -97,7 +97,7 @@ int sim_command(const Args& args) {
   const std::unique_ptr<trace::TraceSource> source = sim::open_trace_source(cfg);
 
   sim::SimOptions so;
-  so.threads = (*vm)["threads"].as<unsigned>();
+  so.threads = thread_count(*vm, "threads", "sim");
   so.keep_iterations = (*vm)["steps"].as<bool>();
   so.timeline = vm->count("out") && !(*vm)["no-timeline"].as<bool>();
   so.timeline_layer_iterations = (*vm)["timeline-layers"].as<uint32_t>();

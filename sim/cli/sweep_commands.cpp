@@ -62,7 +62,7 @@ int sweep_command(const Args& args) {
   const sim::Sweep sweep = sim::load_sweep((*vm)["sweep"].as<std::string>(), sets);
   sim::SweepOptions so;
   so.extra_sets = sets;
-  so.jobs = (*vm)["jobs"].as<unsigned>();
+  so.jobs = thread_count(*vm, "jobs", "sweep");
   so.timeline = !(*vm)["no-timeline"].as<bool>();
   if (vm->count("shard")) so.shard = sim::parse_shard((*vm)["shard"].as<std::string>());
   if ((*vm)["dry-run"].as<bool>()) {

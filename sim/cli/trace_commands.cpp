@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -153,7 +155,10 @@ int trace_export(const Args& args) {
   std::ofstream file;
   if (vm->count("out")) {
     file.open((*vm)["out"].as<std::string>(), std::ios::binary);
-    if (!file) throw InputError(fmt::format("cannot create {}", (*vm)["out"].as<std::string>()));
+    if (!file) {
+      throw InputError(fmt::format("cannot create {}: {}", (*vm)["out"].as<std::string>(),
+                                   std::strerror(errno)));
+    }
   }
   std::ostream& out = vm->count("out") ? file : std::cout;
   if (format == "jsonl") {
@@ -211,6 +216,12 @@ int trace_import(const Args& args) {
   options.zstd_level = (*vm)["zstd-level"].as<int>();
   options.chunk_selections = (*vm)["chunk-selections"].as<uint64_t>();
   const std::filesystem::path out = (*vm)["out"].as<std::string>();
+  std::error_code ec;
+  if (std::filesystem::equivalent(in, out, ec)) {
+    throw InputError(
+        fmt::format("trace import: --out {} is the input file; the trace must go to another file",
+                    out.string()));
+  }
   if (format == "jsonl") {
     trace::import_jsonl(in, out, options);
   } else {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/version.h"
+#include "spin_build_config.h"
 #include "tests/support.h"
 
 using spin::test::run_spin;
@@ -16,6 +17,27 @@ TEST_CASE("cli: --help lists the commands and list families", "[unit][cli]") {
   CHECK(r.status == 0);
   CHECK(r.out.find("Usage: spin <command>") != std::string::npos);
   CHECK(r.out.find("gpu info") != std::string::npos);
+  CHECK(r.out.find("bench gpu") != std::string::npos);
+}
+
+TEST_CASE("cli: the device commands say when the build has no CUDA", "[unit][cli]") {
+  for (const char* command : {"gpu info", "bench gpu"}) {
+    std::vector<std::string> args;
+    std::istringstream words(command);
+    for (std::string w; words >> w;) args.push_back(w);
+    const auto help = run_spin([&] {
+      auto a = args;
+      a.push_back("--help");
+      return a;
+    }());
+    CHECK(help.status == 0);
+#if !SPIN_HAVE_CUDA
+    const auto r = run_spin(args);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("built without CUDA") != std::string::npos);
+    CHECK(help.out.find("built without CUDA") != std::string::npos);
+#endif
+  }
 }
 
 TEST_CASE("cli: every command's --help fits in 100 columns", "[unit][cli]") {
@@ -69,4 +91,60 @@ TEST_CASE("cli: an unknown list family names the known ones", "[unit][cli]") {
   const auto r = run_spin({"--list", "nonsense"});
   CHECK(r.status == 2);
   CHECK(r.err.find("unknown family 'nonsense'") != std::string::npos);
+}
+
+TEST_CASE("cli: bad numbers, paths and files are input errors, found before the work",
+          "[unit][cli]") {
+  const spin::test::TempDir dir;
+  const auto error_of = [](const std::vector<std::string>& args) {
+    const auto r = run_spin(args);
+    CHECK(r.status == 2);
+    return r.err;
+  };
+  // A negative count would wrap to 2^32 − 1 (or 2^64 − 1).
+  CHECK(error_of({"bench", "core", "--steps", "-1"}) ==
+        "spin: error: spin bench core: --steps: expected a non-negative integer, got '-1'; see "
+        "spin bench core --help\n");
+  CHECK(error_of({"bench", "sim", "--sampling", "-2"})
+            .find("--sampling: expected a "
+                  "non-negative integer") != std::string::npos);
+  CHECK(error_of({"sim", "--threads", "5000"}) ==
+        "spin: error: spin sim: --threads: expected 1 to 1024, got 5000\n");
+  CHECK(error_of({"replay", "--threads", "0"}) ==
+        "spin: error: spin replay: --threads: expected 1 to 1024, got 0\n");
+  CHECK(error_of({"bench", "core", "--context-tokens", "0"}) ==
+        "spin: error: bench core: --context-tokens: expected at least 1, got 0\n");
+  // A missing positional argument shows the usage, not the hidden option's name.
+  CHECK(error_of({"trace", "info"}) ==
+        "spin: error: spin trace info: an argument is missing; usage: spin trace info FILE "
+        "[--json] [--verify]\n");
+  // An output folder that is a file: the path and why, as an input error (not an internal one).
+  spin::test::write_file(dir / "file", "x");
+  CHECK(error_of({"sim", "--out", (dir / "file").string()}).find("Not a directory") !=
+        std::string::npos);
+  // A config where replay takes a trace.
+  CHECK(error_of({"replay", (dir / "run.yaml").string()})
+            .find("a config file where a trace was expected") != std::string::npos);
+  // A trace written over a directory is refused before it is generated; none is left behind.
+  CHECK(error_of({"trace", "gen", "--out", dir.path().string(), "--requests", "1"}) ==
+        fmt::format("spin: error: cannot write {}: it is a directory\n", dir.path().string()));
+  CHECK(!std::filesystem::exists(dir.path().string() + ".partial"));
+  // Import onto its own input.
+  const auto jsonl = dir / "t.jsonl";
+  REQUIRE(run_spin({"trace", "export", spin::test::source_path("traces/sample.spt").string(),
+                    "--format", "jsonl", "--out", jsonl.string()})
+              .status == 0);
+  CHECK(error_of({"trace", "import", jsonl.string(), "--out", jsonl.string()})
+            .find("is the input file") != std::string::npos);
+  // A trace without a retrieval budget cannot size a cache.
+  std::string text = spin::test::read_file(jsonl);
+  const std::string budget = "\"budget_ratio\":0.0156";
+  REQUIRE(text.find(budget) != std::string::npos);
+  text.replace(text.find(budget), budget.size(), "\"budget_ratio\":0");
+  spin::test::write_file(dir / "none.jsonl", text);
+  REQUIRE(run_spin({"trace", "import", (dir / "none.jsonl").string(), "--out",
+                    (dir / "none.spt").string()})
+              .status == 0);
+  CHECK(error_of({"replay", (dir / "none.spt").string()}).find("has no retrieval budget") !=
+        std::string::npos);
 }

@@ -71,7 +71,6 @@ std::vector<trace::RequestInfo> make_requests(const WorkloadSection& w, uint64_t
                                                       : nullptr;
   Rng arrivals(mix(seed, 0x61727269));  // "arri"
   double t_s = 0;
-  constexpr size_t kMaxRequests = 10'000'000;
   for (size_t i = 0;; ++i) {
     t_s += -std::log(1 - arrivals.unit()) / w.rate_rps;
     if (w.duration_s > 0 ? t_s >= w.duration_s : i >= w.requests) break;

@@ -301,11 +301,15 @@ nlohmann::json group_json(const GroupStats& g, const StatsOptions& o) {
                     {"p50", g.size_quantile(0.5)},
                     {"p99", g.size_quantile(0.99)},
                     {"max", g.size_counts.empty() ? 0 : g.size_counts.size() - 1}};
-  j["overlap"] = g.overlap();
+  // A window longer than every stream has no data: null, not 0.
+  const auto measured = [](bool has_data, double value) {
+    return has_data ? nlohmann::json(value) : nlohmann::json(nullptr);
+  };
+  j["overlap"] = measured(g.union_total[0] > 0, g.overlap());
   nlohmann::json in_union = nlohmann::json::object(), ws = nlohmann::json::object();
   for (size_t w = 0; w < o.windows.size(); ++w) {
-    in_union[std::to_string(o.windows[w])] = g.in_union(w);
-    ws[std::to_string(o.windows[w])] = g.working_set(w);
+    in_union[std::to_string(o.windows[w])] = measured(g.union_total[w] > 0, g.in_union(w));
+    ws[std::to_string(o.windows[w])] = measured(g.ws_steps[w] > 0, g.working_set(w));
   }
   j["in_union"] = in_union;
   j["working_set"] = ws;
@@ -358,17 +362,24 @@ std::string StatsCollector::to_text() const {
   const StatsOptions& o = options_;
   std::string out =
       "Selections (partitions per stream step; in_union(w): share of a selection "
-      "inside the union of the w previous steps; ws(w): mean union of w steps)\n";
+      "inside the union of the w previous steps; ws(w): mean union of w steps; -: no stream "
+      "has that many steps)\n";
   out += fmt::format("{:>5} {:>9} {:>7} {:>7} {:>7}", "layer", "mean", "p50", "p99", "overlap");
   for (uint32_t w : o.windows) out += fmt::format(" {:>7}", fmt::format("in({})", w));
   for (uint32_t w : o.windows) out += fmt::format(" {:>9}", fmt::format("ws({})", w));
   out += "\n";
   for (const auto& [name, g] : rows) {
-    out += fmt::format("{:>5} {:>9.1f} {:>7} {:>7} {:>7.3f}", name, g->mean_selection(),
-                       g->size_quantile(0.5), g->size_quantile(0.99), g->overlap());
-    for (size_t w = 0; w < o.windows.size(); ++w) out += fmt::format(" {:>7.3f}", g->in_union(w));
+    const auto cell = [](bool has_data, double value, int width, int digits) {
+      return has_data ? fmt::format(" {:>{}.{}f}", value, width, digits)
+                      : fmt::format(" {:>{}}", "-", width);
+    };
+    out += fmt::format("{:>5} {:>9.1f} {:>7} {:>7}", name, g->mean_selection(),
+                       g->size_quantile(0.5), g->size_quantile(0.99));
+    out += cell(g->union_total[0] > 0, g->overlap(), 7, 3);
     for (size_t w = 0; w < o.windows.size(); ++w)
-      out += fmt::format(" {:>9.1f}", g->working_set(w));
+      out += cell(g->union_total[w] > 0, g->in_union(w), 7, 3);
+    for (size_t w = 0; w < o.windows.size(); ++w)
+      out += cell(g->ws_steps[w] > 0, g->working_set(w), 9, 1);
     out += "\n";
   }
   out += "\nExact LRU per (request, layer) pool: hit ratio at m x the pool's mean pages per step\n";

@@ -6,6 +6,7 @@
 // - step-to-step overlap Σ|S_t ∩ S_{t-1}| / Σ|S_t| over steps t >= 1 of every stream;
 // - in_union(w): the share of S_t inside the union of the w previous steps, Σ over t >= w;
 // - working_set(w): mean |S_{t-w+1} ∪ ... ∪ S_t| in partitions, over t >= w - 1;
+//   (a window longer than every stream has no data: null in to_json, `-` in to_text)
 // - reuse distances in steps (t minus the last step the stream selected the partition), log2
 //   buckets [1], [2, 3], [4, 7], ..., plus first uses;
 // - the exact-LRU hit ratio at capacities m · (mean pages per step) of each pool, in one pass.

@@ -225,9 +225,9 @@ TEST_CASE("config: config_keys lists every key with its type, default and descri
   CHECK(find("model.layers").default_value == "(required)");
   CHECK(find("model.dtype").type == "one of bf16, fp16, fp8");
   CHECK(find("model.dtype").default_value == "bf16");
-  CHECK(find("hardware.hbm_gib").type == "a number > 0");
+  CHECK(find("hardware.hbm_gib").type == "a number > 0 and <= 1000000");
   CHECK(find("hardware.transfer.page_bytes").type == "a list of integers >= 1");
-  CHECK(find("hardware.transfer.gather_gbps").type == "a list of numbers > 0");
+  CHECK(find("hardware.transfer.gather_gbps").type == "a list of numbers >= 0.001 and <= 1000000");
   CHECK(find("trace").type == "a mapping");
   CHECK(find("trace.path").type == "a path (optional)");
   CHECK(find("trace.path").default_value == "(none)");

@@ -63,9 +63,9 @@ TEST_CASE("config: a wrong type names the key and what was expected", "[unit][co
   CHECK(error_of(with_model("  preset: qwen3-14b\n  layers:\n")) ==
         "run.yaml:3:3: model.layers: expected an integer >= 1, got nothing");
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: lots}\n") ==
-        "run.yaml:2:39: hardware.hbm_gib: expected a number > 0, got 'lots'");
+        "run.yaml:2:39: hardware.hbm_gib: expected a number > 0 and <= 1000000, got 'lots'");
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: .inf}\n") ==
-        "run.yaml:2:39: hardware.hbm_gib: expected a number > 0, got '.inf'");
+        "run.yaml:2:39: hardware.hbm_gib: expected a number > 0 and <= 1000000, got '.inf'");
   CHECK(error_of(with_model("  preset: qwen3-14b\n  description: {a: 1}\n")) ==
         "run.yaml:3:16: model.description: expected a string, got a mapping");
   CHECK(error_of(kValid + "trace: {path: \"\"}\n") ==
@@ -84,11 +84,18 @@ TEST_CASE("config: out-of-range values name the value and the range", "[unit][co
         "run.yaml:1:7: seed: 18446744073709551616 is out of range; expected an integer >= 0 (at "
         "most 18446744073709551615)");
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: 0}\n") ==
-        "run.yaml:2:39: hardware.hbm_gib: 0 is out of range; expected a number > 0");
+        "run.yaml:2:39: hardware.hbm_gib: 0 is out of range; expected a number > 0 and <= "
+        "1000000");
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, pcie_latency_us: -0.5}\n") ==
-        "run.yaml:2:47: hardware.pcie_latency_us: -0.5 is out of range; expected a number >= 0");
+        "run.yaml:2:47: hardware.pcie_latency_us: -0.5 is out of range; expected a number >= 0 "
+        "and <= 10000000");
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: 1e999}\n") ==
-        "run.yaml:2:39: hardware.hbm_gib: 1e999 is out of range; expected a number > 0");
+        "run.yaml:2:39: hardware.hbm_gib: 1e999 is out of range; expected a number > 0 and <= "
+        "1000000");
+  // The upper bounds keep modelled times far from the clock's 2^63 ns.
+  CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, pcie_h2d_gbps: 1e-12}\n") ==
+        "run.yaml:2:45: hardware.pcie_h2d_gbps: 1e-12 is out of range; expected a number >= "
+        "0.001 and <= 1000000");
 }
 
 TEST_CASE("config: a bad enum value lists the allowed values and the closest one",
@@ -108,8 +115,8 @@ TEST_CASE("config: list values are checked as lists and element by element", "[u
   CHECK(error_of(head + "    page_bytes: [2048, x, 3]\n") ==
         "run.yaml:5:24: hardware.transfer.page_bytes[1]: expected an integer >= 1, got 'x'");
   CHECK(error_of(head + "    gather_gbps: [1, 0, 1, 1, 1]\n") ==
-        "run.yaml:5:22: hardware.transfer.gather_gbps[1]: 0 is out of range; expected a number > "
-        "0");
+        "run.yaml:5:22: hardware.transfer.gather_gbps[1]: 0 is out of range; expected a number >= "
+        "0.001 and <= 1000000");
 }
 
 TEST_CASE("config: rules over several keys name the key and the rule", "[unit][config]") {

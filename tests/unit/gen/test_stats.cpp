@@ -67,6 +67,17 @@ TEST_CASE(
   CHECK(g.hits[2] == 6);
   CHECK(g.capacity_pages[0] == 3);
   CHECK(g.misses_per_step(0) == 1.5);
+  // Windows longer than the 4 steps have no data: null and `-`, not a measured 0.
+  const nlohmann::json j = c.to_json()["overall"];
+  CHECK(j["in_union"]["2"] == 1.0);
+  CHECK(j["in_union"]["4"].is_null());
+  CHECK(j["working_set"]["4"] == 4.0);  // t = 3: |S0 ∪ S1 ∪ S2 ∪ S3| = |{0, 1, 2, 3}|
+  CHECK(j["working_set"]["8"].is_null());
+  const std::string text = c.to_text();
+  const std::size_t row = text.find("\n  all ");  // the selections table's last row
+  REQUIRE(row != std::string::npos);
+  const std::string all_row = text.substr(row + 1, text.find('\n', row + 1) - row - 1);
+  CHECK(all_row.ends_with(" -"));  // ws(16)
 }
 
 TEST_CASE("trace stats: hits at each capacity equal a naive LRU cache's, static pages excluded",
