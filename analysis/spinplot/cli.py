@@ -301,3 +301,6 @@ def main(argv=None):
     except AnalysisError as e:
         print(f"plot.py: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an --out that is a file, a folder that cannot be made
+        print(f"plot.py: error: {e}", file=sys.stderr)
+        return 2

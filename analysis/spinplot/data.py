@@ -186,7 +186,13 @@ def load(paths, where=(), note=True):
         paths = [paths]
     if not paths:
         raise AnalysisError("no input given")
-    tables = [read_input(p) for p in paths]
+    tables = []
+    for p in paths:
+        try:
+            tables.append(read_input(p))
+        except UnicodeDecodeError:
+            raise AnalysisError(f"{p}: not a text file; expected a sweep folder, a run folder, "
+                                "results.csv or replay.json") from None
     if len(tables) == 1:
         table = tables[0]
     else:

@@ -187,10 +187,14 @@ def main(argv=None):
     except AnalysisError as e:
         print(f"report.py: error: {e}", file=sys.stderr)
         return 2
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, out)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as e:  # an --out in a folder that cannot be made or written
+        print(f"report.py: error: {e}", file=sys.stderr)
+        return 2
     print(out)
     return 0

@@ -469,11 +469,19 @@ class CommandLineTest(Base):
              "share serving.mode, cache.buffer_ratio but are different runs"),
             (["line", A, "--x", "serving.mode", "--y", "hit_ratio"], "not numeric"),
             (["compare", A, M, "--on", "serving.mode"], "have the same serving.mode"),
+            (["cdf", os.path.join(ROOT, "traces", "sample.spt")], "not a text file"),
         ]
         for args, message in cases:
             proc = run_in_process(cli.main, *args, "--out", os.path.join(TMP, "bad"))
             self.assertEqual(proc.returncode, 2, f"{args}: {proc.stderr}")
             self.assertIn(message, proc.stderr, args)
+        # An --out that is a file: the reason, not a traceback.
+        a_file = os.path.join(TMP, "a-file")
+        with open(a_file, "w") as f:
+            f.write("x")
+        proc = run_in_process(cli.main, "cdf", A, "--out", a_file)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("plot.py: error:", proc.stderr)
 
     def test_help_for_every_subcommand(self):
         """--help of plot.py, of each subcommand and of report.py: exit 0, with the defaults."""
