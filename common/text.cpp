@@ -1,7 +1,15 @@
 #include "common/text.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
 #include <vector>
+
+#include "common/error.h"
 
 namespace spin {
 
@@ -22,6 +30,20 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     std::swap(prev, cur);
   }
   return prev[b.size()];
+}
+
+std::string read_text_file(const std::filesystem::path& file, std::string_view what) {
+  const std::string name = what.empty() ? fmt::format("'{}'", file.string())
+                                        : fmt::format("{} '{}'", what, file.string());
+  if (std::filesystem::is_directory(file)) {
+    throw InputError(fmt::format("cannot read {}: it is a directory", name));
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw InputError(fmt::format("cannot read {}: {}", name, std::strerror(errno)));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw InputError(fmt::format("cannot read {}: {}", name, std::strerror(errno)));
+  return text.str();
 }
 
 }  // namespace spin

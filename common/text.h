@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <filesystem>
 #include <optional>
 #include <ranges>
 #include <string>
@@ -38,5 +39,10 @@ std::optional<std::string> closest_match(std::string_view word, const Range& can
   }
   return best;
 }
+
+// The whole of a text file. Throws InputError "cannot read <what> 'FILE': <reason>" for a
+// directory, a missing or unreadable file; `what` names the kind of file ("config file") or is
+// empty.
+std::string read_text_file(const std::filesystem::path& file, std::string_view what = {});
 
 }  // namespace spin

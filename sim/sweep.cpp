@@ -7,9 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
-#include <cstring>
 #include <deque>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -20,6 +18,7 @@
 #include "common/atomic_file.h"
 #include "common/config/schema.h"
 #include "common/error.h"
+#include "common/text.h"
 #include "common/version.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
@@ -36,18 +35,6 @@ namespace fs = std::filesystem;
 using config::Node;
 
 namespace {
-
-std::string read_text(const fs::path& file) {
-  if (fs::is_directory(file)) {
-    throw InputError(fmt::format("cannot read '{}': it is a directory", file.string()));
-  }
-  std::ifstream in(file, std::ios::binary);
-  if (!in)
-    throw InputError(fmt::format("cannot read '{}': {}", file.string(), std::strerror(errno)));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A value as --set takes it: a scalar's text, or a flow list.
 std::string value_text(const Node& n) {
@@ -194,7 +181,7 @@ std::vector<std::string> parse_csv_line(const std::string& line) {
 
 // Records of a CSV file whose quoted fields may hold newlines.
 std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
-  const std::string text = read_text(file);
+  const std::string text = read_text_file(file);
   std::vector<std::vector<std::string>> rows;
   std::string record;
   bool quoted = false;
@@ -247,7 +234,7 @@ class Runner {
   // results.csv, and returns the points left to run.
   std::deque<const SweepPoint*> prepare() {
     fs::create_directories(out_ / "points");
-    write_file_atomically(out_ / "sweep.yaml", read_text(sweep_.file), "the sweep file");
+    write_file_atomically(out_ / "sweep.yaml", read_text_file(sweep_.file), "the sweep file");
     for (const auto& entry : fs::directory_iterator(out_ / "points")) {
       if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
     }
@@ -344,7 +331,7 @@ class Runner {
   // The row of a point another process ran (MPI), read back from its folder.
   Row row_from_folder(std::size_t index) {
     const fs::path dir = out_ / "points" / point_name(index);
-    const auto meta = nlohmann::ordered_json::parse(read_text(dir / "point.json"));
+    const auto meta = nlohmann::ordered_json::parse(read_text_file(dir / "point.json"));
     if (meta.at("status") == "ok") return ok_row(dir);
     Row row;
     row.error = meta.value("error", std::string("failed"));
@@ -371,7 +358,7 @@ class Runner {
   std::optional<Row> finished_row(const SweepPoint& p, const std::string& inputs) {
     const fs::path dir = out_ / "points" / point_name(p.index);
     try {
-      const auto meta = nlohmann::ordered_json::parse(read_text(dir / "point.json"));
+      const auto meta = nlohmann::ordered_json::parse(read_text_file(dir / "point.json"));
       if (meta.at("inputs_xxh64") != inputs || meta.at("status") != "ok") return std::nullopt;
       return ok_row(dir);
     } catch (const std::exception&) {
@@ -382,7 +369,7 @@ class Runner {
   static Row ok_row(const fs::path& dir) {
     Row row;
     row.ok = true;
-    flatten(nlohmann::ordered_json::parse(read_text(dir / "summary.json")), "", row.metrics);
+    flatten(nlohmann::ordered_json::parse(read_text_file(dir / "summary.json")), "", row.metrics);
     return row;
   }
 
@@ -448,9 +435,9 @@ config::Config Sweep::config(const SweepPoint& point, const std::vector<std::str
 Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_sets) {
   Sweep sweep;
   sweep.file = file;
-  const Node root = config::parse_yaml(
-      read_text(file), std::make_shared<const config::Source>(
-                           config::Source{file.string(), true, fs::absolute(file).parent_path()}));
+  const Node root = config::parse_yaml(read_text_file(file),
+                                       std::make_shared<const config::Source>(config::Source{
+                                           file.string(), true, fs::absolute(file).parent_path()}));
   if (root.kind != Node::Kind::kMapping)
     throw InputError(fmt::format("{}: a sweep file is a mapping (base, command, set, axes, seeds)",
                                  root.where()));
@@ -611,7 +598,7 @@ void merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
   for (const fs::path& shard : shards) {
     const auto records = read_csv(shard / "results.csv");
     if (records.empty()) throw InputError(fmt::format("{}: results.csv is empty", shard.string()));
-    const std::string text = read_text(shard / "sweep.yaml");
+    const std::string text = read_text_file(shard / "sweep.yaml");
     if (sweep_text.empty()) sweep_text = text;
     if (text != sweep_text)
       throw InputError(fmt::format("{}: sweep.yaml differs from {}'s: not shards of one sweep",

@@ -2,34 +2,15 @@
 
 #include <fmt/format.h>
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-
 #include "common/atomic_file.h"
 #include "common/embedded.h"
 #include "common/error.h"
+#include "common/text.h"
 
 namespace spin::config {
 namespace {
 
 constexpr std::string_view kDefaultConfig = "configs/default.yaml";
-
-std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    throw InputError(
-        fmt::format("cannot read config file '{}': {}", file.string(), std::strerror(errno)));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) {
-    throw InputError(
-        fmt::format("cannot read config file '{}': {}", file.string(), std::strerror(errno)));
-  }
-  return text.str();
-}
 
 // What parsing one section at a time cannot check: rules between sections.
 Config checked(Config config) {
@@ -41,10 +22,7 @@ Config checked(Config config) {
 }  // namespace
 
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets) {
-  if (std::filesystem::is_directory(file)) {
-    throw InputError(fmt::format("cannot read config file '{}': it is a directory", file.string()));
-  }
-  const std::string text = read_text(file);
+  const std::string text = read_text_file(file, "config file");
   return checked(
       parse_config<Config>(text,
                            std::make_shared<const Source>(Source{

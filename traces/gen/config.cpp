@@ -2,12 +2,10 @@
 
 #include <fmt/format.h>
 
-#include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "common/config/config.h"
-#include "common/error.h"
+#include "common/text.h"
 
 namespace spin::gen {
 
@@ -38,11 +36,7 @@ TraceGenConfig parse_generator_config(std::string_view yaml, std::string_view or
 
 TraceGenConfig load_generator_config(const std::string& file,
                                      const std::vector<std::string>& sets) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open the generator config file", file));
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_generator_config(text.str(), file, sets);
+  return parse_generator_config(read_text_file(file, "generator config file"), file, sets);
 }
 
 }  // namespace spin::gen
