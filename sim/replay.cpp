@@ -31,7 +31,7 @@ RequestOutcome replay_request(const trace::TraceSource& source, size_t request,
   const trace::RequestInfo& info = source.requests()[request];
   for (uint32_t step = 0; step < info.decode_steps; ++step) {
     const double k = options.cache.buffer_ratio;
-    policy.step(step, policy.cache_pages_at(info.prompt_tokens + step, k), k);
+    policy.step(step, policy.cache_pages_at(info.prompt_tokens + step, k), {k});
   }
   RequestOutcome out;
   out.steps = info.decode_steps;

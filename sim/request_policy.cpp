@@ -205,14 +205,14 @@ void RequestPolicy::load_futures() {
   }
 }
 
-void RequestPolicy::step(std::uint32_t step, std::uint64_t cache_pages, double buffer_ratio) {
-  const std::uint32_t lanes = begin_step(step, cache_pages, buffer_ratio);
+void RequestPolicy::step(std::uint32_t step, std::uint64_t cache_pages, const Outlook& outlook) {
+  const std::uint32_t lanes = begin_step(step, cache_pages, outlook);
   for (std::uint32_t lane = 0; lane < lanes; ++lane) run_lane(lane);
   end_step();
 }
 
 std::uint32_t RequestPolicy::begin_step(std::uint32_t step, std::uint64_t cache_pages,
-                                        double buffer_ratio) {
+                                        const Outlook& outlook) {
   const trace::RequestInfo& info = source_.requests()[request_];
   if (step != steps_done_ || step >= info.decode_steps) {
     throw InvariantError(fmt::format("request policy: request {} asked for step {} after {} of {}",
@@ -233,15 +233,17 @@ std::uint32_t RequestPolicy::begin_step(std::uint32_t step, std::uint64_t cache_
   // A new block from `step`; a rewind first runs [plan_begin_, step) again under its old plan.
   if (!rewinding_) plan_begin_ = step;
   block_begin_ = step;
-  const std::uint32_t n =
-      std::min(step < lockstep_until_ ? 1u : run_ahead_max_, info.decode_steps - step);
+  const std::uint32_t n = std::min({step < lockstep_until_ ? 1u : run_ahead_max_,
+                                    std::max(outlook.block_steps, 1u), info.decode_steps - step});
   block_end_ = step + n;
   const std::size_t first = step - plan_begin_;
   planned_.resize(first + n);
   planned_[first] = cache_pages;
   for (std::uint32_t j = 1; j < n; ++j) {
     planned_[first + j] =
-        sampled_share(cache_pages_at(info.prompt_tokens + step + j, buffer_ratio));
+        sampled_share(j <= outlook.forecast.size()
+                          ? outlook.forecast[j - 1]
+                          : cache_pages_at(info.prompt_tokens + step + j, outlook.buffer_ratio));
   }
   lane_shares_.resize(planned_.size() * lanes_.size());
   for (std::size_t k = first; k < planned_.size(); ++k) {

@@ -72,16 +72,26 @@ class RequestPolicy {
     return sizing_.cache_pages_at(context_tokens, k);
   }
 
+  // What the caller foresees of the request's next steps, for running ahead. A wrong prediction
+  // costs time, never a different result.
+  struct Outlook {
+    // The cache at step + 1 + j is forecast[j]; beyond the forecast, cache_pages_at(that step's
+    // context, buffer_ratio).
+    double buffer_ratio = 0;
+    std::span<const std::uint64_t> forecast = {};
+    // A block that starts at this step runs at most this many steps (so that the caller can
+    // have the blocks of its requests start together).
+    std::uint32_t block_steps = UINT32_MAX;
+  };
   // Runs trace step `step` (the next one) with the request's cache at `cache_pages` (for all its
-  // layers; a sample runs with its share). `buffer_ratio` predicts the caches of the steps after
-  // it, cache_pages_at(their context, buffer_ratio), for running ahead: a wrong prediction costs
-  // time, never a different result. The same as begin_step, run_lane for each lane, end_step.
-  void step(std::uint32_t step, std::uint64_t cache_pages, double buffer_ratio);
+  // layers; a sample runs with its share). The same as begin_step, run_lane for each lane,
+  // end_step.
+  void step(std::uint32_t step, std::uint64_t cache_pages, const Outlook& outlook);
   // The step in three parts, so that a caller can run the lanes of many requests on its threads:
   // begin_step returns how many lanes must run (0 when the step already ran ahead); run_lane(i)
   // for each i below it, in any order, distinct lanes on any threads at once (not with the
   // decision log); then end_step.
-  std::uint32_t begin_step(std::uint32_t step, std::uint64_t cache_pages, double buffer_ratio);
+  std::uint32_t begin_step(std::uint32_t step, std::uint64_t cache_pages, const Outlook& outlook);
   void run_lane(std::uint32_t lane);
   void end_step();
   // Skips the trace up to `step` (> steps_done()) without running the policy: a request that

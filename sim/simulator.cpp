@@ -198,6 +198,88 @@ class HostKvMemory final : public serving::MemoryRule {
   std::uint64_t streams_;
 };
 
+// Running ahead (docs/simulator.md): the caches the running requests will have at their next
+// steps, foreseen by copies of the scheduler and the budgets run ahead of the simulation.
+// Admissions, growth, preemptions and releases follow from the iteration count; only arrivals
+// read the clock, and the copies guess each future iteration's duration as the last decode-only
+// one's (prefill iterations are longer, so arrivals come no earlier than guessed). A forecast
+// that proves wrong (an arrival admitted earlier than guessed) is made again from the
+// simulation's state. A wrong forecast costs time, never a different result: each request
+// checks its predictions.
+class CacheForecast {
+ public:
+  explicit CacheForecast(std::size_t requests) : ahead_(requests) {}
+
+  // A new forecast from the simulation's state once it has planned iteration `iteration`.
+  void reset(const serving::Scheduler& scheduler, const HostKvMemory& memory,
+             const serving::IterationPlan& plan, std::uint64_t iteration) {
+    memory_.emplace(memory);
+    scheduler_ = std::make_unique<serving::Scheduler>(scheduler, *memory_);
+    plan_ = plan;
+    iteration_ = iteration;
+    for (Ahead& a : ahead_) a = {};
+  }
+  // Plans the copies' iterations up to `iteration` + `ahead` (or until every request has
+  // finished); iteration `iteration` started at `now`, and each later one takes `iteration_ns`.
+  void extend(std::uint64_t iteration, TimeNs now, TimeNs iteration_ns, std::uint32_t ahead) {
+    if (!scheduler_) return;
+    TimeNs end = now + (iteration_ - iteration + 1) * iteration_ns;  // of the copies' iteration
+    while (iteration_ < iteration + ahead && !scheduler_->done()) {
+      scheduler_->complete(plan_, end);
+      plan_ = scheduler_->plan(end);
+      while (plan_.empty() && plan_.resumed.empty() && !scheduler_->done()) {
+        end = std::max(end, scheduler_->next_arrival());
+        plan_ = scheduler_->plan(end);
+      }
+      end += iteration_ns;
+      ++iteration_;
+      for (const serving::PrefillChunk& c : plan_.prefills)
+        if (c.last) record(c.id);
+      for (std::uint64_t id : plan_.decodes) record(id);
+    }
+  }
+  // Whether the forecast had request `id` at `step` with `cache_pages`; forgets its earlier steps.
+  bool check(std::uint64_t id, std::uint32_t step, std::uint64_t cache_pages) {
+    Ahead& a = ahead_[id];
+    if (step < a.first || step >= a.first + a.caches.size() - a.head) return false;
+    a.head += step - a.first;
+    a.first = step;
+    if (a.head > 64 && 2 * a.head > a.caches.size()) {
+      a.caches.erase(a.caches.begin(), a.caches.begin() + static_cast<std::ptrdiff_t>(a.head));
+      a.head = 0;
+    }
+    return a.caches[a.head] == cache_pages;
+  }
+  // The forecast caches of request `id` at the steps after `step`, as far as they go.
+  std::span<const std::uint64_t> after(std::uint64_t id, std::uint32_t step) const {
+    const Ahead& a = ahead_[id];
+    const std::size_t at = a.head + (step + 1 - std::min(step + 1, a.first));
+    if (step + 1 < a.first || at >= a.caches.size()) return {};
+    return std::span<const std::uint64_t>(a.caches).subspan(at);
+  }
+
+ private:
+  // One request's forecast: caches[head + j] at step first + j.
+  struct Ahead {
+    std::uint32_t first = 0;
+    std::size_t head = 0;
+    std::vector<std::uint64_t> caches;
+  };
+  void record(std::uint64_t id) {
+    Ahead& a = ahead_[id];
+    const std::uint32_t step = scheduler_->request(id).generated;
+    if (a.head == a.caches.size() || step != a.first + (a.caches.size() - a.head))
+      a = {step, 0, {}};
+    a.caches.push_back(memory_->cache_pages(id));
+  }
+
+  std::optional<HostKvMemory> memory_;
+  std::unique_ptr<serving::Scheduler> scheduler_;
+  serving::IterationPlan plan_;
+  std::uint64_t iteration_ = 0;
+  std::vector<Ahead> ahead_;  // by request id
+};
+
 // Chrome trace events (Perfetto opens them): spans on lanes, and counters.
 class Timeline {
  public:
@@ -363,6 +445,8 @@ class Simulation {
           },
           page_tokens_, streams_);
       memory_ = host_memory_.get();
+      if (cfg_.sim.run_ahead > 1)
+        forecast_ = std::make_unique<CacheForecast>(source_.requests().size());
     } else {
       const double per_token =
           static_cast<double>(cost_.kv_bytes_per_token_layer()) * model.layers +
@@ -551,12 +635,26 @@ class Simulation {
       caches.push_back(host_memory_ ? host_memory_->cache_pages(w.id)
                                     : policies.back()->cache_pages_at(ctx, ratios.back()));
     }
+    if (forecast_) {  // a forecast that missed one of this iteration's caches is made again
+      bool right = true;
+      for (std::size_t i = 0; i < work_.size(); ++i)
+        right = forecast_->check(work_[i].id, work_[i].step, caches[i]) && right;
+      if (!right) forecast_->reset(*scheduler_, *host_memory_, plan_, iteration_);
+      forecast_->extend(iteration_, iteration_start_, last_decode_ns_, cfg_.sim.run_ahead);
+    }
     // Every lane that must run, of every request, on the worker threads (a request running ahead
     // has lanes to run only every few iterations, so requests alone would leave threads idle).
     std::vector<std::pair<RequestPolicy*, std::uint32_t>> lanes;
+    const std::uint32_t run_ahead = cfg_.sim.run_ahead;
     for (std::size_t i = 0; i < work_.size(); ++i) {
       if (work_[i].step >= source_.requests()[work_[i].id].decode_steps) continue;
-      const std::uint32_t n = policies[i]->begin_step(work_[i].step, caches[i], ratios[i]);
+      RequestPolicy::Outlook outlook{ratios[i]};
+      if (forecast_) outlook.forecast = forecast_->after(work_[i].id, work_[i].step);
+      // Blocks end together, every sim.run_ahead iterations: the lanes of all requests then run
+      // at once (a sample's one or two lanes per request would otherwise run one by one), and
+      // measured on the issue-scale run this is faster for exact runs too (docs/benchmarks.md).
+      outlook.block_steps = run_ahead - static_cast<std::uint32_t>(iteration_ % run_ahead);
+      const std::uint32_t n = policies[i]->begin_step(work_[i].step, caches[i], outlook);
       for (std::uint32_t lane = 0; lane < n; ++lane) lanes.emplace_back(policies[i], lane);
     }
     pool_.run(lanes.size(), [&](std::size_t k) { lanes[k].first->run_lane(lanes[k].second); });
@@ -721,6 +819,7 @@ class Simulation {
       ++result_.decode_only_iterations;
       result_.decode_only_tokens += decodes;
       result_.decode_only_ns += now - iteration_start_;
+      last_decode_ns_ = now - iteration_start_;
     }
     if (opt_.timeline) {
       timeline_.span("iteration", decodes ? "decode" : "prefill", iteration_start_, now,
@@ -799,6 +898,8 @@ class Simulation {
   double selected_tokens_ = 0;
   int pending_ = 0;
   TimeNs iteration_start_ = 0;
+  TimeNs last_decode_ns_ = 0;                // the last decode-only iteration's duration
+  std::unique_ptr<CacheForecast> forecast_;  // host-KV modes running ahead
   std::uint64_t kv_used_at_start_ = 0;
   std::uint64_t iteration_fetched_ = 0;
   std::uint64_t iteration_hits_ = 0, iteration_misses_ = 0;

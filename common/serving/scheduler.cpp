@@ -30,6 +30,17 @@ Scheduler::Scheduler(std::vector<RequestState> requests, const SchedulerLimits& 
   });
 }
 
+Scheduler::Scheduler(const Scheduler& other, MemoryRule& memory)
+    : requests_(other.requests_),
+      limits_(other.limits_),
+      memory_(memory),
+      by_arrival_(other.by_arrival_),
+      arrived_(other.arrived_),
+      queue_(other.queue_),
+      running_(other.running_),
+      next_admit_order_(other.next_admit_order_),
+      finished_(other.finished_) {}
+
 TimeNs Scheduler::next_arrival() const {
   return arrived_ < by_arrival_.size() ? requests_[by_arrival_[arrived_]].arrival_ns
                                        : std::numeric_limits<TimeNs>::max();

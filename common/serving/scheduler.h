@@ -90,6 +90,11 @@ struct SchedulerLimits {
 class Scheduler {
  public:
   Scheduler(std::vector<RequestState> requests, const SchedulerLimits& limits, MemoryRule& memory);
+  // A copy of `other` (requests, queue, batch) that asks `memory` instead: with a copy of
+  // other's memory rule, it plans what `other` would plan (the simulator runs one ahead of time).
+  Scheduler(const Scheduler& other, MemoryRule& memory);
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
 
   // Requests whose arrival_ns <= now join the queue (in arrival order, then id).
   IterationPlan plan(TimeNs now);

@@ -1,6 +1,7 @@
 // The continuous-batching scheduler against a simple token-counting memory rule.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 
 #include "common/serving/scheduler.h"
@@ -119,6 +120,42 @@ TEST_CASE("scheduler: out of memory preempts the newest request, which resumes f
   }
   CHECK(s.request(0).finish_ns < s.request(1).finish_ns);
   CHECK(memory.used() == 0);
+}
+
+TEST_CASE("scheduler: a copy with a copy of the memory plans what the original will",
+          "[unit][serving]") {
+  TokenMemory memory(210);
+  Scheduler s({request(0, 0, 100, 50), request(1, 0, 100, 50), request(2, 30, 60, 5)},
+              {8, 1000, true}, memory);
+  TimeNs t = 0;
+  for (int i = 0; i < 3; ++i) {
+    const IterationPlan p = s.plan(t);
+    s.complete(p, ++t);
+  }
+  // Each run to the end, the copy first: iteration by iteration, the batch and the preemptions.
+  const auto run = [](Scheduler& x, TimeNs at) {
+    std::vector<std::vector<std::uint64_t>> seen;
+    while (!x.done()) {
+      const IterationPlan p = x.plan(at);
+      std::vector<std::uint64_t> v = p.decodes;
+      for (const PrefillChunk& c : p.prefills) v.push_back(100 + c.id);
+      for (std::uint64_t id : p.preempted) v.push_back(200 + id);
+      seen.push_back(v);
+      x.complete(p, ++at);
+    }
+    return seen;
+  };
+  TokenMemory copied = memory;
+  const std::uint64_t used = memory.used();
+  Scheduler copy(s, copied);
+  const auto forecast = run(copy, t);
+  CHECK(memory.used() == used);  // the copy asked its own memory
+  CHECK_FALSE(s.done());
+  const auto actual = run(s, t);
+  CHECK(forecast == actual);
+  CHECK(std::any_of(actual.begin(), actual.end(), [](const auto& v) {
+    return std::any_of(v.begin(), v.end(), [](std::uint64_t x) { return x >= 200; });
+  }));  // a preemption happened after the copy was made
 }
 
 TEST_CASE("scheduler: a request that can never fit is rejected, not retried forever",

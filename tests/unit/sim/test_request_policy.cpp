@@ -51,8 +51,8 @@ TEST_CASE("request policy: running ahead gives the counts of lockstep, wrong pre
     const unsigned pick = static_cast<unsigned>(state >> 61);
     const double k = pick == 0 ? 1.5 : (pick == 1 ? 5.0 : 4.0);
     const std::uint64_t pages = lockstep.cache_pages_at(prompt + s, k);
-    lockstep.step(s, pages, 4.0);
-    ahead.step(s, pages, 4.0);
+    lockstep.step(s, pages, {4.0});
+    ahead.step(s, pages, {4.0});
     INFO("step " << s);
     CHECK(ahead.step_total() == lockstep.step_total());
     CHECK(std::ranges::equal(ahead.step_layers(), lockstep.step_layers()));
