@@ -235,6 +235,10 @@ class Runner {
   std::deque<const SweepPoint*> prepare() {
     fs::create_directories(out_ / "points");
     write_file_atomically(out_ / "sweep.yaml", read_text_file(sweep_.file), "the sweep file");
+    const nlohmann::ordered_json shard = {
+        {"shard", fmt::format("{}/{}", options_.shard.index, options_.shard.count)},
+        {"sweep_points", sweep_.points.size()}};
+    write_file_atomically(out_ / "shard.json", shard.dump(2) + "\n", "the shard record");
     for (const auto& entry : fs::directory_iterator(out_ / "points")) {
       if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
     }
@@ -589,13 +593,33 @@ SweepStats run_sweep_mpi(const Sweep&, const fs::path&, const SweepOptions&) {
 }
 #endif
 
-void merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
+MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
   if (shards.empty()) throw InputError("sweep merge: name at least one shard folder");
   std::vector<std::string> header;
   std::map<long long, std::vector<std::string>> rows;
   std::string sweep_text;
+  MergeStats stats;
+  bool all_recorded = true;
   fs::create_directories(out / "points");
   for (const fs::path& shard : shards) {
+    // shard.json: the sweep's point count (outputs of older versions have none).
+    if (fs::exists(shard / "shard.json")) {
+      const auto record = nlohmann::json::parse(read_text_file(shard / "shard.json"), nullptr,
+                                                /*allow_exceptions=*/false);
+      if (!record.is_object() || !record.contains("sweep_points") ||
+          !record["sweep_points"].is_number_unsigned())
+        throw InputError(fmt::format("{}: expected an object with \"sweep_points\", a count",
+                                     (shard / "shard.json").string()));
+      const auto points = record["sweep_points"].get<std::size_t>();
+      if (stats.sweep_points && *stats.sweep_points != points)
+        throw InputError(fmt::format(
+            "{}: the sweep has {} points here, {} in {}: not shards of "
+            "one sweep",
+            (shard / "shard.json").string(), points, *stats.sweep_points, shards.front().string()));
+      stats.sweep_points = points;
+    } else {
+      all_recorded = false;
+    }
     const auto records = read_csv(shard / "results.csv");
     if (records.empty()) throw InputError(fmt::format("{}: results.csv is empty", shard.string()));
     const std::string text = read_text_file(shard / "sweep.yaml");
@@ -632,6 +656,15 @@ void merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
   for (const auto& [point, row] : rows) line(row);
   write_file_atomically(out / "sweep.yaml", sweep_text, "the sweep file");
   write_file_atomically(out / "results.csv", csv, "the results table");
+  stats.points = rows.size();
+  if (!all_recorded) stats.sweep_points.reset();
+  if (stats.sweep_points) {
+    for (std::size_t p = 0; p < *stats.sweep_points; ++p)
+      if (!rows.count(static_cast<long long>(p))) stats.missing.push_back(p);
+    const nlohmann::ordered_json shard = {{"shard", "0/1"}, {"sweep_points", *stats.sweep_points}};
+    write_file_atomically(out / "shard.json", shard.dump(2) + "\n", "the shard record");
+  }
+  return stats;
 }
 
 }  // namespace spin::sim

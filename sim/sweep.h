@@ -81,9 +81,16 @@ bool sweep_mpi_available();
 SweepStats run_sweep_mpi(const Sweep& sweep, const std::filesystem::path& out,
                          const SweepOptions& options);
 
+struct MergeStats {
+  std::size_t points = 0;                   // rows merged (finished points, ok or failed)
+  std::optional<std::size_t> sweep_points;  // from the shards' shard.json (all must have one)
+  std::vector<std::size_t> missing;         // points of the sweep no shard has
+};
+
 // Joins shard folders into `out`: point folders copied, results.csv rows merged by point. The
-// shards must come from the same sweep (equal headers); a point in two shards must agree.
-void merge_sweeps(const std::vector<std::filesystem::path>& shards,
-                  const std::filesystem::path& out);
+// shards must come from the same sweep (equal sweep.yaml and point count); a point in two shards
+// must agree. Points no shard has are reported, not an error: the merged folder holds the rest.
+MergeStats merge_sweeps(const std::vector<std::filesystem::path>& shards,
+                        const std::filesystem::path& out);
 
 }  // namespace spin::sim

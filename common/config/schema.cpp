@@ -372,6 +372,21 @@ bool is_reserved_word(std::string_view s) {
   return false;
 }
 
+// yaml-cpp reports a tab in an indentation as something else at times ("illegal map value"):
+// name the first line up to the error's that indents with one.
+std::string tab_hint(std::string_view text, int error_line) {
+  int line = 0;
+  for (std::size_t at = 0; at < text.size() && line <= error_line; ++line) {
+    const std::size_t end = std::min(text.find('\n', at), text.size());
+    const std::string_view row = text.substr(at, end - at);
+    const std::size_t indent = std::min(row.find_first_not_of(" \t"), row.size());
+    if (row.substr(0, indent).find('\t') != std::string_view::npos)
+      return fmt::format(" (line {} indents with a tab; YAML indents with spaces only)", line + 1);
+    at = end + 1;
+  }
+  return {};
+}
+
 }  // namespace
 
 std::string Node::where() const { return where_in(*source, line, column); }
@@ -400,7 +415,8 @@ Node parse_yaml(std::string_view text, std::shared_ptr<const Source> source) {
     // yaml-cpp's own message for this one is "bad file".
     throw InputError(fmt::format("{}: invalid YAML: values nested too deeply", where(*source, e)));
   } catch (const YAML::Exception& e) {
-    throw InputError(fmt::format("{}: invalid YAML: {}", where(*source, e), printable(e.msg, 200)));
+    throw InputError(fmt::format("{}: invalid YAML: {}{}", where(*source, e), printable(e.msg, 200),
+                                 tab_hint(text, e.mark.line)));
   }
   return builder.take_root();
 }

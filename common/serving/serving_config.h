@@ -66,7 +66,8 @@ struct ServingConfig {
             "when memory runs out: auto (the mode's own), recompute or swap");
     v.field("min_buffer_ratio", min_buffer_ratio,
             "k_min: host-KV modes admit a request at (1 + k_min)·M_r pages and shrink buffers "
-            "no further; cache.buffer_ratio is the ceiling k_max",
+            "no further; cache.buffer_ratio is the ceiling k_max, and a larger k_min is taken as "
+            "k_max (fixed buffers: the paper's buffer sweep sets 1024)",
             config::at_least(0).at_most(1024));
     v.field("free_watermark", free_watermark,
             "host-KV modes grow buffers toward k_max while this share of the KV pool stays free",

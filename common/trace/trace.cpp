@@ -21,12 +21,15 @@ void require(bool ok, std::string_view field, std::string_view expected) {
 
 void validate_header(const TraceHeader& h) {
   const ModelShape& m = h.model;
-  require(m.layers >= 1 && m.layers <= 65535, "model.layers", "must be in [1, 65535]");
-  require(m.kv_heads >= 1 && m.kv_heads <= 65535, "model.kv_heads", "must be in [1, 65535]");
+  require(m.layers >= 1 && m.layers <= 65535, "model.layers",
+          fmt::format("must be in [1, 65535], got {}", m.layers));
+  require(m.kv_heads >= 1 && m.kv_heads <= 65535, "model.kv_heads",
+          fmt::format("must be in [1, 65535], got {}", m.kv_heads));
   require(m.query_heads >= m.kv_heads && m.query_heads % m.kv_heads == 0, "model.query_heads",
           fmt::format("must be a multiple of kv_heads ({}), got {}", m.kv_heads, m.query_heads));
-  require(m.head_dim >= 1, "model.head_dim", "must be >= 1");
-  require(m.dtype_bytes >= 1 && m.dtype_bytes <= 8, "model.dtype_bytes", "must be in [1, 8]");
+  require(m.head_dim >= 1, "model.head_dim", "must be >= 1, got 0");
+  require(m.dtype_bytes >= 1 && m.dtype_bytes <= 8, "model.dtype_bytes",
+          fmt::format("must be in [1, 8], got {}", m.dtype_bytes));
   require(!h.algorithms.empty(), "algorithms", "at least one algorithm is needed");
   std::set<std::string> names;
   for (size_t i = 0; i < h.algorithms.size(); ++i) {
@@ -38,11 +41,12 @@ void validate_header(const TraceHeader& h) {
         a.partition_kind == PartitionKind::kFixed || a.partition_kind == PartitionKind::kVariable,
         at + ".partition_kind", "must be fixed or variable");
     require(a.partition_kind == PartitionKind::kVariable || a.partition_tokens >= 1,
-            at + ".partition_tokens", "must be >= 1 for fixed partitions");
+            at + ".partition_tokens", "must be >= 1 for fixed partitions, got 0");
     require(a.page_tokens >= 1 && std::has_single_bit(a.page_tokens), at + ".page_tokens",
-            "must be a power of two (pages are addressed by shifts)");
+            fmt::format("must be a power of two (pages are addressed by shifts), got {}",
+                        a.page_tokens));
     require(std::isfinite(a.budget_ratio) && a.budget_ratio >= 0 && a.budget_ratio <= 1,
-            at + ".budget_ratio", "must be in [0, 1]");
+            at + ".budget_ratio", fmt::format("must be in [0, 1], got {}", a.budget_ratio));
   }
 }
 
@@ -51,14 +55,15 @@ void validate_request(const TraceHeader& h, const RequestInfo& r) {
   require(r.algorithm < h.algorithms.size(), at + ": algorithm",
           fmt::format("index {} out of range (the trace has {} algorithms)", r.algorithm,
                       h.algorithms.size()));
-  require(r.prompt_tokens >= 1, at + ": prompt_tokens", "must be >= 1");
+  require(r.prompt_tokens >= 1, at + ": prompt_tokens", "must be >= 1, got 0");
   // 10^15 us (31 years): the simulator's clock counts ns in 64 bits.
   require(r.arrival_us <= kMaxArrivalUs, at + ": arrival_us",
           fmt::format("{} exceeds {} (31 years)", r.arrival_us, kMaxArrivalUs));
   require(r.decode_steps <= r.output_tokens, at + ": decode_steps",
           fmt::format("{} exceeds output_tokens ({})", r.decode_steps, r.output_tokens));
   require(uint64_t{r.prompt_tokens} + r.output_tokens < std::numeric_limits<uint32_t>::max(),
-          at + ": prompt_tokens + output_tokens", "must be < 2^32 - 1");
+          at + ": prompt_tokens + output_tokens",
+          fmt::format("must be < 2^32 - 1, got {}", uint64_t{r.prompt_tokens} + r.output_tokens));
 }
 
 PartitionMap::PartitionMap(std::span<const uint32_t> cluster_tokens, uint32_t prompt_tokens)

@@ -51,8 +51,10 @@ TraceWriter::TraceWriter(std::filesystem::path path, TraceHeader header, WriterO
   if (options_.chunk_selections == 0)
     throw InputError("WriterOptions.chunk_selections must be >= 1");
   if (options_.zstd_level < 0 || options_.zstd_level > ZSTD_maxCLevel()) {
-    throw InputError(fmt::format("WriterOptions.zstd_level must be in [0, {}], got {}",
-                                 ZSTD_maxCLevel(), options_.zstd_level));
+    throw InputError(
+        fmt::format("zstd compression level (--zstd-level): expected 0 (no "
+                    "compression) to {}, got {}",
+                    ZSTD_maxCLevel(), options_.zstd_level));
   }
   if (compressor_->context == nullptr) throw std::bad_alloc();
   // Found now, not after the whole trace is written.

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <thread>
@@ -111,17 +112,35 @@ int merge_command(const Args& args) {
   const auto vm = parse_options(
       args, "sweep merge", "DIR... --out DIR",
       "Joins the output folders of `spin sweep --shard i/N` runs of one sweep: their point\n"
-      "folders are copied and their results.csv rows merged in point order.",
+      "folders are copied and their results.csv rows merged in point order. Exits with status 1\n"
+      "(after merging the rest) when points of the sweep are in no shard.",
       options, positional);
   if (!vm) return 0;
   if (!vm->count("shards") || !vm->count("out"))
     throw InputError("spin sweep merge: name the shard folders and --out DIR");
   std::vector<std::filesystem::path> shards;
   for (const auto& s : (*vm)["shards"].as<std::vector<std::string>>()) shards.emplace_back(s);
-  sim::merge_sweeps(shards, (*vm)["out"].as<std::string>());
-  std::cout << fmt::format("merged {} folders into {}\n", shards.size(),
-                           (*vm)["out"].as<std::string>());
-  return 0;
+  const std::string out = (*vm)["out"].as<std::string>();
+  const sim::MergeStats stats = sim::merge_sweeps(shards, out);
+  if (!stats.sweep_points) {
+    std::cout << fmt::format(
+        "merged {} folders into {}: {} points (the shards do not record the sweep's point count: "
+        "written by an older spin)\n",
+        shards.size(), out, stats.points);
+    return 0;
+  }
+  std::cout << fmt::format("merged {} folders into {}: {} of {} points\n", shards.size(), out,
+                           stats.points, *stats.sweep_points);
+  if (stats.missing.empty()) return 0;
+  constexpr std::size_t kListed = 20;
+  std::vector<std::size_t> listed(
+      stats.missing.begin(),
+      stats.missing.begin() + static_cast<std::ptrdiff_t>(std::min(kListed, stats.missing.size())));
+  std::cerr << fmt::format(
+      "spin sweep merge: {} points are in no shard: {}{} (a shard missing, or not finished: "
+      "run it again, then merge again)\n",
+      stats.missing.size(), fmt::join(listed, ", "), stats.missing.size() > kListed ? ", ..." : "");
+  return 1;
 }
 
 }  // namespace

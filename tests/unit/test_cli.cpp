@@ -136,6 +136,10 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
               .status == 0);
   CHECK(error_of({"trace", "import", jsonl.string(), "--out", jsonl.string()})
             .find("is the input file") != std::string::npos);
+  // A compression level out of range names the option, not the library's field.
+  CHECK(error_of({"trace", "import", jsonl.string(), "--out", (dir / "z.spt").string(),
+                  "--zstd-level", "99"})
+            .find("(--zstd-level): expected 0 (no compression) to") != std::string::npos);
   // A trace without a retrieval budget cannot size a cache.
   std::string text = spin::test::read_file(jsonl);
   const std::string budget = "\"budget_ratio\":0.0156";

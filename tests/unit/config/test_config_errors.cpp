@@ -194,6 +194,12 @@ TEST_CASE("config: YAML syntax errors, tags, extra documents and deep nesting ar
           "[unit][config]") {
   CHECK(error_of("model:\n  layers: 40\n   dtype: bf16\n") ==
         "run.yaml:3:9: invalid YAML: illegal map value");
+  // A tab in an indentation is named, whatever yaml-cpp calls the error.
+  CHECK(error_of("serving:\n\tmode: dense\n") ==
+        "run.yaml:2:6: invalid YAML: illegal map value (line 2 indents with a tab; YAML indents "
+        "with spaces only)");
+  CHECK(error_of("serving:\n  mode: dense\n\tmax_batch_requests: 4\n")
+            .find("(line 3 indents with a tab") != std::string::npos);
   CHECK(error_of("seed: !!int 5\n" + kValid) ==
         "run.yaml:1:7: YAML tags are not supported (found 'tag:yaml.org,2002:int'); write the "
         "value alone");

@@ -128,8 +128,21 @@ TEST_CASE("sweep: shards merged give the table of the whole sweep", "[unit][sim]
   const auto merged = run_spin({"sweep", "merge", (dir / "s1").string(), (dir / "s0").string(),
                                 "--out", (dir / "m").string()});
   REQUIRE(merged.status == 0);
+  CHECK(merged.out.find(": 5 of 5 points") != std::string::npos);
   CHECK(read_file(dir / "m" / "results.csv") == read_file(dir / "all" / "results.csv"));
   CHECK(std::filesystem::exists(dir / "m" / "points" / "p000003" / "summary.json"));
+  // A shard left out: the others are merged, the missing points named, and the status is 1.
+  const auto part =
+      run_spin({"sweep", "merge", (dir / "s0").string(), "--out", (dir / "p").string()});
+  CHECK(part.status == 1);
+  CHECK(part.out.find(": 3 of 5 points") != std::string::npos);
+  CHECK(part.err.find("2 points are in no shard: 1, 3 ") != std::string::npos);
+  CHECK(lines(read_file(dir / "p" / "results.csv")) == 4);
+  // Shards of sweeps with different point counts are not merged.
+  write_file(dir / "s1" / "shard.json", R"({"shard": "1/2", "sweep_points": 6})");
+  CHECK(run_spin({"sweep", "merge", (dir / "s0").string(), (dir / "s1").string(), "--out",
+                  (dir / "q").string()})
+            .err.find("the sweep has 6 points here, 5 in") != std::string::npos);
   CHECK(run_spin({"sweep", "x.yaml", "--out", "o", "--shard", "2/2"}).status == 2);
 }
 

@@ -350,7 +350,16 @@ TEST_CASE("trace writer: a header that breaks the model or algorithm rules is re
   h = small_header();
   h.algorithms[0].partition_tokens = 0;
   CHECK_THROWS_WITH(TraceWriter(dir / "t.spt", h),
-                    "algorithms[0].partition_tokens: must be >= 1 for fixed partitions");
+                    "algorithms[0].partition_tokens: must be >= 1 for fixed partitions, got 0");
+  // Range errors give the value found.
+  h = small_header();
+  h.algorithms[0].page_tokens = 12;
+  CHECK_THROWS_WITH(TraceWriter(dir / "t.spt", h),
+                    "algorithms[0].page_tokens: must be a power of two (pages are addressed by "
+                    "shifts), got 12");
+  h = small_header();
+  h.model.dtype_bytes = 9;
+  CHECK_THROWS_WITH(TraceWriter(dir / "t.spt", h), "model.dtype_bytes: must be in [1, 8], got 9");
   CHECK(!std::filesystem::exists(dir / "t.spt.partial"));
 }
 
