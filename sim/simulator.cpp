@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <optional>
@@ -228,7 +229,9 @@ class CacheForecast {
       scheduler_->complete(plan_, end);
       plan_ = scheduler_->plan(end);
       while (plan_.empty() && plan_.resumed.empty() && !scheduler_->done()) {
-        end = std::max(end, scheduler_->next_arrival());
+        const TimeNs next = scheduler_->next_arrival();
+        if (next == std::numeric_limits<TimeNs>::max()) return;  // the simulation will throw
+        end = std::max(end, next);
         plan_ = scheduler_->plan(end);
       }
       end += iteration_ns;
