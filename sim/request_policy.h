@@ -11,7 +11,8 @@
 // Running ahead (docs/simulator.md, "Running ahead"). With pools per (request, layer), each layer
 // has an engine of its own (a lane), whose pool depends on the rest of the request only through
 // its share of the cache. A lane then runs a block of up to `run_ahead` steps in a row, while its
-// pool and stream state are in the CPU caches, under the caches predicted from k, and keeps a
+// pool and stream state are in the CPU caches, under the caches the caller predicts (Outlook:
+// the simulator's forecast, else the cache at each step's context with the current k), and keeps a
 // checkpoint of its engine from the block's start (Engine::save: all but the page tables'
 // segments, which a restore rebuilds) and the block's inputs. When a step's actual cache differs
 // from the prediction, every lane goes back to that checkpoint and runs again up to that step, so
