@@ -198,6 +198,13 @@ std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
   return rows;
 }
 
+// shard.json: which shard of the sweep a folder holds, and the sweep's point count (for merge).
+void write_shard_record(const fs::path& dir, const SweepShard& shard, std::size_t sweep_points) {
+  const nlohmann::ordered_json record = {{"shard", fmt::format("{}/{}", shard.index, shard.count)},
+                                         {"sweep_points", sweep_points}};
+  write_file_atomically(dir / "shard.json", record.dump(2) + "\n", "the shard record");
+}
+
 void flatten(const nlohmann::ordered_json& j, const std::string& prefix,
              std::vector<std::pair<std::string, std::string>>& out) {
   for (const auto& [key, value] : j.items()) {
@@ -235,10 +242,7 @@ class Runner {
   std::deque<const SweepPoint*> prepare() {
     fs::create_directories(out_ / "points");
     write_file_atomically(out_ / "sweep.yaml", read_text_file(sweep_.file), "the sweep file");
-    const nlohmann::ordered_json shard = {
-        {"shard", fmt::format("{}/{}", options_.shard.index, options_.shard.count)},
-        {"sweep_points", sweep_.points.size()}};
-    write_file_atomically(out_ / "shard.json", shard.dump(2) + "\n", "the shard record");
+    write_shard_record(out_, options_.shard, sweep_.points.size());
     for (const auto& entry : fs::directory_iterator(out_ / "points")) {
       if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
     }
@@ -613,8 +617,7 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
       const auto points = record["sweep_points"].get<std::size_t>();
       if (stats.sweep_points && *stats.sweep_points != points)
         throw InputError(fmt::format(
-            "{}: the sweep has {} points here, {} in {}: not shards of "
-            "one sweep",
+            "{}: the sweep has {} points here, {} in {}: not shards of one sweep",
             (shard / "shard.json").string(), points, *stats.sweep_points, shards.front().string()));
       stats.sweep_points = points;
     } else {
@@ -661,8 +664,7 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
   if (stats.sweep_points) {
     for (std::size_t p = 0; p < *stats.sweep_points; ++p)
       if (!rows.count(static_cast<long long>(p))) stats.missing.push_back(p);
-    const nlohmann::ordered_json shard = {{"shard", "0/1"}, {"sweep_points", *stats.sweep_points}};
-    write_file_atomically(out / "shard.json", shard.dump(2) + "\n", "the shard record");
+    write_shard_record(out, SweepShard{}, *stats.sweep_points);
   }
   return stats;
 }

@@ -133,13 +133,12 @@ int merge_command(const Args& args) {
                            stats.points, *stats.sweep_points);
   if (stats.missing.empty()) return 0;
   constexpr std::size_t kListed = 20;
-  std::vector<std::size_t> listed(
-      stats.missing.begin(),
-      stats.missing.begin() + static_cast<std::ptrdiff_t>(std::min(kListed, stats.missing.size())));
+  const std::size_t listed = std::min(kListed, stats.missing.size());
   std::cerr << fmt::format(
       "spin sweep merge: {} points are in no shard: {}{} (a shard missing, or not finished: "
       "run it again, then merge again)\n",
-      stats.missing.size(), fmt::join(listed, ", "), stats.missing.size() > kListed ? ", ..." : "");
+      stats.missing.size(), fmt::join(stats.missing.begin(), stats.missing.begin() + listed, ", "),
+      stats.missing.size() > listed ? ", ..." : "");
   return 1;
 }
 
