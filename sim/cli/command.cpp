@@ -178,23 +178,23 @@ void reject_negative_counts(const po::parsed_options& parsed, const po::options_
 }  // namespace
 
 int run_cli(const Args& args) {
+  // The error after whatever the command printed; returns the exit status.
+  const auto report = [](std::string_view kind, const std::exception& e, int status) {
+    std::cout.flush();
+    std::cerr << "spin: " << kind << ": " << e.what() << "\n";
+    return status;
+  };
   try {
     Registry reg;
     register_commands(reg);
     return dispatch(reg, args);
   } catch (const InputError& e) {
-    std::cout.flush();
-    std::cerr << "spin: error: " << e.what() << "\n";
-    return 2;
+    return report("error", e, 2);
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the user gave that cannot be read, created or written (it names the path and why).
-    std::cout.flush();
-    std::cerr << "spin: error: " << e.what() << "\n";
-    return 2;
+    return report("error", e, 2);
   } catch (const std::exception& e) {
-    std::cout.flush();
-    std::cerr << "spin: internal error (please report): " << e.what() << "\n";
-    return 70;
+    return report("internal error (please report)", e, 70);
   }
 }
 
