@@ -97,19 +97,32 @@ struct RequestPolicy::Lane {
 struct RequestPolicy::Inputs {
   std::unique_ptr<trace::StepStream> stream;
   Clusters clusters;                  // of the layer's heads
-  std::uint32_t first = 0;            // the step of record 0
+  std::uint32_t first = 0;            // the step of record `dropped`
+  std::size_t dropped = 0;            // records dropped but not yet moved out of data
   std::vector<std::size_t> begin{0};  // [records + 1] into data
   std::vector<std::uint32_t> data;
 
-  std::uint32_t end() const { return first + static_cast<std::uint32_t>(begin.size() - 1); }
+  std::uint32_t end() const {
+    return first + static_cast<std::uint32_t>(begin.size() - 1 - dropped);
+  }
+  const std::uint32_t* record(std::uint32_t step) const {
+    return data.data() + begin[dropped + step - first];
+  }
+  // Drops the records before `step`. The records after them move to the front of data only once
+  // the dropped ones are at least half of it: after a rewind, the lanes step one step at a time
+  // through the rest of a block read ahead, and moving it at every step cost 8% of a simulation
+  // with many rewinds at run ahead 128 (docs/benchmarks.md, "Longer blocks").
   void drop_before(std::uint32_t step) {
-    const std::size_t k = std::min<std::size_t>(step - first, begin.size() - 1);
+    const std::size_t k = std::min<std::size_t>(step - first, begin.size() - 1 - dropped);
     if (k == 0) return;
-    const std::size_t offset = begin[k];
-    data.erase(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(offset));
-    begin.erase(begin.begin(), begin.begin() + static_cast<std::ptrdiff_t>(k));
-    for (std::size_t& b : begin) b -= offset;
+    dropped += k;
     first += static_cast<std::uint32_t>(k);
+    const std::size_t offset = begin[dropped];
+    if (2 * offset < data.size()) return;
+    data.erase(data.begin(), data.begin() + static_cast<std::ptrdiff_t>(offset));
+    begin.erase(begin.begin(), begin.begin() + static_cast<std::ptrdiff_t>(dropped));
+    for (std::size_t& b : begin) b -= offset;
+    dropped = 0;
   }
 };
 
@@ -327,7 +340,7 @@ const std::uint32_t* RequestPolicy::inputs_at(std::uint32_t layer, std::uint32_t
     }
     in.begin.push_back(in.data.size());
   }
-  return in.data.data() + in.begin[step - in.first];
+  return in.record(step);
 }
 
 void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool record) {

@@ -54,7 +54,7 @@ struct TraceConfig {
 // Knobs of the simulator itself (not of the modelled system).
 struct SimConfig {
   double stream_sampling = 1.0;
-  std::uint32_t run_ahead = 32;
+  std::uint32_t run_ahead = 128;
 
   template <class V>
   void visit(V& v) {
