@@ -253,9 +253,13 @@ std::vector<size_t> chosen_requests(const TraceReader& reader, const StreamFilte
   return out;
 }
 
-void write_metadata(const TraceReader& reader, size_t r, Out& out, bool with_growth) {
+// csv_rows: the request line's csv_rows (the CSV's sidecar), if any.
+void write_metadata(const TraceReader& reader, size_t r, Out& out, bool with_growth,
+                    std::optional<uint64_t> csv_rows = std::nullopt) {
   const RequestInfo& info = reader.requests()[r];
-  out.line(request_to_json(reader.header(), info));
+  ordered_json request = request_to_json(reader.header(), info);
+  if (csv_rows) request["csv_rows"] = *csv_rows;
+  out.line(request);
   if (reader.algorithm_of(r).partition_kind != PartitionKind::kVariable) return;
   for (uint32_t layer = 0; layer < reader.header().model.layers; ++layer) {
     const LayerCursor c = reader.open_layer(r, layer);
@@ -400,10 +404,18 @@ ordered_json info_to_json(const TraceReader& reader) {
   return j;
 }
 
-void export_metadata_jsonl(const TraceReader& reader, std::ostream& os) {
+void export_metadata_jsonl(const TraceReader& reader, std::ostream& os,
+                           std::span<const uint64_t> csv_rows) {
+  if (!csv_rows.empty() && csv_rows.size() != reader.requests().size()) {
+    throw InvariantError(fmt::format("export_metadata_jsonl: {} row counts for {} requests",
+                                     csv_rows.size(), reader.requests().size()));
+  }
   Out out(os);
   out.line(header_to_json(reader.header()));
-  for (size_t r = 0; r < reader.requests().size(); ++r) write_metadata(reader, r, out, true);
+  for (size_t r = 0; r < reader.requests().size(); ++r) {
+    write_metadata(reader, r, out, true,
+                   csv_rows.empty() ? std::nullopt : std::optional<uint64_t>(csv_rows[r]));
+  }
 }
 
 void export_jsonl(const TraceReader& reader, std::ostream& os) {
@@ -469,19 +481,23 @@ void for_each_selection(const TraceReader& reader, const StreamFilter& filter,
   }
 }
 
-void export_csv(const TraceReader& reader, const StreamFilter& filter, std::ostream& os) {
+std::vector<uint64_t> export_csv(const TraceReader& reader, const StreamFilter& filter,
+                                 std::ostream& os) {
   Out out(os);
   out.print("request,layer,head,step,partition,first_page,page_count\n");
+  std::vector<uint64_t> rows(reader.requests().size(), 0);
   for_each_selection(
       reader, filter, [](size_t) {},
       [&](size_t r, uint32_t layer, uint32_t head, uint32_t step,
           const policy::PartitionMapView& view, std::span<const uint32_t> selection) {
+        rows[r] += selection.size();
         for (uint32_t id : selection) {
           const policy::PageRange p = policy::partition_pages(view, id);
           out.print("{},{},{},{},{},{},{}\n", reader.requests()[r].id, layer, head, step, id,
                     p.begin, p.end - p.begin);
         }
       });
+  return rows;
 }
 
 uint64_t page_object_id(uint64_t request_index, uint32_t layer, uint32_t head, uint64_t page) {
@@ -624,6 +640,7 @@ struct CsvMetadata {
   struct Request {
     RequestInfo info;
     std::string where;
+    std::optional<uint64_t> csv_rows;  // the rows export wrote, if the metadata says
     std::vector<std::tuple<uint32_t, uint32_t, std::vector<uint32_t>, std::string>> maps;
     std::vector<Growth> growth;  // sorted by step
   };
@@ -650,7 +667,11 @@ void read_csv_metadata(const std::filesystem::path& path, const std::filesystem:
       if (!meta.by_id.emplace(r.id, meta.requests.size()).second) {
         f.fail(fmt::format("request id {} appears twice", r.id));
       }
-      meta.requests.push_back({r, f.where(), {}, {}});
+      meta.requests.push_back({r,
+                               f.where(),
+                               f.has("csv_rows") ? std::optional(f.u64("csv_rows")) : std::nullopt,
+                               {},
+                               {}});
       continue;
     }
     if (type == "step") {
@@ -741,6 +762,7 @@ class CsvRequests {
     grow(layer, step);
     try {
       w_.add_step(layer, step, offsets, ids);
+      rows_ += ids.size();
     } catch (const SelectionError& e) {
       throw InputError(
           fmt::format("{}: {}", lines_.where(id_lines[offsets[e.head] + e.position]), e.what()));
@@ -762,6 +784,7 @@ class CsvRequests {
     }
     open_ = index;
     next_request_ = index + 1;
+    rows_ = 0;
     next_step_.assign(w_.header().model.layers, 0);
     next_growth_.assign(w_.header().model.layers, 0);
     growth_.assign(w_.header().model.layers, {});
@@ -808,6 +831,13 @@ class CsvRequests {
           located(e.where, [&] { w_.grow_partition_map(e.step, e.layer, e.head, e.tokens); });
         }
       }
+      const std::optional<uint64_t> expected = meta_.requests[*open_].csv_rows;
+      if (expected && rows_ != *expected) {
+        throw InputError(fmt::format(
+            "{}: the CSV holds {} rows of request id {} where its metadata ({}, csv_rows) says "
+            "export wrote {}: the CSV was cut short, or rows were lost",
+            at, rows_, info.id, meta_.requests[*open_].where, *expected));
+      }
       located(at, [&] { w_.end_request(); });
       open_.reset();
     }
@@ -817,6 +847,7 @@ class CsvRequests {
   TraceWriter& w_;
   const LineReader& lines_;
   std::optional<size_t> open_;
+  uint64_t rows_ = 0;                // of the open request
   size_t next_request_ = 0;          // requests before it are done or open
   std::vector<uint32_t> next_step_;  // [layers]
   std::vector<std::vector<const CsvMetadata::Growth*>> growth_;  // [layers], by step

@@ -5,7 +5,10 @@
 //   heads) with map_growth lines just before the step they take effect at.
 // - CSV (.csv): one row per selected partition: request,layer,head,step,partition,first_page,
 //   page_count. CSV cannot carry the metadata, so export writes it beside the CSV as a JSONL
-//   metadata file (FILE.csv.meta.jsonl: the JSONL form without step lines) and import reads it.
+//   metadata file (FILE.csv.meta.jsonl: the JSONL form without step lines, each request line with
+//   the rows export wrote for it, csv_rows) and import reads it. CSV has no end marker: import
+//   checks each request's rows against its csv_rows, where the metadata has them, so that a CSV
+//   cut at a line boundary is an error.
 // - page references (page-refs): one row per page access, for external cache simulators
 //   (libCacheSim's csv reader): time,obj_id,obj_size,request,layer,head,step,page.
 //
@@ -18,6 +21,8 @@
 #include <iosfwd>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
+#include <vector>
 
 #include "common/trace/reader.h"
 #include "common/trace/writer.h"
@@ -38,8 +43,13 @@ struct StreamFilter {
 
 void export_jsonl(const TraceReader& reader, std::ostream& out);
 // The JSONL form without step lines (growth lines follow the map lines): the CSV's sidecar.
-void export_metadata_jsonl(const TraceReader& reader, std::ostream& out);
-void export_csv(const TraceReader& reader, const StreamFilter& filter, std::ostream& out);
+// csv_rows: [requests] the rows export_csv wrote for each request, written as the request lines'
+// csv_rows; empty: none written (import then cannot tell a CSV cut at a line boundary).
+void export_metadata_jsonl(const TraceReader& reader, std::ostream& out,
+                           std::span<const uint64_t> csv_rows = {});
+// Returns the rows written for each request, by index (0 for requests the filter leaves out).
+std::vector<uint64_t> export_csv(const TraceReader& reader, const StreamFilter& filter,
+                                 std::ostream& out);
 void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std::ostream& out);
 
 // Where export puts, and import looks for, the metadata of `csv`: "<csv>.meta.jsonl".

@@ -164,11 +164,11 @@ int trace_export(const Args& args) {
   if (format == "jsonl") {
     trace::export_jsonl(reader, out);
   } else if (format == "csv") {
-    trace::export_csv(reader, filter, out);
+    const std::vector<uint64_t> rows = trace::export_csv(reader, filter, out);
     if (vm->count("out")) {
       const auto meta = trace::metadata_path_for((*vm)["out"].as<std::string>());
       std::ofstream m(meta, std::ios::binary);
-      trace::export_metadata_jsonl(reader, m);
+      trace::export_metadata_jsonl(reader, m, rows);
       if (!m) throw InputError(fmt::format("cannot write {}", meta.string()));
     } else {
       std::cerr << "spin trace export: the CSV went to standard output without its metadata; "

@@ -455,4 +455,13 @@ TEST_CASE("trace import: CSV errors name the file, the line and what was expecte
         "CSV's rows");
   // Steps without rows selected nothing: a CSV with no rows at all is a valid, empty request.
   CHECK(import_error("t.csv", cols, meta) == "");
+  // Export records each request's rows (csv_rows): a CSV cut at a line boundary is an error.
+  std::string counted = kRequestLine;
+  counted.insert(counted.size() - 1, R"(,"csv_rows":2)");
+  const std::string counted_meta = kHeaderLine + "\n" + counted + "\n";
+  CHECK(import_error("t.csv", cols + "5,0,0,0,1\n5,0,1,0,0\n", counted_meta) == "");
+  CHECK(import_error("t.csv", cols + "5,0,0,0,1\n", counted_meta) ==
+        "t.csv: at the end of the input (line 2) (where the rows of request id 5 end): the CSV "
+        "holds 1 rows of request id 5 where its metadata (t.csv.meta.jsonl:2: request line, "
+        "csv_rows) says export wrote 2: the CSV was cut short, or rows were lost");
 }

@@ -68,6 +68,16 @@ TEST_CASE("trace interchange: write, read, export CSV, import gives identical se
     REQUIRE(i.status == 0);
     CHECK(contains(i.out, "wrote"));
     CHECK(read_all(dir / "b.spt") == t);
+    // The same CSV without its last row (cut at a line boundary) is refused: the metadata
+    // records the rows export wrote.
+    std::string text = read_file(dir / "a.csv");
+    text.erase(text.rfind('\n', text.size() - 2) + 1);
+    write_file(dir / "a.csv", text);
+    const auto cut =
+        run_spin({"trace", "import", (dir / "a.csv").string(), "--out", (dir / "c.spt").string()});
+    CHECK(cut.status != 0);
+    CHECK(contains(cut.err, "the CSV was cut short"));
+    CHECK(!std::filesystem::exists(dir / "c.spt"));
   }
 }
 
