@@ -297,7 +297,7 @@ std::shared_ptr<const Node> load_preset_tree(const Node& named_by, const std::st
                                  info.preset_family));
   }
   auto tree = std::make_shared<const Node>(
-      parse_yaml(*text, std::make_shared<const Source>(Source{file, true, {}})));
+      parse_yaml(*text, std::make_shared<const Source>(Source{file, true, {}, name})));
   if (tree->kind != Node::Kind::kMapping) {
     throw InputError(
         fmt::format("{}: expected a mapping of {} keys, got {}", tree->where(), path, got(*tree)));
@@ -566,8 +566,27 @@ void ResolvedSection::fail_missing(std::string_view key, std::string_view descri
 
 void ResolvedSection::fail_check(std::string_view key, std::string_view expected) const {
   const Node* value = value_of(key);
-  throw InputError(fmt::format("{}: {}: expected {}", value ? value->where() : where,
-                               join_path(path, key), expected));
+  const std::string key_path = join_path(path, key);
+  // A preset's value that breaks a rule does so against values the user set over the preset:
+  // name those, in the user's file or --set options, where they can be changed.
+  std::vector<std::string> overrides;
+  if (value != nullptr && !value->source->preset.empty()) {
+    for (const Node* source : sources) {
+      if (!source->source->preset.empty()) continue;
+      for (const Node::Entry& e : source->entries) {
+        if (e.key.text == "preset" || value_of(e.key.text) != &e.value) continue;
+        overrides.push_back(
+            e.value.source->has_positions
+                ? fmt::format("{} at {}", join_path(path, e.key.text), e.value.where())
+                : e.value.where());
+      }
+    }
+  }
+  throw InputError(fmt::format(
+      "{}: {}: expected {}{}", value ? value->where() : where, key_path, expected,
+      overrides.empty() ? ""
+                        : fmt::format("; {} comes from preset '{}', set over it: {}", key_path,
+                                      value->source->preset, fmt::join(overrides, ", "))));
 }
 
 namespace detail {

@@ -27,7 +27,9 @@
 //                                 `--set key=`, removes what earlier sources gave).
 //   v.check(key, expected, predicate)
 //                                 a rule over several fields, checked after they are parsed;
-//                                 the error says "<key path>: expected <expected>".
+//                                 the error says "<key path>: expected <expected>", and when
+//                                 the key's value came from a preset, which keys were set over
+//                                 the preset and where.
 // Keys are emitted and listed in declaration order. Descriptions state the unit.
 //
 // Parsing is strict: an unknown key, a duplicate key, a wrong type, a value out of range or a
@@ -119,6 +121,7 @@ struct Source {
   bool has_positions = true;     // a file: messages say name:line:column; --set: only the name
   std::filesystem::path folder;  // relative paths are resolved against it; empty: the current
                                  // directory
+  std::string preset{};          // a preset file: its name ("qwen3-14b"); "" for user input
 };
 
 // One YAML value, with where it was written.
@@ -219,6 +222,7 @@ struct ResolvedSection {
   const Node* value_of(std::string_view key) const;  // from the last source that has it
   std::vector<const Node*> values_of(std::string_view key) const;  // every source's, in order
   [[noreturn]] void fail_missing(std::string_view key, std::string_view description) const;
+  // Names the key's value; if a preset gave it, also the keys the user set over the preset.
   [[noreturn]] void fail_check(std::string_view key, std::string_view expected) const;
 };
 

@@ -132,6 +132,24 @@ TEST_CASE("config: rules over several keys name the key and the rule", "[unit][c
         "group of query heads)");
 }
 
+TEST_CASE("config: a rule broken at a preset's value names the keys set over the preset",
+          "[unit][config]") {
+  CHECK(error_of(with_model("  preset: qwen3-14b\n  query_heads: 12\n")) ==
+        "configs/models/qwen3-14b.yaml:7:11: model.kv_heads: expected a divisor of query_heads "
+        "(each KV head serves a group of query heads); model.kv_heads comes from preset "
+        "'qwen3-14b', set over it: model.query_heads at run.yaml:3:16");
+  CHECK(error_of(kValid, {"model.layers=4", "model.query_heads=12"}) ==
+        "configs/models/qwen3-14b.yaml:7:11: model.kv_heads: expected a divisor of query_heads "
+        "(each KV head serves a group of query heads); model.kv_heads comes from preset "
+        "'qwen3-14b', set over it: --set model.layers=4, --set model.query_heads=12");
+  // Hardware presets and their nested sections go the same way.
+  CHECK(error_of("model: qwen3-14b\nhardware:\n  preset: h100-sxm\n  transfer:\n    page_bytes: "
+                 "[1, 2]\n") ==
+        "configs/hardware/h100-sxm.yaml:24:23: hardware.transfer.gather_gbps: expected one value "
+        "per entry of page_bytes; hardware.transfer.gather_gbps comes from preset 'h100-sxm', set "
+        "over it: hardware.transfer.page_bytes at run.yaml:5:17");
+}
+
 TEST_CASE("config: duplicate keys are errors naming both places", "[unit][config]") {
   CHECK(error_of("seed: 1\n" + kValid + "seed: 2\n") ==
         "run.yaml:4:1: duplicate key 'seed' (first given at run.yaml:1:1)");
