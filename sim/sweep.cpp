@@ -179,22 +179,35 @@ std::vector<std::string> parse_csv_line(const std::string& line) {
   return out;
 }
 
-// Records of a CSV file whose quoted fields may hold newlines.
+// Records of a CSV table (the header first) whose quoted fields may hold newlines. Each record
+// must have the header's fields and end with a newline, as the sweep writes them: a file that
+// ends inside one was cut short. Errors name the file and the line the record starts on.
 std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
   const std::string text = read_text_file(file);
   std::vector<std::vector<std::string>> rows;
   std::string record;
   bool quoted = false;
+  std::size_t line = 1, record_line = 1;
   for (char c : text) {
     if (c == '"') quoted = !quoted;
     if (c == '\n' && !quoted) {
       rows.push_back(parse_csv_line(record));
+      if (rows.back().size() != rows.front().size())
+        throw InputError(fmt::format("{}:{}: expected {} fields, as in the header, got {}",
+                                     file.string(), record_line, rows.front().size(),
+                                     rows.back().size()));
       record.clear();
+      record_line = line + 1;
     } else {
       record += c;
     }
+    if (c == '\n') ++line;
   }
-  if (!record.empty()) rows.push_back(parse_csv_line(record));
+  if (!record.empty())
+    throw InputError(fmt::format(
+        "{}:{}: the file ends inside this record; expected a newline at its end (the file is "
+        "cut short; running the shard again rewrites it)",
+        file.string(), record_line));
   return rows;
 }
 
@@ -600,6 +613,7 @@ SweepStats run_sweep_mpi(const Sweep&, const fs::path&, const SweepOptions&) {
 MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
   if (shards.empty()) throw InputError("sweep merge: name at least one shard folder");
   std::vector<std::string> header;
+  fs::path header_file;  // the results.csv that gave `header`
   std::map<long long, std::vector<std::string>> rows;
   std::string sweep_text;
   MergeStats stats;
@@ -623,7 +637,8 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
     } else {
       all_recorded = false;
     }
-    const auto records = read_csv(shard / "results.csv");
+    const fs::path results = shard / "results.csv";
+    const auto records = read_csv(results);
     if (records.empty()) throw InputError(fmt::format("{}: results.csv is empty", shard.string()));
     const std::string text = read_text_file(shard / "sweep.yaml");
     if (sweep_text.empty()) sweep_text = text;
@@ -636,8 +651,11 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
     if (!std::equal(shorter.begin(), shorter.end(),
                     (h.size() < header.size() ? header : h).begin()))
       throw InputError(
-          fmt::format("{}: results.csv columns differ from the other shards'", shard.string()));
-    if (h.size() > header.size()) header = h;
+          fmt::format("{}: columns differ from {}'s", results.string(), header_file.string()));
+    if (h.size() > header.size()) {
+      header = h;
+      header_file = results;
+    }
     for (size_t r = 1; r < records.size(); ++r) {
       const auto& row = records[r];
       const long long point = std::stoll(row.at(0));

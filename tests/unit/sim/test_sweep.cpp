@@ -146,6 +146,35 @@ TEST_CASE("sweep: shards merged give the table of the whole sweep", "[unit][sim]
   CHECK(run_spin({"sweep", "x.yaml", "--out", "o", "--shard", "2/2"}).status == 2);
 }
 
+TEST_CASE("sweep: merge names the shard whose results.csv is cut short, and not the other",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(dir / "s.yaml", sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2, 3, 4]\n"));
+  for (const char* shard : {"0/2", "1/2"}) {
+    const auto r = run_spin({"sweep", (dir / "s.yaml").string(), "--out",
+                             (dir / ("s" + std::string(1, shard[0]))).string(), "--shard", shard,
+                             "--no-timeline"});
+    REQUIRE(r.status == 0);
+  }
+  const std::filesystem::path cut = dir / "s1" / "results.csv";
+  const std::string whole = read_file(cut);
+  REQUIRE(lines(whole) == 3);  // the header, points 1 and 3
+  // The message of merging the shards when s1's results.csv keeps its first `size` bytes.
+  const auto merge_error = [&](std::size_t size) {
+    write_file(cut, whole.substr(0, size));
+    const auto r = run_spin({"sweep", "merge", (dir / "s1").string(), (dir / "s0").string(),
+                             "--out", (dir / "m").string()});
+    CHECK(r.status == 2);
+    CHECK(r.err.find((dir / "s0").string()) == std::string::npos);
+    return r.err;
+  };
+  const std::string cut_short =
+      ": the file ends inside this record; expected a newline at its end (the file is cut short";
+  CHECK(merge_error(whole.size() - 20).find(cut.string() + ":3" + cut_short) != std::string::npos);
+  CHECK(merge_error(whole.find('\n') / 2).find(cut.string() + ":1" + cut_short) !=
+        std::string::npos);
+}
+
 TEST_CASE("sweep: killed mid-run, a rerun finishes the missing points, none lost or duplicated",
           "[unit][sim]") {
   spin::test::TempDir dir;
