@@ -614,6 +614,7 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
   if (shards.empty()) throw InputError("sweep merge: name at least one shard folder");
   std::vector<std::string> header;
   fs::path header_file;  // the results.csv that gave `header`
+  fs::path points_file;  // the shard.json that gave stats.sweep_points
   std::map<long long, std::vector<std::string>> rows;
   std::string sweep_text;
   MergeStats stats;
@@ -621,19 +622,22 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
   fs::create_directories(out / "points");
   for (const fs::path& shard : shards) {
     // shard.json: the sweep's point count (outputs of older versions have none).
-    if (fs::exists(shard / "shard.json")) {
-      const auto record = nlohmann::json::parse(read_text_file(shard / "shard.json"), nullptr,
+    const fs::path record_file = shard / "shard.json";
+    if (fs::exists(record_file)) {
+      const auto record = nlohmann::json::parse(read_text_file(record_file), nullptr,
                                                 /*allow_exceptions=*/false);
       if (!record.is_object() || !record.contains("sweep_points") ||
           !record["sweep_points"].is_number_unsigned())
         throw InputError(fmt::format("{}: expected an object with \"sweep_points\", a count",
-                                     (shard / "shard.json").string()));
+                                     record_file.string()));
       const auto points = record["sweep_points"].get<std::size_t>();
       if (stats.sweep_points && *stats.sweep_points != points)
-        throw InputError(fmt::format(
-            "{}: the sweep has {} points here, {} in {}: not shards of one sweep",
-            (shard / "shard.json").string(), points, *stats.sweep_points, shards.front().string()));
+        throw InputError(
+            fmt::format("{}: the sweep has {} points here, {} in {}: not shards of "
+                        "one sweep",
+                        record_file.string(), points, *stats.sweep_points, points_file.string()));
       stats.sweep_points = points;
+      points_file = record_file;
     } else {
       all_recorded = false;
     }

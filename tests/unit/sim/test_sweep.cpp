@@ -140,9 +140,17 @@ TEST_CASE("sweep: shards merged give the table of the whole sweep", "[unit][sim]
   CHECK(lines(read_file(dir / "p" / "results.csv")) == 4);
   // Shards of sweeps with different point counts are not merged.
   write_file(dir / "s1" / "shard.json", R"({"shard": "1/2", "sweep_points": 6})");
+  const std::string differ = "the sweep has 6 points here, 5 in " +
+                             (dir / "s0" / "shard.json").string() + ": not shards of one sweep";
   CHECK(run_spin({"sweep", "merge", (dir / "s0").string(), (dir / "s1").string(), "--out",
                   (dir / "q").string()})
-            .err.find("the sweep has 6 points here, 5 in") != std::string::npos);
+            .err.find(differ) != std::string::npos);
+  // The count named is the one read, not the first shard's (an older shard without shard.json).
+  std::filesystem::copy(dir / "s0", dir / "old", std::filesystem::copy_options::recursive);
+  std::filesystem::remove(dir / "old" / "shard.json");
+  CHECK(run_spin({"sweep", "merge", (dir / "old").string(), (dir / "s0").string(),
+                  (dir / "s1").string(), "--out", (dir / "r").string()})
+            .err.find(differ) != std::string::npos);
   CHECK(run_spin({"sweep", "x.yaml", "--out", "o", "--shard", "2/2"}).status == 2);
 }
 
