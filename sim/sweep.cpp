@@ -5,12 +5,15 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -179,23 +182,30 @@ std::vector<std::string> parse_csv_line(const std::string& line) {
   return out;
 }
 
+// A CSV table: its records, the header first, and the line each starts on (1-based).
+struct CsvTable {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::size_t> lines;
+};
+
 // Records of a CSV table (the header first) whose quoted fields may hold newlines. Each record
 // must have the header's fields and end with a newline, as the sweep writes them: a file that
 // ends inside one was cut short. Errors name the file and the line the record starts on.
-std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
+CsvTable read_csv(const fs::path& file) {
   const std::string text = read_text_file(file);
-  std::vector<std::vector<std::string>> rows;
+  CsvTable table;
   std::string record;
   bool quoted = false;
   std::size_t line = 1, record_line = 1;
   for (char c : text) {
     if (c == '"') quoted = !quoted;
     if (c == '\n' && !quoted) {
-      rows.push_back(parse_csv_line(record));
-      if (rows.back().size() != rows.front().size())
+      table.rows.push_back(parse_csv_line(record));
+      table.lines.push_back(record_line);
+      if (table.rows.back().size() != table.rows.front().size())
         throw InputError(fmt::format("{}:{}: expected {} fields, as in the header, got {}",
-                                     file.string(), record_line, rows.front().size(),
-                                     rows.back().size()));
+                                     file.string(), record_line, table.rows.front().size(),
+                                     table.rows.back().size()));
       record.clear();
       record_line = line + 1;
     } else {
@@ -208,7 +218,7 @@ std::vector<std::vector<std::string>> read_csv(const fs::path& file) {
         "{}:{}: the file ends inside this record; expected a newline at its end (the file is "
         "cut short; running the shard again rewrites it)",
         file.string(), record_line));
-  return rows;
+  return table;
 }
 
 // shard.json: which shard of the sweep a folder holds, and the sweep's point count (for merge).
@@ -610,19 +620,51 @@ SweepStats run_sweep_mpi(const Sweep&, const fs::path&, const SweepOptions&) {
 }
 #endif
 
+namespace {
+
+// The columns every results.csv starts with (Runner::write_results).
+constexpr std::array<std::string_view, 4> kPointColumns = {"point", "status", "error", "folder"};
+
+// A point's row in a shard's results.csv, and where it was read.
+struct ShardRow {
+  std::vector<std::string> fields;
+  fs::path shard;
+  std::string where;  // "FILE:LINE"
+};
+
+// The point number of a results.csv row: a whole number below `points` where the sweep's point
+// count is known. Errors name the row (`where`, "FILE:LINE").
+std::size_t row_point(const std::string& field, const std::string& where,
+                      std::optional<std::size_t> points) {
+  std::size_t point = 0;
+  const char* end = field.data() + field.size();
+  const auto [stop, ec] = std::from_chars(field.data(), end, point);
+  if (field.empty() || ec != std::errc{} || stop != end)
+    throw InputError(
+        fmt::format("{}: point '{}': expected a point number (0, 1, 2, ...)", where, field));
+  if (points && point >= *points)
+    throw InputError(fmt::format("{}: point {}: the sweep has {} points (0 to {})", where, point,
+                                 *points, *points - 1));
+  return point;
+}
+
+}  // namespace
+
 MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
   if (shards.empty()) throw InputError("sweep merge: name at least one shard folder");
   std::vector<std::string> header;
   fs::path header_file;  // the results.csv that gave `header`
   fs::path points_file;  // the shard.json that gave stats.sweep_points
-  std::map<long long, std::vector<std::string>> rows;
+  std::map<std::size_t, ShardRow> rows;
   std::string sweep_text;
   MergeStats stats;
   bool all_recorded = true;
-  fs::create_directories(out / "points");
+  // Every shard is read and checked before anything is written: a merge that fails leaves `out`
+  // as it was.
   for (const fs::path& shard : shards) {
     // shard.json: the sweep's point count (outputs of older versions have none).
     const fs::path record_file = shard / "shard.json";
+    std::optional<std::size_t> shard_points;
     if (fs::exists(record_file)) {
       const auto record = nlohmann::json::parse(read_text_file(record_file), nullptr,
                                                 /*allow_exceptions=*/false);
@@ -630,26 +672,31 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
           !record["sweep_points"].is_number_unsigned())
         throw InputError(fmt::format("{}: expected an object with \"sweep_points\", a count",
                                      record_file.string()));
-      const auto points = record["sweep_points"].get<std::size_t>();
-      if (stats.sweep_points && *stats.sweep_points != points)
-        throw InputError(
-            fmt::format("{}: the sweep has {} points here, {} in {}: not shards of "
-                        "one sweep",
-                        record_file.string(), points, *stats.sweep_points, points_file.string()));
-      stats.sweep_points = points;
+      shard_points = record["sweep_points"].get<std::size_t>();
+      if (stats.sweep_points && *stats.sweep_points != *shard_points)
+        throw InputError(fmt::format(
+            "{}: the sweep has {} points here, {} in {}: not shards of "
+            "one sweep",
+            record_file.string(), *shard_points, *stats.sweep_points, points_file.string()));
+      stats.sweep_points = shard_points;
       points_file = record_file;
     } else {
       all_recorded = false;
     }
     const fs::path results = shard / "results.csv";
-    const auto records = read_csv(results);
-    if (records.empty()) throw InputError(fmt::format("{}: results.csv is empty", shard.string()));
+    const CsvTable table = read_csv(results);
+    if (table.rows.empty())
+      throw InputError(fmt::format("{}: results.csv is empty", shard.string()));
     const std::string text = read_text_file(shard / "sweep.yaml");
     if (sweep_text.empty()) sweep_text = text;
     if (text != sweep_text)
       throw InputError(fmt::format("{}: sweep.yaml differs from {}'s: not shards of one sweep",
                                    shard.string(), shards.front().string()));
-    const auto& h = records.front();
+    const auto& h = table.rows.front();
+    if (h.size() < kPointColumns.size() ||
+        !std::equal(kPointColumns.begin(), kPointColumns.end(), h.begin()))
+      throw InputError(fmt::format("{}:1: expected the columns {} first, as spin sweep writes them",
+                                   results.string(), fmt::join(kPointColumns, ", ")));
     // Headers agree on the common prefix; a shard without finished points has no metric columns.
     const auto& shorter = h.size() < header.size() ? h : header;
     if (!std::equal(shorter.begin(), shorter.end(),
@@ -660,16 +707,35 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
       header = h;
       header_file = results;
     }
-    for (size_t r = 1; r < records.size(); ++r) {
-      const auto& row = records[r];
-      const long long point = std::stoll(row.at(0));
-      if (rows.count(point) && rows[point] != row)
-        throw InputError(fmt::format("point {} differs between shards", point));
-      rows[point] = row;
-      const fs::path from = shard / row.at(3);
-      const fs::path to = out / row.at(3);
-      if (!fs::exists(to)) fs::copy(from, to, fs::copy_options::recursive);
+    for (size_t r = 1; r < table.rows.size(); ++r) {
+      ShardRow row{table.rows[r], shard, fmt::format("{}:{}", results.string(), table.lines[r])};
+      const std::size_t point = row_point(row.fields[0], row.where, shard_points);
+      const std::string folder = "points/" + point_name(point);
+      if (row.fields[3] != folder)
+        throw InputError(fmt::format("{}: folder '{}': expected {} for point {}", row.where,
+                                     row.fields[3], folder, point));
+      if (!fs::is_directory(shard / folder))
+        throw InputError(
+            fmt::format("{}: point {}'s folder {} is missing (the shard is "
+                        "incomplete: running it again restores it)",
+                        row.where, point, (shard / folder).string()));
+      const auto [at, fresh] = rows.try_emplace(point, row);
+      if (!fresh && at->second.fields != row.fields)
+        throw InputError(fmt::format("{}: point {} differs from its row at {}", row.where, point,
+                                     at->second.where));
     }
+  }
+  // Then the point folders (each through a .tmp folder renamed when complete, as the sweep writes
+  // them; a folder merged before is kept), then the tables.
+  fs::create_directories(out / "points");
+  for (const auto& [point, row] : rows) {
+    const fs::path to = out / row.fields[3];
+    if (fs::exists(to)) continue;
+    fs::path partial = to;
+    partial += ".tmp";
+    fs::remove_all(partial);
+    fs::copy(row.shard / row.fields[3], partial, fs::copy_options::recursive);
+    fs::rename(partial, to);
   }
   std::string csv;
   const auto line = [&](const std::vector<std::string>& fields) {
@@ -678,14 +744,14 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
     csv += fmt::format("{}\n", fmt::join(f, ","));
   };
   line(header);
-  for (const auto& [point, row] : rows) line(row);
+  for (const auto& [point, row] : rows) line(row.fields);
   write_file_atomically(out / "sweep.yaml", sweep_text, "the sweep file");
   write_file_atomically(out / "results.csv", csv, "the results table");
   stats.points = rows.size();
   if (!all_recorded) stats.sweep_points.reset();
   if (stats.sweep_points) {
     for (std::size_t p = 0; p < *stats.sweep_points; ++p)
-      if (!rows.count(static_cast<long long>(p))) stats.missing.push_back(p);
+      if (!rows.count(p)) stats.missing.push_back(p);
     write_shard_record(out, SweepShard{}, *stats.sweep_points);
   }
   return stats;

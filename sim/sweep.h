@@ -90,6 +90,8 @@ struct MergeStats {
 // Joins shard folders into `out`: point folders copied, results.csv rows merged by point. The
 // shards must come from the same sweep (equal sweep.yaml and point count); a point in two shards
 // must agree. Points no shard has are reported, not an error: the merged folder holds the rest.
+// Every shard's rows are checked (point number, folder, agreement) before anything is written:
+// a merge that throws leaves `out` unchanged. Errors name the results.csv and line at fault.
 MergeStats merge_sweeps(const std::vector<std::filesystem::path>& shards,
                         const std::filesystem::path& out);
 

@@ -154,9 +154,10 @@ TEST_CASE("sweep: shards merged give the table of the whole sweep", "[unit][sim]
   CHECK(run_spin({"sweep", "x.yaml", "--out", "o", "--shard", "2/2"}).status == 2);
 }
 
-TEST_CASE("sweep: merge names the shard whose results.csv is cut short, and not the other",
-          "[unit][sim]") {
-  spin::test::TempDir dir;
+namespace {
+
+// Shards 0/2 and 1/2 of a 4-point sweep in dir/s0 and dir/s1; returns s1's results.csv.
+std::string two_shards(const std::filesystem::path& dir) {
   write_file(dir / "s.yaml", sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2, 3, 4]\n"));
   for (const char* shard : {"0/2", "1/2"}) {
     const auto r = run_spin({"sweep", (dir / "s.yaml").string(), "--out",
@@ -164,9 +165,18 @@ TEST_CASE("sweep: merge names the shard whose results.csv is cut short, and not 
                              "--no-timeline"});
     REQUIRE(r.status == 0);
   }
+  const std::string table = read_file(dir / "s1" / "results.csv");
+  REQUIRE(lines(table) == 3);  // the header, points 1 and 3
+  return table;
+}
+
+}  // namespace
+
+TEST_CASE("sweep: merge names the shard whose results.csv is cut short, and not the other",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  const std::string whole = two_shards(dir.path());
   const std::filesystem::path cut = dir / "s1" / "results.csv";
-  const std::string whole = read_file(cut);
-  REQUIRE(lines(whole) == 3);  // the header, points 1 and 3
   // The message of merging the shards when s1's results.csv keeps its first `size` bytes.
   const auto merge_error = [&](std::size_t size) {
     write_file(cut, whole.substr(0, size));
@@ -181,6 +191,57 @@ TEST_CASE("sweep: merge names the shard whose results.csv is cut short, and not 
   CHECK(merge_error(whole.size() - 20).find(cut.string() + ":3" + cut_short) != std::string::npos);
   CHECK(merge_error(whole.find('\n') / 2).find(cut.string() + ":1" + cut_short) !=
         std::string::npos);
+}
+
+TEST_CASE("sweep: merge checks every shard's rows before it writes anything, naming the row",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  const std::string whole = two_shards(dir.path());
+  const std::filesystem::path table = dir / "s1" / "results.csv";
+  const std::size_t row3 = whole.find("\n3,") + 1;
+  REQUIRE(row3 > 0);
+  // The message of merging s0, then s1 holding `text`; the merge writes nothing at all.
+  const auto merge_error = [&](const std::string& text) {
+    write_file(table, text);
+    const auto r = run_spin({"sweep", "merge", (dir / "s0").string(), (dir / "s1").string(),
+                             "--out", (dir / "m").string()});
+    CHECK(r.status == 2);
+    CHECK_FALSE(std::filesystem::exists(dir / "m"));
+    return r.err;
+  };
+  const auto with = [&](std::size_t at, std::size_t size, const std::string& text) {
+    return std::string(whole).replace(at, size, text);
+  };
+  const std::string at3 = table.string() + ":3: ";
+  CHECK(merge_error(with(row3, 1, "x3")).find(at3 + "point 'x3': expected a point number") !=
+        std::string::npos);
+  CHECK(merge_error(with(row3, 1, "7")).find(at3 + "point 7: the sweep has 4 points (0 to 3)") !=
+        std::string::npos);
+  const std::size_t folder = whole.find("points/p000003");
+  CHECK(merge_error(with(folder, 7, "../"))
+            .find(at3 + "folder '../p000003': expected points/p000003 for point 3") !=
+        std::string::npos);
+  std::filesystem::rename(dir / "s1" / "points" / "p000003", dir / "p3");
+  CHECK(merge_error(whole).find(at3 + "point 3's folder " +
+                                (dir / "s1" / "points" / "p000003").string() + " is missing") !=
+        std::string::npos);
+  std::filesystem::rename(dir / "p3", dir / "s1" / "points" / "p000003");
+  // Point 0 in both shards, with rows that differ: both rows are named.
+  std::filesystem::copy(dir / "s0" / "points" / "p000000", dir / "s1" / "points" / "p000000",
+                        std::filesystem::copy_options::recursive);
+  const std::string s0 = read_file(dir / "s0" / "results.csv");
+  std::string row0 = s0.substr(s0.find('\n') + 1);
+  row0 = row0.substr(0, row0.find('\n') + 1);
+  REQUIRE(row0.find("0,ok,") == 0);
+  CHECK(merge_error(whole + "0,failed," + row0.substr(5))
+            .find(table.string() + ":4: point 0 differs from its row at " +
+                  (dir / "s0" / "results.csv").string() + ":2") != std::string::npos);
+  // The same row in both shards merges.
+  write_file(table, whole + row0);
+  CHECK(run_spin({"sweep", "merge", (dir / "s0").string(), (dir / "s1").string(), "--out",
+                  (dir / "m").string()})
+            .status == 0);
+  CHECK(lines(read_file(dir / "m" / "results.csv")) == 5);
 }
 
 TEST_CASE("sweep: killed mid-run, a rerun finishes the missing points, none lost or duplicated",
