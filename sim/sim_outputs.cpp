@@ -100,6 +100,8 @@ nlohmann::ordered_json summary_json(const SimResult& r) {
         {"kv_pool_bytes", r.kv_pool_bytes},
         {"kv_used_peak_bytes", r.kv_used_peak_bytes},
         {"page_bytes", r.page_bytes}}},
+      {"host",
+       {{"memory_bytes", r.host_memory_bytes}, {"kv_reserved_peak_bytes", r.host_kv_peak_bytes}}},
       {"metadata",
        {{"page_table_peak_bytes", r.metadata_peak_bytes},
         {"flat_table_bytes_at_peak", r.metadata_flat_bytes}}},

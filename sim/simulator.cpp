@@ -46,8 +46,8 @@ struct Mechanics {
   bool host_kv = false;  // KV on host, an HBM page cache (else all KV in HBM)
   bool sparse = false;   // attention over the selected pages (needs the trace's selections)
   Fetch fetch = Fetch::kNone;
-  bool cpu_roundtrip_per_layer = false;       // a host decision on every layer's critical path
-  double fetch_fraction = 1.0;                // share of a missed page's bytes that is fetched
+  bool cpu_roundtrip_per_layer = false;  // a host decision on every layer's critical path
+  double fetch_fraction = 1.0;  // share of a page's bytes on host, fetched on a miss (ShadowKV: V)
   double gpu_bytes_per_token_layer = 0;       // extra per-token HBM state (ShadowKV's low-rank K)
   double extra_flops_per_selected_token = 0;  // per layer (ShadowKV rebuilds K from low rank)
   policy::CacheConfig cache;
@@ -147,36 +147,57 @@ class DenseMemory final : public serving::MemoryRule {
   std::map<std::uint64_t, std::uint64_t> held_;
 };
 
-// KV on host; each request holds its cache (budgets.h), static region and summaries, and while
-// it prefills, its prompt's KV.
+// KV on host; each request holds its cache (budgets.h), static region and summaries in HBM, and
+// while it prefills, its prompt's KV. Host DRAM (hardware.host_memory_gib per GPU) holds every
+// admitted request's KV: the host share of its final context (prompt + tokens, in whole pages),
+// reserved at its first admission and held until it finishes, preempted or not (its KV stays on
+// host; a preempted host-KV request resumes without recompute). So a running request never needs
+// more host memory, and a request whose KV the host cannot hold waits (or, alone, is rejected).
 class HostKvMemory final : public serving::MemoryRule {
  public:
   using Footprint = std::function<policy::RequestFootprint(std::uint64_t id, std::uint32_t ctx)>;
   HostKvMemory(const policy::BudgetParams& params, std::uint64_t pool_pages, Footprint footprint,
-               std::uint32_t page_tokens, std::uint64_t streams)
+               std::uint32_t page_tokens, std::uint64_t streams, std::uint64_t host_bytes,
+               double host_bytes_per_token)
       : budgets_(params, pool_pages),
         footprint_(std::move(footprint)),
         page_tokens_(page_tokens),
-        streams_(streams) {}
+        streams_(streams),
+        host_bytes_(host_bytes),
+        host_per_token_(host_bytes_per_token) {}
 
   policy::RequestFootprint prefill_footprint(const serving::RequestState& r) const {
     policy::RequestFootprint f = footprint_(r.id, r.prefill_target);
     f.static_pages += ceil_div(r.prefill_target, page_tokens_) * streams_;
     return f;
   }
+  // The host bytes the request's KV takes at its final context.
+  std::uint64_t host_need(const serving::RequestState& r) const {
+    const std::uint64_t tokens =
+        ceil_div(std::uint64_t{r.prompt_tokens} + r.tokens, page_tokens_) * page_tokens_;
+    return static_cast<std::uint64_t>(std::ceil(static_cast<double>(tokens) * host_per_token_));
+  }
   bool fits_alone(const serving::RequestState& r) const override {
     serving::RequestState end = r;
     end.prefill_target = r.prompt_tokens + r.tokens;
     const policy::RequestFootprint f = prefill_footprint(end);
-    return budgets_.admission_pages(f) <= budgets_.hbm_pages();
+    return budgets_.admission_pages(f) <= budgets_.hbm_pages() && host_need(r) <= host_bytes_;
   }
   bool admit(const serving::RequestState& r) override {
+    const bool reserved = host_held_.count(r.id) > 0;
+    const std::uint64_t need = reserved ? 0 : host_need(r);
+    if (host_used_ + need > host_bytes_) return false;
     const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
     const policy::RequestFootprint f =
         resume ? footprint_(r.id, r.context_tokens()) : prefill_footprint(r);
     if (!budgets_.can_admit(f)) return false;
     budgets_.admit(r.id, f);
     budgets_.rebalance();
+    if (!reserved) {
+      host_held_[r.id] = need;
+      host_used_ += need;
+      host_peak_ = std::max(host_peak_, host_used_);
+    }
     return true;
   }
   bool grow(const serving::RequestState& r, std::uint32_t context_tokens) override {
@@ -187,16 +208,27 @@ class HostKvMemory final : public serving::MemoryRule {
   void release(const serving::RequestState& r) override {
     budgets_.release(r.id);
     budgets_.rebalance();
+    if (r.phase == serving::Phase::kFinished) {
+      const auto held = host_held_.find(r.id);
+      host_used_ -= held->second;
+      host_held_.erase(held);
+    }
   }
   std::uint64_t cache_pages(std::uint64_t id) const { return budgets_.cache_pages(id); }
   double buffer_ratio(std::uint64_t id) const { return budgets_.buffer_ratio(id); }
   std::uint64_t used_pages() const { return budgets_.used_pages(); }
+  std::uint64_t host_bytes() const { return host_bytes_; }
+  std::uint64_t host_peak_bytes() const { return host_peak_; }
 
  private:
   policy::BudgetManager budgets_;
   Footprint footprint_;
   std::uint64_t page_tokens_;
   std::uint64_t streams_;
+  std::uint64_t host_bytes_;  // over all GPUs
+  double host_per_token_;
+  std::uint64_t host_used_ = 0, host_peak_ = 0;
+  std::map<std::uint64_t, std::uint64_t> host_held_;  // bytes reserved by request id
 };
 
 // Running ahead (docs/simulator.md): the caches the running requests will have at their next
@@ -446,7 +478,10 @@ class Simulation {
           [this](std::uint64_t id, std::uint32_t ctx) {
             return sizing(id).footprint(ctx, summary_pages(ctx));
           },
-          page_tokens_, streams_);
+          page_tokens_, streams_, cfg_.hardware.host_memory_bytes() * cfg_.serving.tensor_parallel,
+          static_cast<double>(cost_.kv_bytes_per_token_layer()) * model.layers *
+              mech_.fetch_fraction);
+      result_.host_memory_bytes = host_memory_->host_bytes();
       memory_ = host_memory_.get();
       if (cfg_.sim.run_ahead > 1)
         forecast_ = std::make_unique<CacheForecast>(source_.requests().size());
@@ -863,6 +898,7 @@ class Simulation {
         busy_ns_ ? batch_weighted_ / static_cast<double>(busy_ns_) : 0.0;
     result_.h2d_bytes = h2d_.bytes_moved();
     result_.d2h_bytes = d2h_.bytes_moved();
+    if (host_memory_) result_.host_kv_peak_bytes = host_memory_->host_peak_bytes();
     if (opt_.timeline) result_.timeline_json = timeline_.finish();
     return std::move(result_);
   }

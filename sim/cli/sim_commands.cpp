@@ -48,6 +48,12 @@ void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
       s["hbm"]["kv_used_peak_bytes"].get<double>() / (1ull << 30),
       s["metadata"]["page_table_peak_bytes"].get<double>() / (1 << 20),
       s["metadata"]["flat_table_bytes_at_peak"].get<double>() / (1 << 20));
+  const auto& host = s["host"];
+  if (host["memory_bytes"].get<double>() > 0) {
+    out << fmt::format("host         KV reserved {:.1f} GiB at peak, of {:.1f} GiB DRAM\n",
+                       host["kv_reserved_peak_bytes"].get<double>() / (1ull << 30),
+                       host["memory_bytes"].get<double>() / (1ull << 30));
+  }
 }
 
 int sim_command(const Args& args) {

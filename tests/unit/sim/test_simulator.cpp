@@ -3,6 +3,7 @@
 // rules of the modes, and its errors.
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "common/config/config.h"
@@ -182,6 +183,44 @@ TEST_CASE("simulator: under memory pressure dense preempts while spin keeps the 
   sets.back() = "serving.mode=dense-offload";
   const spin::sim::SimResult offload = run(source, config(sets));
   if (offload.preemptions > 0) CHECK(offload.d2h_bytes > 0);
+}
+
+TEST_CASE("simulator: host-KV modes admit only the requests whose KV host memory holds",
+          "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  // Each request's KV at its final context, in whole pages: 160 KiB a token (40 layers × 8 KV
+  // heads × 128 × 2 × 2 bytes).
+  std::uint64_t need = 0;
+  const std::uint32_t page = source.algorithm_of(0).page_tokens;
+  for (const auto& r : source.requests()) {
+    const std::uint64_t tokens = r.prompt_tokens + r.decode_steps;  // its output tokens
+    need = std::max(need, (tokens + page - 1) / page * page * 163840);
+  }
+  const auto gib = [](double bytes) { return fmt::format("{}", bytes / (1ull << 30)); };
+  // Room for all four: each holds its reservation from admission to finish.
+  const spin::sim::SimResult roomy = run(source, config({}));
+  CHECK(roomy.batch_max == 4);
+  CHECK(roomy.host_memory_bytes == 256ull << 30);
+  CHECK(roomy.host_kv_peak_bytes == 4 * need);
+  // Room for two and a half: two run at a time, all finish.
+  const std::string two = "hardware.host_memory_gib=" + gib(2.5 * static_cast<double>(need));
+  const spin::sim::SimResult tight = run(source, config({two}));
+  CHECK(tight.batch_max == 2);
+  CHECK(tight.host_kv_peak_bytes == 2 * need);
+  CHECK(tight.end_ns > roomy.end_ns);
+  for (const auto& q : tight.requests) CHECK_FALSE(q.rejected);
+  // The original ShadowKV keeps only V on host: half of it, so all four fit again.
+  const spin::sim::SimResult shadowkv =
+      run(source, config({two, "serving.mode=sparse-original:shadowkv"}));
+  CHECK(shadowkv.batch_max == 4);
+  CHECK(shadowkv.host_kv_peak_bytes == 4 * need / 2);
+  // Less than one request: each is rejected, none hangs.
+  const auto none = spin::sim::summary_json(
+      run(source, config({"hardware.host_memory_gib=" + gib(0.9 * static_cast<double>(need))})));
+  CHECK(none["requests_rejected"] == 4);
+  CHECK(none["host"]["kv_reserved_peak_bytes"] == 0);
+  // Dense modes keep the KV in HBM: no host memory is counted.
+  CHECK(run(source, config({two, "serving.mode=dense"})).host_memory_bytes == 0);
 }
 
 TEST_CASE("simulator: a request that cannot fit is reported as rejected", "[unit][sim]") {
