@@ -106,45 +106,70 @@ Mechanics mechanics_of(const serving::Mode& mode, const config::Config& cfg) {
 
 std::uint64_t ceil_div(std::uint64_t a, std::uint64_t b) { return (a + b - 1) / b; }
 
+// Bytes reserved per request against a capacity: a request's reservation only grows until it
+// is freed.
+class Reservations {
+ public:
+  explicit Reservations(std::uint64_t capacity) : capacity_(capacity) {}
+  // Whether the request could hold `total` bytes now.
+  bool fits(std::uint64_t id, std::uint64_t total) const {
+    const auto it = held_.find(id);
+    const std::uint64_t held = it == held_.end() ? 0 : it->second;
+    return total <= held || used_ + (total - held) <= capacity_;
+  }
+  // Raises the request's reservation to `total`; false, changing nothing, if it does not fit.
+  bool take(std::uint64_t id, std::uint64_t total) {
+    if (!fits(id, total)) return false;
+    std::uint64_t& held = held_[id];
+    if (total > held) {
+      used_ += total - held;
+      held = total;
+      peak_ = std::max(peak_, used_);
+    }
+    return true;
+  }
+  void free(std::uint64_t id) {
+    const auto it = held_.find(id);
+    if (it == held_.end()) return;
+    used_ -= it->second;
+    held_.erase(it);
+  }
+  std::uint64_t capacity() const { return capacity_; }
+  std::uint64_t used() const { return used_; }
+  std::uint64_t peak() const { return peak_; }
+
+ private:
+  std::uint64_t capacity_;
+  std::uint64_t used_ = 0, peak_ = 0;
+  std::map<std::uint64_t, std::uint64_t> held_;
+};
+
 // All KV in HBM, allocated in blocks as the context grows (vLLM).
 class DenseMemory final : public serving::MemoryRule {
  public:
   DenseMemory(std::uint64_t capacity_bytes, double bytes_per_token)
-      : capacity_(capacity_bytes), per_token_(bytes_per_token) {}
+      : kv_(capacity_bytes), per_token_(bytes_per_token) {}
 
   std::uint64_t need(std::uint64_t tokens) const {
     return static_cast<std::uint64_t>(std::ceil(
         static_cast<double>(ceil_div(tokens, kDenseBlockTokens) * kDenseBlockTokens) * per_token_));
   }
   bool fits_alone(const serving::RequestState& r) const override {
-    return need(std::uint64_t{r.prompt_tokens} + r.tokens) <= capacity_;
+    return need(std::uint64_t{r.prompt_tokens} + r.tokens) <= kv_.capacity();
   }
   bool admit(const serving::RequestState& r) override {
     const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
-    return take(r.id, need(resume ? r.context_tokens() : r.prefill_target));
+    return kv_.take(r.id, need(resume ? r.context_tokens() : r.prefill_target));
   }
   bool grow(const serving::RequestState& r, std::uint32_t context_tokens) override {
-    return take(r.id, need(context_tokens));
+    return kv_.take(r.id, need(context_tokens));
   }
-  void release(const serving::RequestState& r) override {
-    used_ -= held_[r.id];
-    held_.erase(r.id);
-  }
-  std::uint64_t used() const { return used_; }
+  void release(const serving::RequestState& r) override { kv_.free(r.id); }
+  std::uint64_t used() const { return kv_.used(); }
 
  private:
-  bool take(std::uint64_t id, std::uint64_t total) {
-    std::uint64_t& held = held_[id];
-    if (total <= held) return true;
-    if (used_ + (total - held) > capacity_) return false;
-    used_ += total - held;
-    held = total;
-    return true;
-  }
-  std::uint64_t capacity_;
+  Reservations kv_;  // bytes of HBM (over all GPUs) by request id
   double per_token_;
-  std::uint64_t used_ = 0;
-  std::map<std::uint64_t, std::uint64_t> held_;
 };
 
 // KV on host; each request holds its cache (budgets.h), static region and summaries in HBM, and
@@ -163,7 +188,7 @@ class HostKvMemory final : public serving::MemoryRule {
         footprint_(std::move(footprint)),
         page_tokens_(page_tokens),
         streams_(streams),
-        host_bytes_(host_bytes),
+        host_(host_bytes),
         host_per_token_(host_bytes_per_token) {}
 
   policy::RequestFootprint prefill_footprint(const serving::RequestState& r) const {
@@ -181,23 +206,19 @@ class HostKvMemory final : public serving::MemoryRule {
     serving::RequestState end = r;
     end.prefill_target = r.prompt_tokens + r.tokens;
     const policy::RequestFootprint f = prefill_footprint(end);
-    return budgets_.admission_pages(f) <= budgets_.hbm_pages() && host_need(r) <= host_bytes_;
+    return budgets_.admission_pages(f) <= budgets_.hbm_pages() && host_need(r) <= host_.capacity();
   }
   bool admit(const serving::RequestState& r) override {
-    const bool reserved = host_held_.count(r.id) > 0;
-    const std::uint64_t need = reserved ? 0 : host_need(r);
-    if (host_used_ + need > host_bytes_) return false;
+    // A request preempted before holds its reservation already.
+    const std::uint64_t need = host_need(r);
+    if (!host_.fits(r.id, need)) return false;
     const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
     const policy::RequestFootprint f =
         resume ? footprint_(r.id, r.context_tokens()) : prefill_footprint(r);
     if (!budgets_.can_admit(f)) return false;
     budgets_.admit(r.id, f);
     budgets_.rebalance();
-    if (!reserved) {
-      host_held_[r.id] = need;
-      host_used_ += need;
-      host_peak_ = std::max(host_peak_, host_used_);
-    }
+    host_.take(r.id, need);
     return true;
   }
   bool grow(const serving::RequestState& r, std::uint32_t context_tokens) override {
@@ -208,27 +229,21 @@ class HostKvMemory final : public serving::MemoryRule {
   void release(const serving::RequestState& r) override {
     budgets_.release(r.id);
     budgets_.rebalance();
-    if (r.phase == serving::Phase::kFinished) {
-      const auto held = host_held_.find(r.id);
-      host_used_ -= held->second;
-      host_held_.erase(held);
-    }
+    if (r.phase == serving::Phase::kFinished) host_.free(r.id);
   }
   std::uint64_t cache_pages(std::uint64_t id) const { return budgets_.cache_pages(id); }
   double buffer_ratio(std::uint64_t id) const { return budgets_.buffer_ratio(id); }
   std::uint64_t used_pages() const { return budgets_.used_pages(); }
-  std::uint64_t host_bytes() const { return host_bytes_; }
-  std::uint64_t host_peak_bytes() const { return host_peak_; }
+  std::uint64_t host_bytes() const { return host_.capacity(); }
+  std::uint64_t host_peak_bytes() const { return host_.peak(); }
 
  private:
   policy::BudgetManager budgets_;
   Footprint footprint_;
   std::uint64_t page_tokens_;
   std::uint64_t streams_;
-  std::uint64_t host_bytes_;  // over all GPUs
+  Reservations host_;  // bytes of host DRAM (over all GPUs) by request id
   double host_per_token_;
-  std::uint64_t host_used_ = 0, host_peak_ = 0;
-  std::map<std::uint64_t, std::uint64_t> host_held_;  // bytes reserved by request id
 };
 
 // Running ahead (docs/simulator.md): the caches the running requests will have at their next
