@@ -248,6 +248,11 @@ std::string display(const std::string& v) {
 }
 
 std::string point_name(size_t index) { return fmt::format("p{:06}", index); }
+// A point's folder as results.csv names it, relative to the sweep's folder.
+std::string point_folder(size_t index) { return "points/" + point_name(index); }
+
+// The columns every results.csv starts with, before the swept keys and the metrics.
+constexpr std::array<std::string_view, 4> kPointColumns = {"point", "status", "error", "folder"};
 
 struct Row {
   bool ok = false;
@@ -412,7 +417,7 @@ class Runner {
         if (seen.insert(k).second) metric_names.push_back(k);
       }
     }
-    std::string csv = "point,status,error,folder";
+    std::string csv = fmt::format("{}", fmt::join(kPointColumns, ","));
     const auto add = [&csv](const std::string& field) {
       csv += ',';
       csv += csv_field(field);
@@ -422,8 +427,8 @@ class Runner {
     csv += "\n";
     for (const auto& [index, row] : rows_) {
       const SweepPoint& p = sweep_.points[index];
-      csv += fmt::format("{},{},{},points/{}", index, row.ok ? "ok" : "failed",
-                         csv_field(row.error), point_name(index));
+      csv += fmt::format("{},{},{},{}", index, row.ok ? "ok" : "failed", csv_field(row.error),
+                         point_folder(index));
       for (const std::string& k : sweep_.swept_keys) {
         std::string v;
         for (const auto& [pk, pv] : p.values) {
@@ -622,9 +627,6 @@ SweepStats run_sweep_mpi(const Sweep&, const fs::path&, const SweepOptions&) {
 
 namespace {
 
-// The columns every results.csv starts with (Runner::write_results).
-constexpr std::array<std::string_view, 4> kPointColumns = {"point", "status", "error", "folder"};
-
 // A point's row in a shard's results.csv, and where it was read.
 struct ShardRow {
   std::vector<std::string> fields;
@@ -710,7 +712,7 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
     for (size_t r = 1; r < table.rows.size(); ++r) {
       ShardRow row{table.rows[r], shard, fmt::format("{}:{}", results.string(), table.lines[r])};
       const std::size_t point = row_point(row.fields[0], row.where, shard_points);
-      const std::string folder = "points/" + point_name(point);
+      const std::string folder = point_folder(point);
       if (row.fields[3] != folder)
         throw InputError(fmt::format("{}: folder '{}': expected {} for point {}", row.where,
                                      row.fields[3], folder, point));
