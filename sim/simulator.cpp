@@ -697,10 +697,18 @@ class Simulation {
     }
     // Every lane that must run, of every request, on the worker threads (a request running ahead
     // has lanes to run only every few iterations, so requests alone would leave threads idle).
-    std::vector<std::pair<RequestPolicy*, std::uint32_t>> lanes;
+    // The threads take them longest first (a lane's work grows with its context and its block's
+    // steps), so that a long lane does not start last and leave the others idle.
+    struct Lane {
+      std::uint64_t work;
+      RequestPolicy* policy;
+      std::uint32_t lane;
+    };
+    std::vector<Lane> lanes;
     const std::uint32_t run_ahead = cfg_.sim.run_ahead;
     for (std::size_t i = 0; i < work_.size(); ++i) {
-      if (work_[i].step >= source_.requests()[work_[i].id].decode_steps) continue;
+      const std::uint32_t steps = source_.requests()[work_[i].id].decode_steps;
+      if (work_[i].step >= steps) continue;
       RequestPolicy::Outlook outlook{ratios[i]};
       if (forecast_) outlook.forecast = forecast_->after(work_[i].id, work_[i].step);
       // Blocks end together, every sim.run_ahead iterations: the lanes of all requests then run
@@ -708,9 +716,14 @@ class Simulation {
       // measured on the issue-scale run this is faster for exact runs too (docs/benchmarks.md).
       outlook.block_steps = run_ahead - static_cast<std::uint32_t>(iteration_ % run_ahead);
       const std::uint32_t n = policies[i]->begin_step(work_[i].step, caches[i], outlook);
-      for (std::uint32_t lane = 0; lane < n; ++lane) lanes.emplace_back(policies[i], lane);
+      const std::uint64_t work =
+          std::uint64_t{scheduler_->request(work_[i].id).prompt_tokens + work_[i].step} *
+          std::min(outlook.block_steps, steps - work_[i].step);
+      for (std::uint32_t lane = 0; lane < n; ++lane) lanes.push_back({work, policies[i], lane});
     }
-    pool_.run(lanes.size(), [&](std::size_t k) { lanes[k].first->run_lane(lanes[k].second); });
+    std::stable_sort(lanes.begin(), lanes.end(),
+                     [](const Lane& a, const Lane& b) { return a.work > b.work; });
+    pool_.run(lanes.size(), [&](std::size_t k) { lanes[k].policy->run_lane(lanes[k].lane); });
     for (std::size_t i = 0; i < work_.size(); ++i) {
       if (work_[i].step < source_.requests()[work_[i].id].decode_steps) policies[i]->end_step();
     }
@@ -722,15 +735,15 @@ class Simulation {
       const auto trace_layers = policies[i]->trace_layers();
       const double sampled_layers = static_cast<double>(trace_layers.size());
       const bool exact = trace_layers.size() == layers;
-      // A sample stands for every layer: each layer gets the sampled layers' mean.
+      // A sample stands for every layer: each layer gets the sampled layers' mean (summed over
+      // the run in sampled_layer_mean_, and given to every layer at its end).
       policy::PolicyStats sampled;
       for (std::size_t j = 0; j < trace_layers.size(); ++j) {
         sampled += step_layers[j];
         if (exact) result_.policy_layers[trace_layers[j]] += step_layers[j];
       }
-      for (std::size_t l = 0; l < layers; ++l) {
-        if (!exact) result_.policy_layers[l] += scaled(sampled, 1.0 / sampled_layers);
-        if (w.warm) continue;
+      if (!exact) sampled_layer_mean_ += scaled(sampled, 1.0 / sampled_layers);
+      for (std::size_t l = 0; l < layers && !w.warm; ++l) {
         const double accesses = exact ? static_cast<double>(step_layers[l].accesses)
                                       : static_cast<double>(sampled.accesses) / sampled_layers;
         const double misses = exact ? static_cast<double>(step_layers[l].misses)
@@ -908,6 +921,7 @@ class Simulation {
       if (!rec.rejected) result_.end_ns = std::max(result_.end_ns, s.finish_ns);
     }
     for (std::uint64_t id = 0; id < policies_.size(); ++id) drop_policy(id);  // truncated ones
+    for (policy::PolicyStats& l : result_.policy_layers) l += sampled_layer_mean_;
     result_.iteration_count = iteration_;
     result_.batch_time_weighted_mean =
         busy_ns_ ? batch_weighted_ / static_cast<double>(busy_ns_) : 0.0;
@@ -940,6 +954,7 @@ class Simulation {
   std::unique_ptr<serving::Scheduler> scheduler_;
   std::vector<std::unique_ptr<RequestSizing>> sizings_;
   std::vector<std::unique_ptr<RequestPolicy>> policies_;
+  policy::PolicyStats sampled_layer_mean_;  // sampled runs: what each layer is credited with
 
   // The iteration in flight.
   serving::IterationPlan plan_;

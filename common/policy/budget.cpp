@@ -83,9 +83,7 @@ std::uint64_t BudgetManager::admission_pages(const RequestFootprint& footprint) 
 }
 
 bool BudgetManager::can_admit(const RequestFootprint& footprint) const {
-  std::uint64_t needed = admission_pages(footprint);
-  for (const auto& [id, e] : entries_) needed += admission_pages(e.footprint);
-  return needed <= hbm_pages_;
+  return admission_pages(footprint) + sums_.admission <= hbm_pages_;
 }
 
 const BudgetManager::Entry& BudgetManager::entry(std::uint64_t id) const {
@@ -94,40 +92,68 @@ const BudgetManager::Entry& BudgetManager::entry(std::uint64_t id) const {
   return it->second;
 }
 
+std::uint64_t BudgetManager::pages(const Entry& e, double k) const {
+  return policy::cache_pages(e.footprint.mandatory_pages, k) + e.footprint.static_pages +
+         e.footprint.summary_pages;
+}
+
+void BudgetManager::count(const Entry& e, bool add) {
+  const Sums s{pages(e, e.k), pages(e, params_.k_max), admission_pages(e.footprint)};
+  const std::size_t below = e.k < params_.k_max ? 1 : 0;
+  if (add) {
+    sums_.used += s.used;
+    sums_.at_k_max += s.at_k_max;
+    sums_.admission += s.admission;
+    below_k_max_ += below;
+  } else {
+    sums_.used -= s.used;
+    sums_.at_k_max -= s.at_k_max;
+    sums_.admission -= s.admission;
+    below_k_max_ -= below;
+  }
+}
+
+void BudgetManager::set_k(Entry& e, double k) {
+  count(e, false);
+  e.k = k;
+  count(e, true);
+}
+
 void BudgetManager::admit(std::uint64_t id, const RequestFootprint& footprint) {
   if (entries_.count(id) != 0) throw InvariantError(fmt::format("budget: request {} twice", id));
   if (!can_admit(footprint)) {
     throw InvariantError(fmt::format("budget: request {} admitted without room", id));
   }
-  entries_.emplace(id, Entry{footprint, params_.k_min});
+  count(entries_.emplace(id, Entry{footprint, params_.k_min}).first->second, true);
   shrink_to_fit();
 }
 
 bool BudgetManager::update(std::uint64_t id, const RequestFootprint& footprint) {
-  entry(id);
-  entries_[id].footprint = footprint;
+  entry(id);  // throws for an unknown id
+  Entry& e = entries_.find(id)->second;
+  count(e, false);
+  e.footprint = footprint;
+  count(e, true);
   shrink_to_fit();
-  return used_pages() <= hbm_pages_;
+  return sums_.used <= hbm_pages_;
 }
 
 void BudgetManager::release(std::uint64_t id) {
-  entry(id);
+  count(entry(id), false);
   entries_.erase(id);
 }
 
 // Pages in use if every k were clamped to `level`: from above (shrink) or from below (grow).
 std::uint64_t BudgetManager::usage(double level, bool grow) const {
   std::uint64_t used = 0;
-  for (const auto& [id, e] : entries_) {
-    const double k = grow ? std::max(e.k, level) : std::min(e.k, level);
-    used += policy::cache_pages(e.footprint.mandatory_pages, k) + e.footprint.static_pages +
-            e.footprint.summary_pages;
-  }
+  for (const auto& [id, e] : entries_)
+    used += pages(e, grow ? std::max(e.k, level) : std::min(e.k, level));
   return used;
 }
 
+// As every k ≤ k_max, the pages at k clamped from above to k_max are those in use.
 void BudgetManager::shrink_to_fit() {
-  if (usage(params_.k_max, false) <= hbm_pages_) return;
+  if (sums_.used <= hbm_pages_) return;
   // The highest level in [k_min, k_max] at which everything fits (k_min if none does).
   double low = params_.k_min;
   double high = params_.k_max;
@@ -135,17 +161,21 @@ void BudgetManager::shrink_to_fit() {
     const double mid = 0.5 * (low + high);
     (usage(mid, false) <= hbm_pages_ ? low : high) = mid;
   }
-  for (auto& [id, e] : entries_) e.k = std::min(e.k, low);
+  for (auto& [id, e] : entries_)
+    if (low < e.k) set_k(e, low);
 }
 
+// As every k ≥ k_min, the pages at k clamped from below to k_min are those in use, and clamped
+// to k_max they are the sum at k_max.
 void BudgetManager::rebalance() {
   const auto limit = static_cast<std::uint64_t>(
       std::floor((1.0 - params_.watermark) * static_cast<double>(hbm_pages_)));
-  if (usage(params_.k_min, true) > limit) return;
+  if (sums_.used > limit) return;
   // The highest level in [k_min, k_max] that keeps the pool `watermark` free.
   double low = params_.k_min;
   double high = params_.k_max;
-  if (usage(high, true) <= limit) {
+  if (sums_.at_k_max <= limit) {
+    if (below_k_max_ == 0) return;  // every buffer is at k_max already
     low = high;
   } else {
     for (int i = 0; i < 64; ++i) {
@@ -153,7 +183,8 @@ void BudgetManager::rebalance() {
       (usage(mid, true) <= limit ? low : high) = mid;
     }
   }
-  for (auto& [id, e] : entries_) e.k = std::max(e.k, low);
+  for (auto& [id, e] : entries_)
+    if (e.k < low) set_k(e, low);
 }
 
 double BudgetManager::buffer_ratio(std::uint64_t id) const { return entry(id).k; }
@@ -163,25 +194,31 @@ std::uint64_t BudgetManager::cache_pages(std::uint64_t id) const {
   return policy::cache_pages(e.footprint.mandatory_pages, e.k);
 }
 
-std::uint64_t BudgetManager::used_pages() const {
-  std::uint64_t used = 0;
-  for (const auto& [id, e] : entries_) {
-    used += policy::cache_pages(e.footprint.mandatory_pages, e.k) + e.footprint.static_pages +
-            e.footprint.summary_pages;
-  }
-  return used;
-}
+std::uint64_t BudgetManager::used_pages() const { return sums_.used; }
 
 void BudgetManager::check_invariants() const {
+  Sums sums;
+  std::size_t below = 0;
   for (const auto& [id, e] : entries_) {
     if (!(e.k >= params_.k_min && e.k <= params_.k_max)) {
       throw InvariantError(fmt::format("budget: request {} has k = {} outside [{}, {}]", id, e.k,
                                        params_.k_min, params_.k_max));
     }
+    sums.used += pages(e, e.k);
+    sums.at_k_max += pages(e, params_.k_max);
+    sums.admission += admission_pages(e.footprint);
+    below += e.k < params_.k_max ? 1 : 0;
   }
-  if (used_pages() > hbm_pages_ && usage(params_.k_min, false) <= hbm_pages_) {
+  if (!(sums == sums_) || below != below_k_max_) {
+    throw InvariantError(fmt::format(
+        "budget: kept sums (used {}, at k_max {}, admission {}, {} below k_max) differ from the "
+        "entries' ({}, {}, {}, {})",
+        sums_.used, sums_.at_k_max, sums_.admission, below_k_max_, sums.used, sums.at_k_max,
+        sums.admission, below));
+  }
+  if (sums_.used > hbm_pages_ && usage(params_.k_min, false) <= hbm_pages_) {
     throw InvariantError(fmt::format("budget: {} pages used of {} although k_min would fit",
-                                     used_pages(), hbm_pages_));
+                                     sums_.used, hbm_pages_));
   }
 }
 

@@ -17,8 +17,10 @@
 //   k_max) while the pool stays at least `watermark` free.
 // All functions are pure or deterministic; time and memory are injected, never read.
 //
-// Complexity: footprint functions O(1); BudgetManager operations O(R·64) for R requests (the
-// water level is found by bisection).
+// Complexity: footprint functions O(1). BudgetManager keeps the pages in use, at k_max and at
+// admission summed over its requests, so that can_admit, used_pages and the checks that settle
+// most calls (everything fits; every buffer is at k_max already) take O(1) or O(log R); a call
+// that moves buffers takes O(R), and O(R·64) when it must find the water level by bisection.
 #pragma once
 
 #include <cstdint>
@@ -100,6 +102,15 @@ class BudgetManager {
     RequestFootprint footprint;
     double k;
   };
+  // Pages summed over the entries: at each one's k, at k_max, and at admission.
+  struct Sums {
+    std::uint64_t used = 0, at_k_max = 0, admission = 0;
+    bool operator==(const Sums&) const = default;
+  };
+  std::uint64_t pages(const Entry& e, double k) const;
+  // Adds (or takes away) the entry's share of the sums and of below_k_max_.
+  void count(const Entry& e, bool add);
+  void set_k(Entry& e, double k);
   std::uint64_t usage(double level, bool grow) const;
   void shrink_to_fit();
   const Entry& entry(std::uint64_t id) const;
@@ -107,6 +118,8 @@ class BudgetManager {
   BudgetParams params_;
   std::uint64_t hbm_pages_;
   std::map<std::uint64_t, Entry> entries_;  // by id: deterministic iteration
+  Sums sums_;
+  std::size_t below_k_max_ = 0;  // entries whose k is below k_max
 };
 
 // Splits `total` pages among parts in proportion to `weights` (cumulative floors: the parts sum

@@ -1,7 +1,12 @@
 // Budgets (common/policy/budget.h): mandatory pages, admission, grow/shrink, the split to pools.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <map>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "common/error.h"
 #include "common/policy/budget.h"
@@ -129,6 +134,123 @@ TEST_CASE("budget: random admissions and releases keep the invariants", "[unit][
     if (id % 3 == 0) budget.rebalance();
     budget.check_invariants();
     CHECK(budget.used_pages() <= 50000);
+  }
+}
+
+// The water-filling rules of budget.h written plainly, with every sum taken over every request
+// at every call: what BudgetManager's kept sums must reproduce decision for decision.
+struct ReferenceBudget {
+  BudgetParams params;
+  std::uint64_t hbm = 0;
+  std::map<std::uint64_t, std::pair<RequestFootprint, double>> entries;  // id → (footprint, k)
+
+  std::uint64_t usage(double level, bool grow) const {
+    std::uint64_t used = 0;
+    for (const auto& [id, e] : entries) {
+      const double k = grow ? std::max(e.second, level) : std::min(e.second, level);
+      used += static_cast<std::uint64_t>(
+                  std::floor((1 + k) * static_cast<double>(e.first.mandatory_pages))) +
+              e.first.static_pages + e.first.summary_pages;
+    }
+    return used;
+  }
+  std::uint64_t admission(const RequestFootprint& f) const {
+    return static_cast<std::uint64_t>(
+               std::ceil((1 + params.k_min) * static_cast<double>(f.mandatory_pages))) +
+           f.static_pages + f.summary_pages;
+  }
+  bool can_admit(const RequestFootprint& f) const {
+    std::uint64_t needed = admission(f);
+    for (const auto& [id, e] : entries) needed += admission(e.first);
+    return needed <= hbm;
+  }
+  // The highest level in [k_min, k_max] whose usage is within `limit` (by the same bisection).
+  double level(std::uint64_t limit, bool grow) const {
+    double low = params.k_min, high = params.k_max;
+    if (usage(high, grow) <= limit) return high;
+    for (int i = 0; i < 64; ++i) {
+      const double mid = 0.5 * (low + high);
+      (usage(mid, grow) <= limit ? low : high) = mid;
+    }
+    return low;
+  }
+  void shrink() {
+    const double l = level(hbm, false);
+    for (auto& [id, e] : entries) e.second = std::min(e.second, l);
+  }
+  void rebalance() {
+    const auto limit =
+        static_cast<std::uint64_t>(std::floor((1.0 - params.watermark) * static_cast<double>(hbm)));
+    if (usage(params.k_min, true) > limit) return;
+    const double l = level(limit, true);
+    for (auto& [id, e] : entries) e.second = std::max(e.second, l);
+  }
+};
+
+TEST_CASE("budget: kept sums decide as sums over every request would", "[unit][policy]") {
+  for (const std::uint64_t seed : {3u, 29u, 71u}) {
+    std::mt19937_64 rng(seed);
+    BudgetParams params;
+    params.k_min = 0.5 + static_cast<double>(seed % 3) * 0.5;
+    params.k_max = params.k_min + 3.5;
+    const std::uint64_t hbm = 60000;
+    BudgetManager budget(params, hbm);
+    ReferenceBudget reference{params, hbm, {}};
+    std::vector<std::uint64_t> live;
+    std::uint64_t next_id = 0;
+    int all_at_k_max = 0, some_between = 0;  // states seen after a rebalance
+    const auto footprint = [&] { return RequestFootprint{rng() % 4000, rng() % 300, rng() % 60}; };
+    for (int op = 0; op < 3000; ++op) {
+      // Phases of 250 operations that fill the pool, then drain it, so that the buffers both
+      // shrink under pressure and grow back to k_max.
+      const bool filling = op / 250 % 2 == 0;
+      const std::uint64_t kind = rng() % 10;
+      if (kind < (filling ? 4u : 1u)) {  // an arrival
+        const RequestFootprint f = footprint();
+        REQUIRE(budget.can_admit(f) == reference.can_admit(f));
+        if (budget.can_admit(f)) {
+          budget.admit(next_id, f);
+          reference.entries[next_id] = {f, params.k_min};
+          reference.shrink();
+          live.push_back(next_id);
+        }
+        ++next_id;
+      } else if (kind < (filling ? 9u : 6u) && !live.empty()) {  // growth (rarely a shrink)
+        const std::uint64_t id = live[rng() % live.size()];
+        RequestFootprint f = reference.entries[id].first;
+        f.mandatory_pages = rng() % 8 == 0 ? rng() % 4000 : f.mandatory_pages + rng() % 200;
+        const bool fits = budget.update(id, f);
+        reference.entries[id].first = f;
+        reference.shrink();
+        REQUIRE(fits == (reference.usage(params.k_max, false) <= hbm));
+        if (!fits) {  // the scheduler would preempt: the newest request goes
+          budget.release(live.back());
+          reference.entries.erase(live.back());
+          live.pop_back();
+        }
+      } else if (!live.empty()) {  // a finish
+        const std::size_t at = rng() % live.size();
+        budget.release(live[at]);
+        reference.entries.erase(live[at]);
+        live.erase(live.begin() + static_cast<std::ptrdiff_t>(at));
+      }
+      budget.rebalance();
+      reference.rebalance();
+      budget.check_invariants();
+      REQUIRE(budget.used_pages() == reference.usage(params.k_max, false));
+      bool top = !live.empty(), between = false;
+      for (const std::uint64_t id : live) {
+        const double k = budget.buffer_ratio(id);
+        REQUIRE(k == reference.entries[id].second);
+        top = top && k == params.k_max;
+        between = between || (k > params.k_min && k < params.k_max);
+      }
+      all_at_k_max += top ? 1 : 0;
+      some_between += between ? 1 : 0;
+    }
+    CHECK(next_id > 500);
+    CHECK(all_at_k_max > 100);
+    CHECK(some_between > 100);
   }
 }
 
