@@ -97,26 +97,31 @@ std::uint64_t BudgetManager::pages(const Entry& e, double k) const {
          e.footprint.summary_pages;
 }
 
-void BudgetManager::count(const Entry& e, bool add) {
-  const Sums s{pages(e, e.k), pages(e, params_.k_max), admission_pages(e.footprint)};
-  const std::size_t below = e.k < params_.k_max ? 1 : 0;
-  if (add) {
-    sums_.used += s.used;
-    sums_.at_k_max += s.at_k_max;
-    sums_.admission += s.admission;
-    below_k_max_ += below;
-  } else {
-    sums_.used -= s.used;
-    sums_.at_k_max -= s.at_k_max;
-    sums_.admission -= s.admission;
-    below_k_max_ -= below;
-  }
+BudgetManager::Sums& BudgetManager::Sums::operator+=(const Sums& o) {
+  used += o.used;
+  at_k_max += o.at_k_max;
+  admission += o.admission;
+  below_k_max += o.below_k_max;
+  return *this;
+}
+
+BudgetManager::Sums& BudgetManager::Sums::operator-=(const Sums& o) {
+  used -= o.used;
+  at_k_max -= o.at_k_max;
+  admission -= o.admission;
+  below_k_max -= o.below_k_max;
+  return *this;
+}
+
+BudgetManager::Sums BudgetManager::share(const Entry& e) const {
+  return {pages(e, e.k), pages(e, params_.k_max), admission_pages(e.footprint),
+          e.k < params_.k_max ? std::size_t{1} : 0};
 }
 
 void BudgetManager::set_k(Entry& e, double k) {
-  count(e, false);
+  sums_ -= share(e);
   e.k = k;
-  count(e, true);
+  sums_ += share(e);
 }
 
 void BudgetManager::admit(std::uint64_t id, const RequestFootprint& footprint) {
@@ -124,22 +129,22 @@ void BudgetManager::admit(std::uint64_t id, const RequestFootprint& footprint) {
   if (!can_admit(footprint)) {
     throw InvariantError(fmt::format("budget: request {} admitted without room", id));
   }
-  count(entries_.emplace(id, Entry{footprint, params_.k_min}).first->second, true);
+  sums_ += share(entries_.emplace(id, Entry{footprint, params_.k_min}).first->second);
   shrink_to_fit();
 }
 
 bool BudgetManager::update(std::uint64_t id, const RequestFootprint& footprint) {
   entry(id);  // throws for an unknown id
   Entry& e = entries_.find(id)->second;
-  count(e, false);
+  sums_ -= share(e);
   e.footprint = footprint;
-  count(e, true);
+  sums_ += share(e);
   shrink_to_fit();
   return sums_.used <= hbm_pages_;
 }
 
 void BudgetManager::release(std::uint64_t id) {
-  count(entry(id), false);
+  sums_ -= share(entry(id));
   entries_.erase(id);
 }
 
@@ -175,7 +180,7 @@ void BudgetManager::rebalance() {
   double low = params_.k_min;
   double high = params_.k_max;
   if (sums_.at_k_max <= limit) {
-    if (below_k_max_ == 0) return;  // every buffer is at k_max already
+    if (sums_.below_k_max == 0) return;  // every buffer is at k_max already
     low = high;
   } else {
     for (int i = 0; i < 64; ++i) {
@@ -198,23 +203,19 @@ std::uint64_t BudgetManager::used_pages() const { return sums_.used; }
 
 void BudgetManager::check_invariants() const {
   Sums sums;
-  std::size_t below = 0;
   for (const auto& [id, e] : entries_) {
     if (!(e.k >= params_.k_min && e.k <= params_.k_max)) {
       throw InvariantError(fmt::format("budget: request {} has k = {} outside [{}, {}]", id, e.k,
                                        params_.k_min, params_.k_max));
     }
-    sums.used += pages(e, e.k);
-    sums.at_k_max += pages(e, params_.k_max);
-    sums.admission += admission_pages(e.footprint);
-    below += e.k < params_.k_max ? 1 : 0;
+    sums += share(e);
   }
-  if (!(sums == sums_) || below != below_k_max_) {
+  if (!(sums == sums_)) {
     throw InvariantError(fmt::format(
         "budget: kept sums (used {}, at k_max {}, admission {}, {} below k_max) differ from the "
         "entries' ({}, {}, {}, {})",
-        sums_.used, sums_.at_k_max, sums_.admission, below_k_max_, sums.used, sums.at_k_max,
-        sums.admission, below));
+        sums_.used, sums_.at_k_max, sums_.admission, sums_.below_k_max, sums.used, sums.at_k_max,
+        sums.admission, sums.below_k_max));
   }
   if (sums_.used > hbm_pages_ && usage(params_.k_min, false) <= hbm_pages_) {
     throw InvariantError(fmt::format("budget: {} pages used of {} although k_min would fit",

@@ -102,14 +102,17 @@ class BudgetManager {
     RequestFootprint footprint;
     double k;
   };
-  // Pages summed over the entries: at each one's k, at k_max, and at admission.
+  // Pages summed over the entries (at each one's k, at k_max, at admission), and how many of
+  // them have k below k_max.
   struct Sums {
     std::uint64_t used = 0, at_k_max = 0, admission = 0;
+    std::size_t below_k_max = 0;  // entries whose k is below k_max
+    Sums& operator+=(const Sums& o);
+    Sums& operator-=(const Sums& o);
     bool operator==(const Sums&) const = default;
   };
   std::uint64_t pages(const Entry& e, double k) const;
-  // Adds (or takes away) the entry's share of the sums and of below_k_max_.
-  void count(const Entry& e, bool add);
+  Sums share(const Entry& e) const;  // the entry's part of the sums
   void set_k(Entry& e, double k);
   std::uint64_t usage(double level, bool grow) const;
   void shrink_to_fit();
@@ -119,7 +122,6 @@ class BudgetManager {
   std::uint64_t hbm_pages_;
   std::map<std::uint64_t, Entry> entries_;  // by id: deterministic iteration
   Sums sums_;
-  std::size_t below_k_max_ = 0;  // entries whose k is below k_max
 };
 
 // Splits `total` pages among parts in proportion to `weights` (cumulative floors: the parts sum
