@@ -144,11 +144,13 @@ class Reservations {
   std::map<std::uint64_t, std::uint64_t> held_;
 };
 
-// All KV in HBM, allocated in blocks as the context grows (vLLM).
+// All KV in HBM, allocated in blocks as the context grows (vLLM). A request preempted with its
+// KV kept (swap) holds its blocks' bytes in host DRAM (hardware.host_memory_gib per GPU) until it
+// is admitted again; when host memory cannot hold them, it is recomputed instead.
 class DenseMemory final : public serving::MemoryRule {
  public:
-  DenseMemory(std::uint64_t capacity_bytes, double bytes_per_token)
-      : kv_(capacity_bytes), per_token_(bytes_per_token) {}
+  DenseMemory(std::uint64_t capacity_bytes, double bytes_per_token, std::uint64_t host_bytes)
+      : kv_(capacity_bytes), swapped_(host_bytes), per_token_(bytes_per_token) {}
 
   std::uint64_t need(std::uint64_t tokens) const {
     return static_cast<std::uint64_t>(std::ceil(
@@ -158,17 +160,24 @@ class DenseMemory final : public serving::MemoryRule {
     return need(std::uint64_t{r.prompt_tokens} + r.tokens) <= kv_.capacity();
   }
   bool admit(const serving::RequestState& r) override {
-    const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
-    return kv_.take(r.id, need(resume ? r.context_tokens() : r.prefill_target));
+    if (!kv_.take(r.id, need(r.resumes() ? r.context_tokens() : r.prefill_target))) return false;
+    swapped_.free(r.id);  // a resumed request's KV comes back to HBM
+    return true;
   }
   bool grow(const serving::RequestState& r, std::uint32_t context_tokens) override {
     return kv_.take(r.id, need(context_tokens));
   }
+  bool keep(const serving::RequestState& r) override {
+    return swapped_.take(r.id, need(r.context_tokens()));
+  }
   void release(const serving::RequestState& r) override { kv_.free(r.id); }
   std::uint64_t used() const { return kv_.used(); }
+  std::uint64_t host_bytes() const { return swapped_.capacity(); }
+  std::uint64_t host_peak_bytes() const { return swapped_.peak(); }
 
  private:
-  Reservations kv_;  // bytes of HBM (over all GPUs) by request id
+  Reservations kv_;       // bytes of HBM (over all GPUs) by request id
+  Reservations swapped_;  // bytes of host DRAM (over all GPUs) by preempted request id
   double per_token_;
 };
 
@@ -212,9 +221,8 @@ class HostKvMemory final : public serving::MemoryRule {
     // A request preempted before holds its reservation already.
     const std::uint64_t need = host_need(r);
     if (!host_.fits(r.id, need)) return false;
-    const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
     const policy::RequestFootprint f =
-        resume ? footprint_(r.id, r.context_tokens()) : prefill_footprint(r);
+        r.resumes() ? footprint_(r.id, r.context_tokens()) : prefill_footprint(r);
     if (!budgets_.can_admit(f)) return false;
     budgets_.admit(r.id, f);
     budgets_.rebalance();
@@ -504,7 +512,10 @@ class Simulation {
       const double per_token =
           static_cast<double>(cost_.kv_bytes_per_token_layer()) * model.layers +
           summary_per_token_layer_ * model.layers;
-      dense_memory_ = std::make_unique<DenseMemory>(result_.kv_pool_bytes, per_token);
+      dense_memory_ = std::make_unique<DenseMemory>(
+          result_.kv_pool_bytes, per_token,
+          cfg_.hardware.host_memory_bytes() * cfg_.serving.tensor_parallel);
+      if (!mech_.recompute) result_.host_memory_bytes = dense_memory_->host_bytes();
       memory_ = dense_memory_.get();
     }
   }
@@ -636,8 +647,9 @@ class Simulation {
     ++result_.preemptions;
     ++result_.requests[id].preemptions;
     ++preempted_this_iteration_;
-    drop_policy(id);                           // a resumed request starts with a cold cache
-    if (!mech_.host_kv && !mech_.recompute) {  // swap the KV out, in the background
+    drop_policy(id);  // a resumed request starts with a cold cache
+    // A dense request that keeps its KV swaps it out, in the background.
+    if (!mech_.host_kv && scheduler_->request(id).resumes()) {
       const double bytes = static_cast<double>(scheduler_->request(id).context_tokens()) *
                            static_cast<double>(cost_.kv_bytes_per_token_layer()) *
                            cfg_.model.layers;
@@ -928,6 +940,8 @@ class Simulation {
     result_.h2d_bytes = h2d_.bytes_moved();
     result_.d2h_bytes = d2h_.bytes_moved();
     if (host_memory_) result_.host_kv_peak_bytes = host_memory_->host_peak_bytes();
+    if (dense_memory_ && !mech_.recompute)
+      result_.host_kv_peak_bytes = dense_memory_->host_peak_bytes();
     if (opt_.timeline) result_.timeline_json = timeline_.finish();
     return std::move(result_);
   }

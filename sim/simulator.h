@@ -95,8 +95,9 @@ struct SimResult {
   std::uint64_t decode_only_tokens = 0;
   TimeNs decode_only_ns = 0;
   std::uint64_t kv_used_peak_bytes = 0;
-  // Host-KV modes: host DRAM for KV over all GPUs (hardware.host_memory_gib × tensor_parallel),
-  // and the most of it the admitted requests' KV reserved at once. 0 in other modes.
+  // Host DRAM for KV over all GPUs (hardware.host_memory_gib × tensor_parallel), and the most of
+  // it reserved at once: by the admitted requests' KV in host-KV modes, by the swapped-out
+  // requests' KV in modes that swap (dense-offload, serving.preemption=swap). 0 in other modes.
   std::uint64_t host_memory_bytes = 0;
   std::uint64_t host_kv_peak_bytes = 0;
   std::uint64_t metadata_peak_bytes = 0;  // page tables (cache.page_table) of the live requests

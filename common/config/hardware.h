@@ -98,7 +98,8 @@ struct HardwareConfig {
             required().at_least(0).at_most(kMaxLatencyUs));
     v.field("host_memory_gib", host_memory_gib,
             "host DRAM for this GPU's KV: the node's DRAM divided by its GPUs, GiB (host-KV modes "
-            "admit a request only while it holds the request's KV at its final context)",
+            "admit a request only while it holds the request's KV at its final context; a "
+            "swapping mode swaps a preempted request's KV out only while it holds it)",
             required().above(0).at_most(kMaxGib));
     v.field("gemm_efficiency", gemm_efficiency,
             "share of bf16_dense_tflops that the model's GEMMs reach when compute-bound",

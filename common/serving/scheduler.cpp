@@ -53,10 +53,11 @@ void Scheduler::arrive(TimeNs now) {
 
 void Scheduler::preempt(std::uint64_t id, IterationPlan& plan) {
   RequestState& r = requests_[id];
+  const bool keep = !limits_.recompute_on_preempt && r.phase == Phase::kDecode && memory_.keep(r);
   memory_.release(r);
   running_.erase(std::find(running_.begin(), running_.end(), id));
   ++r.preemptions;
-  if (limits_.recompute_on_preempt || r.phase == Phase::kPrefill) {
+  if (!keep) {
     r.prefill_target = r.prompt_tokens + r.generated;
     r.prefilled = 0;
   }
@@ -104,7 +105,7 @@ IterationPlan Scheduler::plan(TimeNs now) {
   }
   while (!queue_.empty() && batch < limits_.max_batch_requests) {
     RequestState& r = requests_[queue_.front()];
-    const bool resume = r.prefilled == r.prefill_target && r.generated > 0;
+    const bool resume = r.resumes();
     if (!resume && budget == 0) break;
     const auto reject = [&] {
       r.phase = Phase::kRejected;

@@ -4,7 +4,10 @@
 //
 // Per iteration (plan, then complete once the backend has run the plan):
 // 1. Every decoding request must be able to grow by one token; when memory says no, the most
-//    recently admitted running request is preempted (vLLM's rule) until it fits.
+//    recently admitted running request is preempted (vLLM's rule) until it fits. A preempted
+//    decoding request keeps its KV (swapped, or on host) when the limits say so and the memory
+//    rule has room for it (MemoryRule::keep), and then resumes decoding; otherwise it recomputes
+//    (prefills its prompt and generated tokens again).
 // 2. Decoding requests join the batch in admission order, up to max_batch_requests.
 // 3. The rest of the token budget (max_batch_tokens) goes to prefill chunks: requests already
 //    prefilling first, then waiting requests in arrival order (preempted ones first), each
@@ -46,6 +49,9 @@ struct RequestState {
 
   // Tokens in the request's KV once its prefill is done: prompt plus generated tokens.
   std::uint32_t context_tokens() const { return prompt_tokens + generated; }
+  // Prefill done and tokens generated: a queued request in this state was preempted with its KV
+  // kept, and resumes decoding without a prefill.
+  bool resumes() const { return prefilled == prefill_target && generated > 0; }
 };
 
 // The mode's memory rule. Calls name requests by id; the scheduler keeps the call order legal:
@@ -61,6 +67,10 @@ class MemoryRule {
   virtual bool grow(const RequestState& r, std::uint32_t context_tokens) = 0;
   // Frees what the request holds (finished or preempted).
   virtual void release(const RequestState& r) = 0;
+  // A decoding request is preempted and the limits keep preempted KV (recompute_on_preempt
+  // off): whether there is room to keep its KV (e.g. swap space in host memory), which it then
+  // holds until its admit() to resume. False: it is recomputed instead. Called before release(r).
+  virtual bool keep(const RequestState&) { return true; }
 };
 
 struct PrefillChunk {
@@ -85,6 +95,7 @@ struct SchedulerLimits {
   std::uint32_t max_batch_requests = 256;
   std::uint32_t max_batch_tokens = 8192;
   bool recompute_on_preempt = true;  // else the KV is kept elsewhere (swapped or on host)
+                                     // where the memory rule has room (MemoryRule::keep)
 };
 
 class Scheduler {

@@ -63,7 +63,8 @@ struct ServingConfig {
             "option of that name",
             config::above(0).at_most(1));
     v.field("preemption", preemption,
-            "when memory runs out: auto (the mode's own), recompute or swap");
+            "when memory runs out: auto (the mode's own), recompute or swap (to host memory "
+            "while hardware.host_memory_gib holds the KV, else recompute)");
     v.field("min_buffer_ratio", min_buffer_ratio,
             "k_min: host-KV modes admit a request at (1 + k_min)·M_r pages and shrink buffers "
             "no further; cache.buffer_ratio is the ceiling k_max, and a larger k_min is taken as "

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "common/serving/scheduler.h"
 
@@ -10,14 +11,29 @@ using namespace spin::serving;
 
 namespace {
 
-// Memory counted in tokens: a request holds its context (or prefill target) tokens.
+// Memory counted in tokens: a request holds its context (or prefill target) tokens. A preempted
+// request's KV is kept while it fits in `keep_room` tokens; it comes back whole on resuming.
 class TokenMemory : public MemoryRule {
  public:
-  explicit TokenMemory(std::uint64_t capacity) : capacity_(capacity) {}
+  explicit TokenMemory(std::uint64_t capacity, std::uint64_t keep_room = 0)
+      : capacity_(capacity), keep_room_(keep_room) {}
   bool fits_alone(const RequestState& r) const override {
     return r.prompt_tokens + r.tokens <= capacity_;
   }
-  bool admit(const RequestState& r) override { return take(r.id, r.prefill_target); }
+  bool admit(const RequestState& r) override {
+    if (!take(r.id, r.resumes() ? r.context_tokens() : r.prefill_target)) return false;
+    if (kept_.erase(r.id) > 0) kept_tokens_ -= r.context_tokens();
+    return true;
+  }
+  bool keep(const RequestState& r) override {
+    ++keep_calls_;
+    if (kept_tokens_ + r.context_tokens() > keep_room_) return false;
+    kept_tokens_ += r.context_tokens();
+    kept_.insert(r.id);
+    return true;
+  }
+  std::uint64_t keep_calls() const { return keep_calls_; }
+  std::uint64_t kept_tokens() const { return kept_tokens_; }
   bool grow(const RequestState& r, std::uint32_t context) override { return take(r.id, context); }
   void release(const RequestState& r) override {
     used_ -= held_[r.id];
@@ -36,6 +52,8 @@ class TokenMemory : public MemoryRule {
   }
   std::uint64_t capacity_, used_ = 0;
   std::map<std::uint64_t, std::uint64_t> held_;
+  std::uint64_t keep_room_, kept_tokens_ = 0, keep_calls_ = 0;
+  std::set<std::uint64_t> kept_;
 };
 
 RequestState request(std::uint64_t id, TimeNs arrival, std::uint32_t prompt, std::uint32_t tokens) {
@@ -120,6 +138,37 @@ TEST_CASE("scheduler: out of memory preempts the newest request, which resumes f
   }
   CHECK(s.request(0).finish_ns < s.request(1).finish_ns);
   CHECK(memory.used() == 0);
+}
+
+TEST_CASE("scheduler: a preempted request keeps its KV only where the memory rule has room",
+          "[unit][serving]") {
+  // As above, but the limits keep preempted KV (swap): request 1 is preempted out of decode.
+  const auto run = [](std::uint64_t keep_room, std::vector<std::uint64_t>* resumed) {
+    TokenMemory memory(210, keep_room);
+    Scheduler s({request(0, 0, 100, 50), request(1, 0, 100, 50)}, {8, 1000, false}, memory);
+    TimeNs t = 0;
+    std::uint32_t target_after = 0;
+    while (!s.done()) {
+      const IterationPlan p = s.plan(t);
+      REQUIRE_FALSE((p.empty() && p.resumed.empty()));
+      if (!p.preempted.empty() && target_after == 0) target_after = s.request(1).prefill_target;
+      resumed->insert(resumed->end(), p.resumed.begin(), p.resumed.end());
+      s.complete(p, ++t);
+    }
+    CHECK(s.request(1).preemptions == 1);
+    CHECK(memory.keep_calls() == 1);
+    CHECK(memory.used() == 0);
+    CHECK(memory.kept_tokens() == 0);  // given back on resuming, or never taken
+    return target_after;
+  };
+  // Room for its 100 + generated tokens: it keeps its KV and resumes decoding, no prefill.
+  std::vector<std::uint64_t> resumed;
+  CHECK(run(1000, &resumed) == 100);
+  CHECK(resumed == std::vector<std::uint64_t>{1});
+  // No room: it is recomputed (prefills its prompt and generated tokens) and never resumes.
+  resumed.clear();
+  CHECK(run(100, &resumed) > 100);
+  CHECK(resumed.empty());
 }
 
 TEST_CASE("scheduler: a copy with a copy of the memory plans what the original will",

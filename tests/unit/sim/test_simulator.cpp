@@ -179,10 +179,32 @@ TEST_CASE("simulator: under memory pressure dense preempts while spin keeps the 
   CHECK(spin_run.end_ns < dense.end_ns);
   for (const auto& q : dense.requests) CHECK_FALSE(q.rejected);
 
-  // With swap (dense-offload) the preempted KV crosses PCIe both ways.
-  sets.back() = "serving.mode=dense-offload";
+  // With swap (dense-offload) the preempted KV crosses PCIe both ways and is held in host
+  // memory meanwhile. 30.0126 GiB leaves 2.69 GB of KV: two 8K prompts (1.34 GB each) fit, and
+  // the first blocks they grow by do, but not their 64 tokens each, so the newer is preempted.
+  sets = {"hardware.hbm_gib=30.0126", "serving.gpu_memory_utilization=1",
+          "serving.mode=dense-offload"};
   const spin::sim::SimResult offload = run(source, config(sets));
-  if (offload.preemptions > 0) CHECK(offload.d2h_bytes > 0);
+  REQUIRE(offload.preemptions > 0);
+  CHECK(offload.d2h_bytes > 0);
+  CHECK(offload.h2d_bytes == offload.d2h_bytes);  // every swapped request came back
+  CHECK(offload.host_memory_bytes == 256ull << 30);
+  CHECK(offload.host_kv_peak_bytes > 0);
+  CHECK(offload.host_kv_peak_bytes <= offload.kv_pool_bytes);
+  // Host memory too small for one preempted request's KV (at least its 8K-token prompt, 1.25
+  // GiB): every preemption recomputes, as with serving.preemption=recompute.
+  sets.push_back("hardware.host_memory_gib=1");
+  const spin::sim::SimResult no_room = run(source, config(sets));
+  sets.push_back("serving.preemption=recompute");
+  const spin::sim::SimResult recompute = run(source, config(sets));
+  CHECK(no_room.preemptions > 0);
+  CHECK(no_room.d2h_bytes == 0);
+  CHECK(no_room.h2d_bytes == 0);
+  CHECK(no_room.host_kv_peak_bytes == 0);
+  CHECK(no_room.host_memory_bytes == 1ull << 30);
+  CHECK(no_room.preemptions == recompute.preemptions);
+  CHECK(no_room.end_ns == recompute.end_ns);
+  CHECK(recompute.host_memory_bytes == 0);  // recompute keeps nothing on host
 }
 
 TEST_CASE("simulator: host-KV modes admit only the requests whose KV host memory holds",
