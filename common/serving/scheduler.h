@@ -55,7 +55,7 @@ struct RequestState {
 };
 
 // The mode's memory rule. Calls name requests by id; the scheduler keeps the call order legal:
-// admit → (grow)* → release, possibly again after a preemption.
+// admit → (grow)* → (keep) → release, possibly again after a preemption.
 class MemoryRule {
  public:
   virtual ~MemoryRule() = default;
