@@ -6,7 +6,7 @@
 #
 #   DIR/ld-linux-x86-64.so.2 --library-path DIR DIR/perf record -e cpu-clock:u -o FILE CMD...
 #
-# DIR is about 35 MB (mostly libperl and libpython, which perf links); keep it out of git
+# DIR is about 33 MB (mostly libperl and libpython, which perf links); keep it out of git
 # (.git/info/exclude) and pass it in the device tool's `carry`.
 #
 # Usage: scripts/perf_bundle.sh DIR

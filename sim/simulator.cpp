@@ -520,6 +520,12 @@ class Simulation {
     }
   }
 
+  // The KV of `tokens` tokens over all layers (one copy: all GPUs together).
+  double kv_bytes(std::uint64_t tokens) const {
+    return static_cast<double>(tokens) * static_cast<double>(cost_.kv_bytes_per_token_layer()) *
+           cfg_.model.layers;
+  }
+
   std::uint64_t summary_pages(std::uint32_t ctx) const {
     const double bytes = summary_per_token_layer_ * cfg_.model.layers * ctx;
     return static_cast<std::uint64_t>(std::ceil(bytes / static_cast<double>(result_.page_bytes)));
@@ -629,9 +635,7 @@ class Simulation {
     // A swapped-out request's KV comes back before the iteration (vLLM swaps in synchronously).
     double swap_in = 0;
     for (std::uint64_t id : plan_.resumed) {
-      if (!mech_.host_kv)
-        swap_in += static_cast<double>(scheduler_->request(id).context_tokens()) *
-                   static_cast<double>(cost_.kv_bytes_per_token_layer()) * cfg_.model.layers;
+      if (!mech_.host_kv) swap_in += kv_bytes(scheduler_->request(id).context_tokens());
     }
     // An iteration that only swaps requests back in runs no layers.
     auto layers = [this] { plan_.empty() ? end_iteration() : start_layer(0); };
@@ -650,11 +654,8 @@ class Simulation {
     drop_policy(id);  // a resumed request starts with a cold cache
     // A dense request that keeps its KV swaps it out, in the background.
     if (!mech_.host_kv && scheduler_->request(id).resumes()) {
-      const double bytes = static_cast<double>(scheduler_->request(id).context_tokens()) *
-                           static_cast<double>(cost_.kv_bytes_per_token_layer()) *
-                           cfg_.model.layers;
-      d2h_.start(bytes * share_, cfg_.hardware.pcie_d2h_gbps,
-                 ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
+      d2h_.start(kv_bytes(scheduler_->request(id).context_tokens()) * share_,
+                 cfg_.hardware.pcie_d2h_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
     }
   }
 
@@ -872,9 +873,7 @@ class Simulation {
     if (mech_.host_kv) {
       double bytes = 0;
       for (const serving::PrefillChunk& c : plan_.prefills) {
-        if (c.last)
-          bytes += static_cast<double>(scheduler_->request(c.id).prefill_target) *
-                   static_cast<double>(cost_.kv_bytes_per_token_layer()) * cfg_.model.layers;
+        if (c.last) bytes += kv_bytes(scheduler_->request(c.id).prefill_target);
       }
       for (std::uint64_t id : plan_.decodes) {
         if (scheduler_->request(id).context_tokens() % page_tokens_ == 0)
