@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -58,12 +59,15 @@ ReplayResult replay(const trace::TraceSource& source, const ReplayOptions& optio
                                            header.algorithms.front().page_tokens);
   }
 
+  // The log goes to FILE.partial, renamed to FILE once complete: a failed replay leaves nothing
+  // at FILE.
+  std::filesystem::path log_partial;
   std::ofstream log;
   if (options.decision_log) {
-    log.open(*options.decision_log, std::ios::binary | std::ios::trunc);
+    log_partial = options.decision_log->string() + ".partial";
+    log.open(log_partial, std::ios::binary | std::ios::trunc);
     if (!log)
-      throw InputError(
-          fmt::format("cannot write the decision log {}", options.decision_log->string()));
+      throw InputError(fmt::format("cannot write the decision log {}", log_partial.string()));
     log << policy::kDecisionLogHeader;
   }
 
@@ -110,11 +114,18 @@ ReplayResult replay(const trace::TraceSource& source, const ReplayOptions& optio
     if (options.progress) options.progress(r + 1, n);
   }
   workers.clear();
-  if (error) std::rethrow_exception(error);
-  if (log.is_open() && !log.flush()) {
-    throw InputError(
-        fmt::format("cannot write the decision log {}", options.decision_log->string()));
+  if (options.decision_log) {
+    log.close();
+    std::error_code ec;
+    if (!error && log) std::filesystem::rename(log_partial, *options.decision_log, ec);
+    if (error || !log || ec) {
+      std::filesystem::remove(log_partial, ec);
+      if (error) std::rethrow_exception(error);
+      throw InputError(
+          fmt::format("cannot write the decision log {}", options.decision_log->string()));
+    }
   }
+  if (error) std::rethrow_exception(error);
   return result;
 }
 

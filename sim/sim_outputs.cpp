@@ -174,7 +174,7 @@ std::string hostname() {
 
 void write_sim_outputs(const std::filesystem::path& dir, const config::Config& cfg,
                        const SimResult& result) {
-  std::filesystem::create_directories(dir);
+  create_output_folder(dir, "the output folder");
   config::write_resolved_config(cfg, dir / "resolved_config.yaml");
   const nlohmann::ordered_json provenance = {{"program", "spin"},
                                              {"version", std::string(version())},

@@ -268,7 +268,7 @@ class Runner {
   // Removes stale .tmp folders, keeps finished points whose inputs are unchanged, writes
   // results.csv, and returns the points left to run.
   std::deque<const SweepPoint*> prepare() {
-    fs::create_directories(out_ / "points");
+    create_output_folder(out_ / "points", "the sweep's points folder");
     write_file_atomically(out_ / "sweep.yaml", read_text_file(sweep_.file), "the sweep file");
     write_shard_record(out_, options_.shard, sweep_.points.size());
     for (const auto& entry : fs::directory_iterator(out_ / "points")) {
@@ -729,7 +729,7 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
   }
   // Then the point folders (each through a .tmp folder renamed when complete, as the sweep writes
   // them; a folder merged before is kept), then the tables.
-  fs::create_directories(out / "points");
+  create_output_folder(out / "points", "the merged sweep's points folder");
   for (const auto& [point, row] : rows) {
     const fs::path to = out / row.fields[3];
     if (fs::exists(to)) continue;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <new>
 
 #include "common/error.h"
 #include "common/version.h"
@@ -193,6 +194,14 @@ int run_cli(const Args& args) {
   } catch (const std::filesystem::filesystem_error& e) {
     // A path the user gave that cannot be read, created or written (it names the path and why).
     return report("error", e, 2);
+  } catch (const std::bad_alloc&) {
+    // The workload needs more memory than the machine gives (e.g. a cache sized for a context of
+    // 10^9 tokens): not a bug, but nothing here can say which allocation it was.
+    std::cout.flush();
+    std::cerr << "spin: error: out of memory: the run needs more memory than this machine gives "
+                 "it; try fewer requests or layers, shorter contexts, stream sampling "
+                 "(sim.stream_sampling) or fewer --threads\n";
+    return 3;
   } catch (const std::exception& e) {
     return report("internal error (please report)", e, 70);
   }

@@ -120,6 +120,10 @@ int trace_stats(const Args& args) {
   if (from_gen == (vm->count("file") != 0)) {
     throw InputError("trace stats: give either a trace FILE or --gen");
   }
+  if (!from_gen && vm->count("json")) {
+    refuse_input_as_output((*vm)["file"].as<std::string>(), (*vm)["json"].as<std::string>(),
+                           "trace stats: --json");
+  }
   std::unique_ptr<stats::StatsCollector> collector;
   if (from_gen) {
     const gen::TraceGenConfig config = generator_config(*vm);

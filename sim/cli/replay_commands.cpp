@@ -152,6 +152,14 @@ int replay_command(const Args& args) {
   with_sets.emplace("set", po::variable_value(sets, false));
   const config::Config cfg = config_from_options(with_sets);
 
+  if (cfg.trace.path) {
+    for (const char* option : {"json", "decision-log"}) {
+      if (vm->count(option)) {
+        refuse_input_as_output(*cfg.trace.path, (*vm)[option].as<std::string>(),
+                               fmt::format("replay: --{}", option));
+      }
+    }
+  }
   const std::unique_ptr<trace::TraceSource> opened = sim::open_trace_source(cfg);
   const trace::TraceSource& source = *opened;
   sim::ReplayOptions ro;
@@ -169,7 +177,7 @@ int replay_command(const Args& args) {
   const nlohmann::ordered_json json = result_json(result, sim::trace_source_name(cfg.trace));
   if (vm->count("out")) {
     const std::filesystem::path dir = (*vm)["out"].as<std::string>();
-    std::filesystem::create_directories(dir);
+    create_output_folder(dir, "the output folder (--out)");
     config::write_resolved_config(cfg, dir / "resolved_config.yaml");
     write_json(json, dir / "replay.json");
   }

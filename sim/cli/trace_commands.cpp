@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/trace/interchange.h"
 #include "common/trace/memory_source.h"
@@ -151,34 +152,50 @@ int trace_export(const Args& args) {
         "spin trace export: --request, --layer and --head apply to csv and page-refs; jsonl is "
         "always the complete trace");
   }
-  const TraceReader reader((*vm)["file"].as<std::string>());
+  const std::filesystem::path input = (*vm)["file"].as<std::string>();
+  const TraceReader reader(input);
+  // With --out, the output (and the CSV's metadata) go to PATH.partial first and take their
+  // names only once complete, so that a failed export leaves nothing behind.
+  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> files;  // partial, final
+  const auto open = [&](const std::filesystem::path& path, std::ofstream& stream) {
+    refuse_input_as_output(input, path, "trace export: --out");
+    const std::filesystem::path partial = path.string() + ".partial";
+    stream.open(partial, std::ios::binary | std::ios::trunc);
+    if (!stream) {
+      throw InputError(fmt::format("cannot create {}: {}", partial.string(), std::strerror(errno)));
+    }
+    files.emplace_back(partial, path);
+  };
   std::ofstream file;
-  if (vm->count("out")) {
-    file.open((*vm)["out"].as<std::string>(), std::ios::binary);
-    if (!file) {
-      throw InputError(fmt::format("cannot create {}: {}", (*vm)["out"].as<std::string>(),
-                                   std::strerror(errno)));
-    }
-  }
-  std::ostream& out = vm->count("out") ? file : std::cout;
-  if (format == "jsonl") {
-    trace::export_jsonl(reader, out);
-  } else if (format == "csv") {
-    const std::vector<uint64_t> rows = trace::export_csv(reader, filter, out);
-    if (vm->count("out")) {
-      const auto meta = trace::metadata_path_for((*vm)["out"].as<std::string>());
-      std::ofstream m(meta, std::ios::binary);
-      trace::export_metadata_jsonl(reader, m, rows);
-      if (!m) throw InputError(fmt::format("cannot write {}", meta.string()));
+  try {
+    if (vm->count("out")) open((*vm)["out"].as<std::string>(), file);
+    std::ostream& out = vm->count("out") ? file : std::cout;
+    if (format == "jsonl") {
+      trace::export_jsonl(reader, out);
+    } else if (format == "csv") {
+      const std::vector<uint64_t> rows = trace::export_csv(reader, filter, out);
+      if (vm->count("out")) {
+        std::ofstream m;
+        open(trace::metadata_path_for((*vm)["out"].as<std::string>()), m);
+        trace::export_metadata_jsonl(reader, m, rows);
+        m.close();
+        if (!m) throw InputError(fmt::format("cannot write {}", files.back().first.string()));
+      } else {
+        std::cerr << "spin trace export: the CSV went to standard output without its metadata; "
+                     "give --out FILE.csv to get FILE.csv.meta.jsonl for `spin trace import`\n";
+      }
     } else {
-      std::cerr << "spin trace export: the CSV went to standard output without its metadata; "
-                   "give --out FILE.csv to get FILE.csv.meta.jsonl for `spin trace import`\n";
+      trace::export_page_refs(reader, filter, out);
     }
-  } else {
-    trace::export_page_refs(reader, filter, out);
+    out.flush();
+    if (vm->count("out")) file.close();
+    if (!out) throw InputError("spin trace export: writing the output failed");
+    for (const auto& [partial, path] : files) std::filesystem::rename(partial, path);
+  } catch (...) {
+    std::error_code ignored;
+    for (const auto& [partial, path] : files) std::filesystem::remove(partial, ignored);
+    throw;
   }
-  out.flush();
-  if (!out) throw InputError("spin trace export: writing the output failed");
   return 0;
 }
 
@@ -216,12 +233,7 @@ int trace_import(const Args& args) {
   options.zstd_level = (*vm)["zstd-level"].as<int>();
   options.chunk_selections = (*vm)["chunk-selections"].as<uint64_t>();
   const std::filesystem::path out = (*vm)["out"].as<std::string>();
-  std::error_code ec;
-  if (std::filesystem::equivalent(in, out, ec)) {
-    throw InputError(
-        fmt::format("trace import: --out {} is the input file; the trace must go to another file",
-                    out.string()));
-  }
+  refuse_input_as_output(in, out, "trace import: --out");
   if (format == "jsonl") {
     trace::import_jsonl(in, out, options);
   } else {

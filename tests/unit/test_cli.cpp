@@ -2,6 +2,12 @@
 #include <fmt/ranges.h>
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -122,6 +128,10 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
   spin::test::write_file(dir / "file", "x");
   CHECK(error_of({"sim", "--out", (dir / "file").string()}).find("Not a directory") !=
         std::string::npos);
+  CHECK(error_of({"replay", spin::test::source_path("traces/sample.spt").string(), "--out",
+                  (dir / "file").string()}) ==
+        fmt::format("spin: error: cannot create the output folder (--out) '{}': Not a directory\n",
+                    (dir / "file").string()));
   // A config where replay takes a trace.
   CHECK(error_of({"replay", (dir / "run.yaml").string()})
             .find("a config file where a trace was expected") != std::string::npos);
@@ -136,6 +146,36 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
               .status == 0);
   CHECK(error_of({"trace", "import", jsonl.string(), "--out", jsonl.string()})
             .find("is the input file") != std::string::npos);
+  // Other outputs onto the input trace are refused before anything is written: the trace stays.
+  const auto spt = dir / "t.spt";
+  std::filesystem::copy_file(spin::test::source_path("traces/sample.spt"), spt);
+  const std::string trace_bytes = spin::test::read_file(spt);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"trace", "export", spt.string(), "--format", "csv", "--out",
+                                 spt.string()},
+        {"replay", spt.string(), "--json", spt.string()},
+        {"replay", spt.string(), "--decision-log", spt.string()},
+        {"trace", "stats", spt.string(), "--json", spt.string()}}) {
+    INFO(fmt::format("{}", fmt::join(args, " ")));
+    CHECK(error_of(args).find("is the input file") != std::string::npos);
+    CHECK(spin::test::read_file(spt) == trace_bytes);
+  }
+  // A failed export leaves no output behind (the filter is checked while writing).
+  const auto csv = dir / "r.csv";
+  CHECK(error_of({"trace", "export", spt.string(), "--format", "csv", "--request", "999", "--out",
+                  csv.string()})
+            .find("no request has id 999") != std::string::npos);
+  CHECK(!std::filesystem::exists(csv));
+  CHECK(!std::filesystem::exists(csv.string() + ".partial"));
+  // Nor does a replay that fails on a corrupted chunk leave a decision log.
+  std::string corrupted = trace_bytes;
+  corrupted[400000] ^= 1;  // inside a selection chunk of the last request
+  spin::test::write_file(spt, corrupted);
+  const auto log = dir / "decisions.txt";
+  CHECK(error_of({"replay", spt.string(), "--decision-log", log.string()}).find("corrupted") !=
+        std::string::npos);
+  CHECK(!std::filesystem::exists(log));
+  CHECK(!std::filesystem::exists(log.string() + ".partial"));
   // A compression level out of range names the option, not the library's field.
   CHECK(error_of({"trace", "import", jsonl.string(), "--out", (dir / "z.spt").string(),
                   "--zstd-level", "99"})
@@ -151,4 +191,44 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
               .status == 0);
   CHECK(error_of({"replay", (dir / "none.spt").string()}).find("has no retrieval budget") !=
         std::string::npos);
+}
+
+TEST_CASE("cli: running out of memory is an error of its own (status 3), not a crash",
+          "[unit][cli]") {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer aborts on a failed allocation instead of throwing std::bad_alloc.
+  WARN("skipped under AddressSanitizer");
+#else
+  // The sample trace with a prompt of 10^9 tokens: one (request, layer) pool's cache alone would
+  // take about 1.3 GB, more than the child below may map.
+  const spin::test::TempDir dir;
+  const auto jsonl = dir / "t.jsonl";
+  REQUIRE(run_spin({"trace", "export", spin::test::source_path("traces/sample.spt").string(),
+                    "--format", "jsonl", "--out", jsonl.string()})
+              .status == 0);
+  std::string text = spin::test::read_file(jsonl);
+  const std::string prompt = "\"prompt_tokens\":8192";
+  const auto at = text.find(prompt);
+  REQUIRE(at != std::string::npos);
+  text.replace(at, prompt.size(), "\"prompt_tokens\":1000000000");
+  spin::test::write_file(jsonl, text);
+  const auto spt = dir / "huge.spt";
+  REQUIRE(run_spin({"trace", "import", jsonl.string(), "--out", spt.string()}).status == 0);
+  // Replayed in a child whose address space may grow by 512 MiB only.
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    long pages = 0;
+    std::ifstream("/proc/self/statm") >> pages;
+    const rlim_t limit = static_cast<rlim_t>(pages) * sysconf(_SC_PAGESIZE) + (rlim_t{512} << 20);
+    const rlimit rl{limit, limit};
+    setrlimit(RLIMIT_AS, &rl);
+    const auto r = run_spin({"replay", spt.string(), "--threads", "1"});
+    _exit(r.status == 3 && r.err.rfind("spin: error: out of memory:", 0) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+#endif
 }
