@@ -54,6 +54,16 @@ void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
                        host["kv_reserved_peak_bytes"].get<double>() / (1ull << 30),
                        host["memory_bytes"].get<double>() / (1ull << 30));
   }
+  if (const auto rejected = s["requests_rejected"].get<uint64_t>(); rejected > 0) {
+    out << fmt::format(
+        "rejected     {} request{}: too large for the mode's memory even alone (HBM, and for "
+        "host-KV modes hardware.host_memory_gib)\n",
+        rejected, rejected == 1 ? "" : "s");
+  }
+  if (s["requests_finished"].get<uint64_t>() == 0) {
+    out << "no request finished: TTFT, TPOT, throughput, batch and hit ratio have no samples "
+           "(printed as 0)\n";
+  }
 }
 
 int sim_command(const Args& args) {

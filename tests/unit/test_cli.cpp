@@ -193,6 +193,21 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
         std::string::npos);
 }
 
+TEST_CASE("cli: sim says why a run has no statistics", "[unit][cli]") {
+  const auto r = run_spin({"sim", "--trace", spin::test::source_path("traces/sample.spt").string(),
+                           "--set", "hardware.host_memory_gib=0.0001"});
+  CHECK(r.status == 0);
+  CHECK(r.out.find("0 of 4 requests finished (4 rejected") != std::string::npos);
+  CHECK(r.out.find("\nrejected     4 requests: too large for the mode's memory even alone") !=
+        std::string::npos);
+  CHECK(r.out.find("\nno request finished: TTFT, TPOT") != std::string::npos);
+  const auto fine =
+      run_spin({"sim", "--trace", spin::test::source_path("traces/sample.spt").string()});
+  CHECK(fine.status == 0);
+  CHECK(fine.out.find("rejected  ") == std::string::npos);
+  CHECK(fine.out.find("no request finished") == std::string::npos);
+}
+
 TEST_CASE("cli: running out of memory is an error of its own (status 3), not a crash",
           "[unit][cli]") {
 #if defined(__SANITIZE_ADDRESS__)
