@@ -186,10 +186,23 @@ void write_sim_outputs(const std::filesystem::path& dir, const config::Config& c
   write_file_atomically(dir / "provenance.json", provenance.dump(2) + "\n", "the provenance");
   write_file_atomically(dir / "summary.json", summary_json(result).dump(2) + "\n", "the summary");
   write_file_atomically(dir / "requests.csv", requests_csv(result), "the request table");
-  if (!result.iterations.empty())
-    write_file_atomically(dir / "steps.csv", steps_csv(result), "the step table");
-  if (!result.timeline_json.empty())
-    write_file_atomically(dir / "timeline.json", result.timeline_json, "the timeline");
+  // The optional outputs: written, or else removed, so that a folder used again holds no file
+  // of an earlier run.
+  const auto optional = [&](const char* name, const std::string& contents, const char* what) {
+    if (!contents.empty()) {
+      write_file_atomically(dir / name, contents, what);
+      return;
+    }
+    std::error_code ec;
+    std::filesystem::remove(dir / name, ec);
+    if (ec) {
+      throw InputError(fmt::format("cannot remove {} of an earlier run from '{}': {}", what,
+                                   (dir / name).string(), ec.message()));
+    }
+  };
+  optional("steps.csv", result.iterations.empty() ? std::string() : steps_csv(result),
+           "the step table");
+  optional("timeline.json", result.timeline_json, "the timeline");
 }
 
 }  // namespace spin::sim

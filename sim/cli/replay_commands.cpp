@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 
 #include <unistd.h>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -129,14 +131,16 @@ int replay_command(const Args& args) {
   if (!vm) return 0;
 
   po::variables_map with_sets = *vm;
-  std::vector<std::string> sets =
-      vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  // The shorthands first, so that a --set of the same key wins (the --set overrides apply last).
+  std::vector<std::string> sets;
   for (const auto& [flag, key] : {std::pair{"policy", "cache.policy"},
                                   {"buffer-ratio", "cache.buffer_ratio"},
                                   {"buckets", "cache.buckets"},
                                   {"pool-scope", "cache.pool_scope"}}) {
     if (vm->count(flag)) sets.push_back(fmt::format("{}={}", key, (*vm)[flag].as<std::string>()));
   }
+  if (vm->count("set"))
+    std::ranges::copy((*vm)["set"].as<std::vector<std::string>>(), std::back_inserter(sets));
   if (vm->count("trace")) {  // replaces the config's source, whichever it is
     const std::filesystem::path trace = (*vm)["trace"].as<std::string>();
     if (trace.extension() == ".yaml" || trace.extension() == ".yml") {

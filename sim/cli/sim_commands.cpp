@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <iterator>
 #include <thread>
 
 #include "common/error.h"
@@ -99,9 +101,11 @@ int sim_command(const Args& args) {
   if (!vm) return 0;
 
   po::variables_map with_sets = *vm;
-  std::vector<std::string> sets =
-      vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+  // The shorthand first, so that a --set of the same key wins (the --set overrides apply last).
+  std::vector<std::string> sets;
   if (vm->count("mode")) sets.push_back("serving.mode=" + (*vm)["mode"].as<std::string>());
+  if (vm->count("set"))
+    std::ranges::copy((*vm)["set"].as<std::vector<std::string>>(), std::back_inserter(sets));
   if (vm->count("trace")) {  // replaces the config's source, whichever it is
     sets.push_back("trace.generator=");
     sets.push_back("trace.path=" + (*vm)["trace"].as<std::string>());

@@ -193,6 +193,30 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
         std::string::npos);
 }
 
+TEST_CASE("cli: a --set wins over the shorthand option of the same key", "[unit][cli]") {
+  const std::string trace = spin::test::source_path("traces/sample.spt").string();
+  const auto replay = run_spin({"replay", trace, "--set", "cache.policy=fifo", "--policy", "lru"});
+  CHECK(replay.status == 0);
+  CHECK(replay.out.find("policy fifo,") != std::string::npos);
+  const auto sim = run_spin({"sim", "--trace", trace, "--set", "serving.mode=dense", "--mode",
+                             "spin:shadowkv", "--no-timeline"});
+  CHECK(sim.status == 0);
+  CHECK(sim.out.rfind("mode dense:", 0) == 0);
+}
+
+TEST_CASE("cli: sim --out used again keeps no optional output of the earlier run", "[unit][cli]") {
+  const spin::test::TempDir dir;
+  const std::string trace = spin::test::source_path("traces/sample.spt").string();
+  const std::string out = (dir / "out").string();
+  REQUIRE(run_spin({"sim", "--trace", trace, "--out", out, "--steps"}).status == 0);
+  CHECK(std::filesystem::exists(dir / "out" / "steps.csv"));
+  CHECK(std::filesystem::exists(dir / "out" / "timeline.json"));
+  REQUIRE(run_spin({"sim", "--trace", trace, "--out", out, "--no-timeline"}).status == 0);
+  CHECK(std::filesystem::exists(dir / "out" / "summary.json"));
+  CHECK_FALSE(std::filesystem::exists(dir / "out" / "steps.csv"));
+  CHECK_FALSE(std::filesystem::exists(dir / "out" / "timeline.json"));
+}
+
 TEST_CASE("cli: sim says why a run has no statistics", "[unit][cli]") {
   const auto r = run_spin({"sim", "--trace", spin::test::source_path("traces/sample.spt").string(),
                            "--set", "hardware.host_memory_gib=0.0001"});
