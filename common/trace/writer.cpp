@@ -38,6 +38,17 @@ struct TraceWriter::Compressor {
   ~Compressor() { ZSTD_freeCCtx(context); }
 };
 
+void check_writer_options(const WriterOptions& options) {
+  if (options.chunk_selections == 0)
+    throw InputError("selections per chunk (--chunk-selections): expected at least 1, got 0");
+  if (options.zstd_level < 0 || options.zstd_level > ZSTD_maxCLevel()) {
+    throw InputError(
+        fmt::format("zstd compression level (--zstd-level): expected 0 (no compression) to {}, "
+                    "got {}",
+                    ZSTD_maxCLevel(), options.zstd_level));
+  }
+}
+
 TraceWriter::TraceWriter(std::filesystem::path path, TraceHeader header, WriterOptions options)
     : path_(std::move(path)),
       partial_path_(path_.string() + ".partial"),
@@ -48,14 +59,7 @@ TraceWriter::TraceWriter(std::filesystem::path path, TraceHeader header, WriterO
   header_.version_major = kFormatMajor;
   header_.version_minor = kFormatMinor;
   validate_header(header_);
-  if (options_.chunk_selections == 0)
-    throw InputError("WriterOptions.chunk_selections must be >= 1");
-  if (options_.zstd_level < 0 || options_.zstd_level > ZSTD_maxCLevel()) {
-    throw InputError(
-        fmt::format("zstd compression level (--zstd-level): expected 0 (no "
-                    "compression) to {}, got {}",
-                    ZSTD_maxCLevel(), options_.zstd_level));
-  }
+  check_writer_options(options_);
   if (compressor_->context == nullptr) throw std::bad_alloc();
   // Found now, not after the whole trace is written.
   if (path_.empty()) throw InputError("trace writer: no output file named");

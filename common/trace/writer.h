@@ -38,6 +38,11 @@ struct WriterOptions {
   int zstd_level = 3;  // 0 stores segments uncompressed
 };
 
+// Throws InputError naming the command-line option (--chunk-selections, --zstd-level) whose value
+// the writer cannot use. The writer checks them too; commands check first, before any input is
+// read, so that the error is not taken for one of the input.
+void check_writer_options(const WriterOptions& options);
+
 // A selection rejected by add_step: the message says why; head and position locate the id, so an
 // importer can name the input line it came from.
 class SelectionError : public InputError {

@@ -232,6 +232,7 @@ int trace_import(const Args& args) {
   trace::WriterOptions options;
   options.zstd_level = (*vm)["zstd-level"].as<int>();
   options.chunk_selections = (*vm)["chunk-selections"].as<uint64_t>();
+  trace::check_writer_options(options);
   const std::filesystem::path out = (*vm)["out"].as<std::string>();
   refuse_input_as_output(in, out, "trace import: --out");
   if (format == "jsonl") {
@@ -315,6 +316,7 @@ int bench_trace(const Args& args) {
   trace::WriterOptions wopts;
   wopts.zstd_level = (*vm)["zstd-level"].as<int>();
   wopts.chunk_selections = (*vm)["chunk-selections"].as<uint64_t>();
+  trace::check_writer_options(wopts);
 
   constexpr uint32_t kPrompt = 128 * 1024, kSteps = 512, kLayers = 4;
   gen::GeneratorConfig g;  // the calibrated ShadowKV generator (docs/trace-generators.md)

@@ -176,10 +176,20 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
         std::string::npos);
   CHECK(!std::filesystem::exists(log));
   CHECK(!std::filesystem::exists(log.string() + ".partial"));
-  // A compression level out of range names the option, not the library's field.
-  CHECK(error_of({"trace", "import", jsonl.string(), "--out", (dir / "z.spt").string(),
-                  "--zstd-level", "99"})
-            .find("(--zstd-level): expected 0 (no compression) to") != std::string::npos);
+  // Writer options out of range name the option, not the library's field nor a line of the input.
+  CHECK(
+      error_of({"trace", "import", jsonl.string(), "--out", (dir / "z.spt").string(),
+                "--zstd-level", "99"})
+          .rfind(
+              "spin: error: zstd compression level (--zstd-level): expected 0 (no compression) to",
+              0) == 0);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"trace", "import", jsonl.string(), "--out",
+                                 (dir / "z.spt").string(), "--chunk-selections", "0"},
+        {"bench", "trace", "--selections", "1000", "--chunk-selections", "0"}}) {
+    CHECK(error_of(args) ==
+          "spin: error: selections per chunk (--chunk-selections): expected at least 1, got 0\n");
+  }
   // A trace without a retrieval budget cannot size a cache.
   std::string text = spin::test::read_file(jsonl);
   const std::string budget = "\"budget_ratio\":0.0156";
