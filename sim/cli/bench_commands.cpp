@@ -112,14 +112,10 @@ int bench_core(const Args& args) {
   const uint32_t context = (*vm)["context-tokens"].as<uint32_t>();
   const gen::LocalitySection locality;  // the generator's defaults
   const uint32_t min_layers = std::max(1u, locality.dense_layers + locality.poor_layers);
-  for (const auto& [option, value, least] :
-       {std::tuple{"steps", steps, 1u}, std::tuple{"repeats", repeats, 1u},
-        std::tuple{"context-tokens", context, 1u}, std::tuple{"layers", layers, min_layers}}) {
-    if (value < least) {
-      throw InputError(
-          fmt::format("bench core: --{}: expected at least {}, got {}", option, least, value));
-    }
-  }
+  require_at_least("bench core", "steps", steps, 1);
+  require_at_least("bench core", "repeats", repeats, 1);
+  require_at_least("bench core", "context-tokens", context, 1);
+  require_at_least("bench core", "layers", layers, min_layers);
   // k as the config key cache.buffer_ratio takes it (the same range and message).
   config::default_config({fmt::format("cache.buffer_ratio={}", k)});
   const auto policies = (*vm)["policies"].as<std::vector<std::string>>();

@@ -261,4 +261,12 @@ unsigned thread_count(const po::variables_map& vm, const std::string& option,
   return threads;
 }
 
+void require_at_least(std::string_view name, std::string_view option, std::int64_t value,
+                      std::int64_t least) {
+  if (value < least) {
+    throw InputError(
+        fmt::format("spin {}: --{}: expected at least {}, got {}", name, option, least, value));
+  }
+}
+
 }  // namespace spin::cli

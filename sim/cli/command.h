@@ -9,6 +9,7 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -66,5 +67,11 @@ std::optional<boost::program_options::variables_map> parse_options(
 inline constexpr unsigned kMaxThreads = 1024;
 unsigned thread_count(const boost::program_options::variables_map& vm, const std::string& option,
                       std::string_view name);
+
+// A count option of command `name` ("bench core") below its least useful value: an InputError
+// "spin NAME: --OPTION: expected at least LEAST, got VALUE" (a benchmark of 0 steps would print
+// a table of zeros).
+void require_at_least(std::string_view name, std::string_view option, std::int64_t value,
+                      std::int64_t least);
 
 }  // namespace spin::cli

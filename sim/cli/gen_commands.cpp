@@ -171,13 +171,15 @@ int bench_gen(const Args& args) {
       options);
   if (!vm) return 0;
   const uint32_t repeats = (*vm)["repeats"].as<uint32_t>();
-  if (repeats == 0) throw InputError("bench gen: --repeats: expected at least 1, got 0");
-  std::cout << fmt::format("{:<11} {:>14} {:>9} {:>9} {:>13}\n", "algorithm", "selections",
-                           "wall s", "cpu s", "M sel/cpu-s");
+  require_at_least("bench gen", "repeats", repeats, 1);
+  require_at_least("bench gen", "steps", (*vm)["steps"].as<uint32_t>(), 1);
+  require_at_least("bench gen", "prompt-tokens", (*vm)["prompt-tokens"].as<uint32_t>(), 1);
   if (vm->count("algorithm") && !gen::known_algorithm((*vm)["algorithm"].as<std::string>())) {
     throw InputError(fmt::format("bench gen: --algorithm: expected one of {}, got '{}'",
                                  gen::algorithm_names(), (*vm)["algorithm"].as<std::string>()));
   }
+  std::cout << fmt::format("{:<11} {:>14} {:>9} {:>9} {:>13}\n", "algorithm", "selections",
+                           "wall s", "cpu s", "M sel/cpu-s");
   for (const gen::AlgorithmSpec& spec : gen::algorithms()) {
     if (vm->count("algorithm") && (*vm)["algorithm"].as<std::string>() != spec.name) continue;
     gen::GeneratorConfig config;

@@ -312,7 +312,9 @@ int bench_trace(const Args& args) {
   if (!vm) return 0;
   const uint64_t want = (*vm)["selections"].as<uint64_t>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
-  const int repeat = std::max(1, (*vm)["repeat"].as<int>());
+  const int repeat = (*vm)["repeat"].as<int>();
+  require_at_least("bench trace", "selections", static_cast<std::int64_t>(want), 1);
+  require_at_least("bench trace", "repeat", repeat, 1);
   trace::WriterOptions wopts;
   wopts.zstd_level = (*vm)["zstd-level"].as<int>();
   wopts.chunk_selections = (*vm)["chunk-selections"].as<uint64_t>();

@@ -119,7 +119,22 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
   CHECK(error_of({"replay", "--threads", "0"}) ==
         "spin: error: spin replay: --threads: expected 1 to 1024, got 0\n");
   CHECK(error_of({"bench", "core", "--context-tokens", "0"}) ==
-        "spin: error: bench core: --context-tokens: expected at least 1, got 0\n");
+        "spin: error: spin bench core: --context-tokens: expected at least 1, got 0\n");
+  // Counts that would time nothing, refused before the table's header is printed.
+  for (const auto& [args, message] :
+       {std::pair{std::vector<std::string>{"bench", "gen", "--steps", "0"},
+                  "spin bench gen: --steps: expected at least 1, got 0"},
+        {{"bench", "gen", "--prompt-tokens", "0"},
+         "spin bench gen: --prompt-tokens: expected at least 1, got 0"},
+        {{"bench", "trace", "--selections", "0"},
+         "spin bench trace: --selections: expected at least 1, got 0"},
+        {{"bench", "trace", "--repeat", "0"},
+         "spin bench trace: --repeat: expected at least 1, got 0"}}) {
+    const auto r = run_spin(args);
+    CHECK(r.status == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err == fmt::format("spin: error: {}\n", message));
+  }
   // A missing positional argument shows the usage, not the hidden option's name.
   CHECK(error_of({"trace", "info"}) ==
         "spin: error: spin trace info: an argument is missing; usage: spin trace info FILE "
