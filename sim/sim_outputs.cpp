@@ -188,7 +188,8 @@ void write_sim_outputs(const std::filesystem::path& dir, const config::Config& c
   write_file_atomically(dir / "requests.csv", requests_csv(result), "the request table");
   // The optional outputs: written, or else removed, so that a folder used again holds no file
   // of an earlier run.
-  const auto optional = [&](const char* name, const std::string& contents, const char* what) {
+  const auto write_or_remove = [&](const char* name, const std::string& contents,
+                                   const char* what) {
     if (!contents.empty()) {
       write_file_atomically(dir / name, contents, what);
       return;
@@ -200,9 +201,9 @@ void write_sim_outputs(const std::filesystem::path& dir, const config::Config& c
                                    (dir / name).string(), ec.message()));
     }
   };
-  optional("steps.csv", result.iterations.empty() ? std::string() : steps_csv(result),
-           "the step table");
-  optional("timeline.json", result.timeline_json, "the timeline");
+  write_or_remove("steps.csv", result.iterations.empty() ? std::string() : steps_csv(result),
+                  "the step table");
+  write_or_remove("timeline.json", result.timeline_json, "the timeline");
 }
 
 }  // namespace spin::sim
