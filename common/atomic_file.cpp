@@ -7,33 +7,46 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <utility>
 
 #include "common/error.h"
 
 namespace spin {
 
+PartialFile::PartialFile(std::filesystem::path file, std::string_view what)
+    : file_(std::move(file)), partial_(file_.string() + ".partial"), what_(what) {
+  stream_.open(partial_, std::ios::binary | std::ios::trunc);
+  if (!stream_) fail(partial_, std::strerror(errno));
+}
+
+PartialFile::~PartialFile() {
+  if (committed_) return;
+  stream_.close();
+  std::error_code ignored;
+  std::filesystem::remove(partial_, ignored);
+}
+
+void PartialFile::commit() {
+  stream_.close();
+  if (!stream_) fail(partial_, std::strerror(errno));
+  std::error_code ec;
+  std::filesystem::rename(partial_, file_, ec);
+  if (ec) fail(file_, ec.message());
+  committed_ = true;
+}
+
+void PartialFile::fail(const std::filesystem::path& path, const std::string& reason) {
+  stream_.close();
+  std::error_code ignored;
+  std::filesystem::remove(partial_, ignored);
+  throw InputError(fmt::format("cannot write {} to '{}': {}", what_, path.string(), reason));
+}
+
 void write_file_atomically(const std::filesystem::path& file, std::string_view contents,
                            std::string_view what) {
-  const std::filesystem::path temporary = file.string() + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << contents;
-    out.flush();
-    if (!out) {
-      const std::string reason = std::strerror(errno);
-      std::error_code ignored;
-      std::filesystem::remove(temporary, ignored);
-      throw InputError(
-          fmt::format("cannot write {} to '{}': {}", what, temporary.string(), reason));
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(temporary, file, ec);
-  if (ec) {
-    const std::string reason = ec.message();
-    std::filesystem::remove(temporary, ec);
-    throw InputError(fmt::format("cannot write {} to '{}': {}", what, file.string(), reason));
-  }
+  PartialFile out(file, what);
+  out.stream() << contents;
+  out.commit();
 }
 
 void create_output_folder(const std::filesystem::path& dir, std::string_view what) {

@@ -1,14 +1,40 @@
 // Output files and folders: writing a file so that nothing half-written is ever at its path (a
-// run's resolved config, JSON results: the contents go to FILE.tmp in the same folder, which is
-// then renamed over FILE), creating an output folder, and refusing an output that is the input.
+// run's resolved config, JSON results, exported traces, decision logs: the contents go to
+// FILE.partial in the same folder, which is renamed over FILE once complete and removed on
+// failure), creating an output folder, and refusing an output that is the input.
 #pragma once
 
 #include <filesystem>
+#include <fstream>
 #include <string_view>
 
 namespace spin {
 
-// Throws InputError "cannot write <what> to '<path>': <reason>" and leaves no temporary file.
+// A file written as FILE.partial and renamed to FILE by commit(). Destroyed before commit()
+// (an exception on the way), it removes FILE.partial and leaves FILE as it was. Errors throw
+// InputError "cannot write <what> to '<path>': <reason>".
+class PartialFile {
+ public:
+  PartialFile(std::filesystem::path file, std::string_view what);
+  ~PartialFile();
+  PartialFile(const PartialFile&) = delete;
+  PartialFile& operator=(const PartialFile&) = delete;
+
+  std::ostream& stream() { return stream_; }
+  // Closes the stream, checks that every write succeeded and renames FILE.partial to FILE.
+  void commit();
+
+ private:
+  [[noreturn]] void fail(const std::filesystem::path& path, const std::string& reason);
+
+  std::filesystem::path file_;
+  std::filesystem::path partial_;
+  std::string what_;
+  std::ofstream stream_;
+  bool committed_ = false;
+};
+
+// `contents` through a PartialFile.
 void write_file_atomically(const std::filesystem::path& file, std::string_view contents,
                            std::string_view what);
 

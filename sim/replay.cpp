@@ -1,16 +1,13 @@
 #include "sim/replay.h"
 
-#include <fmt/format.h>
-
 #include <atomic>
 #include <condition_variable>
-#include <filesystem>
-#include <fstream>
 #include <mutex>
+#include <optional>
 #include <thread>
 
+#include "common/atomic_file.h"
 #include "common/config/config.h"
-#include "common/error.h"
 #include "sim/request_policy.h"
 
 namespace spin::sim {
@@ -61,14 +58,10 @@ ReplayResult replay(const trace::TraceSource& source, const ReplayOptions& optio
 
   // The log goes to FILE.partial, renamed to FILE once complete: a failed replay leaves nothing
   // at FILE.
-  std::filesystem::path log_partial;
-  std::ofstream log;
+  std::optional<PartialFile> log;
   if (options.decision_log) {
-    log_partial = options.decision_log->string() + ".partial";
-    log.open(log_partial, std::ios::binary | std::ios::trunc);
-    if (!log)
-      throw InputError(fmt::format("cannot write the decision log {}", log_partial.string()));
-    log << policy::kDecisionLogHeader;
+    log.emplace(*options.decision_log, "the decision log");
+    log->stream() << policy::kDecisionLogHeader;
   }
 
   // Workers take requests in order; the calling thread merges finished ones in request order.
@@ -110,22 +103,12 @@ ReplayResult replay(const trace::TraceSource& source, const ReplayOptions& optio
     result.request_steps += o.steps;
     if (o.peak_metadata.page_table() > result.peak_metadata.page_table())
       result.peak_metadata = o.peak_metadata;
-    if (log.is_open()) log << o.decision_log;
+    if (log) log->stream() << o.decision_log;
     if (options.progress) options.progress(r + 1, n);
   }
   workers.clear();
-  if (options.decision_log) {
-    log.close();
-    std::error_code ec;
-    if (!error && log) std::filesystem::rename(log_partial, *options.decision_log, ec);
-    if (error || !log || ec) {
-      std::filesystem::remove(log_partial, ec);
-      if (error) std::rethrow_exception(error);
-      throw InputError(
-          fmt::format("cannot write the decision log {}", options.decision_log->string()));
-    }
-  }
   if (error) std::rethrow_exception(error);
+  if (log) log->commit();
   return result;
 }
 

@@ -4,11 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "common/atomic_file.h"
@@ -156,45 +156,36 @@ int trace_export(const Args& args) {
   const TraceReader reader(input);
   // With --out, the output (and the CSV's metadata) go to PATH.partial first and take their
   // names only once complete, so that a failed export leaves nothing behind.
-  std::vector<std::pair<std::filesystem::path, std::filesystem::path>> files;  // partial, final
-  const auto open = [&](const std::filesystem::path& path, std::ofstream& stream) {
+  std::optional<PartialFile> file;
+  if (vm->count("out")) {
+    const std::filesystem::path path = (*vm)["out"].as<std::string>();
     refuse_input_as_output(input, path, "trace export: --out");
-    const std::filesystem::path partial = path.string() + ".partial";
-    stream.open(partial, std::ios::binary | std::ios::trunc);
-    if (!stream) {
-      throw InputError(fmt::format("cannot create {}: {}", partial.string(), std::strerror(errno)));
-    }
-    files.emplace_back(partial, path);
-  };
-  std::ofstream file;
-  try {
-    if (vm->count("out")) open((*vm)["out"].as<std::string>(), file);
-    std::ostream& out = vm->count("out") ? file : std::cout;
-    if (format == "jsonl") {
-      trace::export_jsonl(reader, out);
-    } else if (format == "csv") {
-      const std::vector<uint64_t> rows = trace::export_csv(reader, filter, out);
-      if (vm->count("out")) {
-        std::ofstream m;
-        open(trace::metadata_path_for((*vm)["out"].as<std::string>()), m);
-        trace::export_metadata_jsonl(reader, m, rows);
-        m.close();
-        if (!m) throw InputError(fmt::format("cannot write {}", files.back().first.string()));
-      } else {
-        std::cerr << "spin trace export: the CSV went to standard output without its metadata; "
-                     "give --out FILE.csv to get FILE.csv.meta.jsonl for `spin trace import`\n";
-      }
+    file.emplace(path, "the exported trace");
+  }
+  std::ostream& out = file ? file->stream() : std::cout;
+  std::optional<PartialFile> metadata;
+  if (format == "jsonl") {
+    trace::export_jsonl(reader, out);
+  } else if (format == "csv") {
+    const std::vector<uint64_t> rows = trace::export_csv(reader, filter, out);
+    if (file) {
+      const std::filesystem::path path = trace::metadata_path_for((*vm)["out"].as<std::string>());
+      refuse_input_as_output(input, path, "trace export: --out");
+      metadata.emplace(path, "the trace metadata");
+      trace::export_metadata_jsonl(reader, metadata->stream(), rows);
     } else {
-      trace::export_page_refs(reader, filter, out);
+      std::cerr << "spin trace export: the CSV went to standard output without its metadata; "
+                   "give --out FILE.csv to get FILE.csv.meta.jsonl for `spin trace import`\n";
     }
+  } else {
+    trace::export_page_refs(reader, filter, out);
+  }
+  if (metadata) metadata->commit();
+  if (file) {
+    file->commit();
+  } else {
     out.flush();
-    if (vm->count("out")) file.close();
     if (!out) throw InputError("spin trace export: writing the output failed");
-    for (const auto& [partial, path] : files) std::filesystem::rename(partial, path);
-  } catch (...) {
-    std::error_code ignored;
-    for (const auto& [partial, path] : files) std::filesystem::remove(partial, ignored);
-    throw;
   }
   return 0;
 }

@@ -193,7 +193,7 @@ TEST_CASE("config: write_resolved_config writes the resolved YAML atomically", "
   const Config c = spin::config::default_config({"seed=7"});
   spin::config::write_resolved_config(c, dir / "config.yaml");
   CHECK(spin::test::read_file(dir / "config.yaml") == to_yaml(c));
-  CHECK_FALSE(std::filesystem::exists(dir / "config.yaml.tmp"));
+  CHECK_FALSE(std::filesystem::exists(dir / "config.yaml.partial"));
   CHECK(load_config(dir / "config.yaml").seed == 7);
   // Overwrites an older file; a missing folder is an error naming the path.
   spin::config::write_resolved_config(spin::config::default_config(), dir / "config.yaml");
@@ -203,7 +203,7 @@ TEST_CASE("config: write_resolved_config writes the resolved YAML atomically", "
     FAIL("no error");
   } catch (const spin::InputError& e) {
     CHECK(std::string(e.what()) == "cannot write the resolved config to '" +
-                                       (dir / "missing" / "config.yaml.tmp").string() +
+                                       (dir / "missing" / "config.yaml.partial").string() +
                                        "': No such file or directory");
   }
 }

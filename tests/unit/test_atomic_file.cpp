@@ -1,0 +1,64 @@
+// PartialFile and write_file_atomically (common/atomic_file.h): nothing half-written is ever at
+// the output's path, and a failure leaves the path as it was.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+
+#include "common/atomic_file.h"
+#include "common/error.h"
+#include "tests/support.h"
+
+using spin::PartialFile;
+
+TEST_CASE("atomic_file: a PartialFile appears at its path only on commit", "[unit][cli]") {
+  spin::test::TempDir dir;
+  const std::filesystem::path file = dir / "out.txt";
+  const std::filesystem::path partial = dir / "out.txt.partial";
+  {
+    PartialFile out(file, "the test output");
+    out.stream() << "new";
+    CHECK(std::filesystem::exists(partial));
+    CHECK_FALSE(std::filesystem::exists(file));
+    out.commit();
+  }
+  CHECK(spin::test::read_file(file) == "new");
+  CHECK_FALSE(std::filesystem::exists(partial));
+
+  // An exception before commit: the partial file goes, the earlier file stays as it was.
+  try {
+    PartialFile out(file, "the test output");
+    out.stream() << "half";
+    throw std::runtime_error("the producer failed");
+  } catch (const std::runtime_error&) {
+  }
+  CHECK(spin::test::read_file(file) == "new");
+  CHECK_FALSE(std::filesystem::exists(partial));
+
+  spin::write_file_atomically(file, "whole", "the test output");
+  CHECK(spin::test::read_file(file) == "whole");
+  CHECK_FALSE(std::filesystem::exists(partial));
+}
+
+TEST_CASE("atomic_file: a PartialFile that cannot be written names the path and the reason",
+          "[unit][cli]") {
+  spin::test::TempDir dir;
+  try {
+    PartialFile out(dir / "missing" / "out.txt", "the test output");
+    FAIL("no error");
+  } catch (const spin::InputError& e) {
+    CHECK(std::string(e.what()) == "cannot write the test output to '" +
+                                       (dir / "missing" / "out.txt.partial").string() +
+                                       "': No such file or directory");
+  }
+  // A write that fails (a full device) is reported by commit(), which leaves nothing behind.
+  if (std::filesystem::exists("/dev/full")) {
+    const std::filesystem::path link = dir / "full";
+    std::filesystem::create_symlink("/dev/full", dir / "full.partial");
+    PartialFile out(link, "the test output");
+    out.stream() << std::string(1 << 16, 'x');
+    CHECK_THROWS_WITH(out.commit(), Catch::Contains("cannot write the test output to '" +
+                                                    (dir / "full.partial").string() + "'"));
+    CHECK_FALSE(std::filesystem::exists(dir / "full"));
+  }
+}
