@@ -10,6 +10,7 @@
 #include <cmath>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -251,6 +252,20 @@ std::string point_name(size_t index) { return fmt::format("p{:06}", index); }
 // A point's folder as results.csv names it, relative to the sweep's folder.
 std::string point_folder(size_t index) { return "points/" + point_name(index); }
 
+// Removes the point folders of `dir`/points (pNNNNNN) whose point `keep` rejects: those of
+// another sweep or shard run into the same folder before, which results.csv does not list.
+void remove_points_except(const fs::path& dir, const std::function<bool(size_t)>& keep) {
+  for (const auto& entry : fs::directory_iterator(dir / "points")) {
+    const std::string name = entry.path().filename().string();
+    size_t index = 0;
+    const auto digits = name.size() > 1 ? std::string_view(name).substr(1) : std::string_view{};
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+    const bool point = name.size() == 7 && name[0] == 'p' && ec == std::errc{} &&
+                       end == digits.data() + digits.size();
+    if (point && !keep(index)) fs::remove_all(entry.path());
+  }
+}
+
 // The columns every results.csv starts with, before the swept keys and the metrics.
 constexpr std::array<std::string_view, 4> kPointColumns = {"point", "status", "error", "folder"};
 
@@ -274,6 +289,9 @@ class Runner {
     for (const auto& entry : fs::directory_iterator(out_ / "points")) {
       if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
     }
+    remove_points_except(out_, [&](size_t index) {
+      return index < sweep_.points.size() && index % options_.shard.count == options_.shard.index;
+    });
     std::deque<const SweepPoint*> todo;
     for (const SweepPoint& p : sweep_.points) {
       if (p.index % options_.shard.count != options_.shard.index) continue;
@@ -728,11 +746,17 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
     }
   }
   // Then the point folders (each through a .tmp folder renamed when complete, as the sweep writes
-  // them; a folder merged before is kept), then the tables.
+  // them; a folder merged before is kept where its point.json is the shard's), then the tables.
+  // Folders of points the merge does not hold (another sweep's, merged there before) go.
   create_output_folder(out / "points", "the merged sweep's points folder");
+  remove_points_except(out, [&](size_t index) { return rows.count(index) > 0; });
   for (const auto& [point, row] : rows) {
     const fs::path to = out / row.fields[3];
-    if (fs::exists(to)) continue;
+    const auto record = [](const fs::path& folder) {
+      return fs::exists(folder / "point.json") ? read_text_file(folder / "point.json") : "";
+    };
+    if (fs::exists(to) && record(to) == record(row.shard / row.fields[3])) continue;
+    fs::remove_all(to);
     fs::path partial = to;
     partial += ".tmp";
     fs::remove_all(partial);

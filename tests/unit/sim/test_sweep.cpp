@@ -4,9 +4,13 @@
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "common/error.h"
 #include "sim/sweep.h"
@@ -171,6 +175,47 @@ std::string two_shards(const std::filesystem::path& dir) {
 }
 
 }  // namespace
+
+TEST_CASE("sweep: a folder that held another sweep keeps none of its points", "[unit][sim]") {
+  spin::test::TempDir dir;
+  const auto points = [&](const std::filesystem::path& out) {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(out / "points"))
+      names.push_back(e.path().filename().string());
+    std::ranges::sort(names);
+    return names;
+  };
+  write_file(dir / "a.yaml", sweep_text("  - grid:\n      cache.buffer_ratio: [5, 6, 7]\n"));
+  write_file(dir / "b.yaml", sweep_text("  - grid:\n      cache.buffer_ratio: [4]\n"));
+  REQUIRE(
+      run_spin({"sweep", (dir / "a.yaml").string(), "--out", (dir / "o").string(), "--no-timeline"})
+          .status == 0);
+  REQUIRE(points(dir / "o").size() == 3);
+  REQUIRE(
+      run_spin({"sweep", (dir / "b.yaml").string(), "--out", (dir / "o").string(), "--no-timeline"})
+          .status == 0);
+  CHECK(points(dir / "o") == std::vector<std::string>{"p000000"});
+
+  // A shard run into a whole sweep's folder keeps only its own points.
+  REQUIRE(run_spin({"sweep", (dir / "a.yaml").string(), "--out", (dir / "o").string(),
+                    "--no-timeline", "--shard", "1/2"})
+              .status == 0);
+  CHECK(points(dir / "o") == std::vector<std::string>{"p000001"});
+
+  // A merge over another sweep's merged folder: its points are replaced or removed.
+  two_shards(dir.path());
+  REQUIRE(
+      run_spin({"sweep", (dir / "a.yaml").string(), "--out", (dir / "m").string(), "--no-timeline"})
+          .status == 0);
+  REQUIRE(
+      run_spin({"sweep", "merge", (dir / "s0").string(), "--out", (dir / "m").string()}).status ==
+      1);  // points 1 and 3 are in no shard
+  CHECK(points(dir / "m") == std::vector<std::string>{"p000000", "p000002"});
+  for (const char* p : {"p000000", "p000002"}) {
+    CHECK(read_file(dir / "m" / "points" / p / "point.json") ==
+          read_file(dir / "s0" / "points" / p / "point.json"));
+  }
+}
 
 TEST_CASE("sweep: merge names the shard whose results.csv is cut short, and not the other",
           "[unit][sim]") {
