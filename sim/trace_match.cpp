@@ -24,10 +24,14 @@ void check_trace_matches_model(std::string_view trace_name, const trace::ModelSh
   compare("head_dim", t.head_dim, m.head_dim);
   compare("dtype_bytes", t.dtype_bytes, m.dtype_bytes());
   if (diffs.empty()) return;
+  const std::string config_model = m.preset.empty() ? std::string("(inline)")
+                                   : m.preset == t.name
+                                       ? fmt::format("'{}' with changed keys", m.preset)
+                                       : fmt::format("'{}'", m.preset);
   throw InputError(fmt::format(
-      "trace {} was recorded for model '{}' but the config's model is '{}': {}; use a config whose "
+      "trace {} was recorded for model '{}' but the config's model is {}: {}; use a config whose "
       "model matches the trace{}",
-      trace_name, t.name, m.preset.empty() ? "(inline)" : m.preset, fmt::join(diffs, "; "),
+      trace_name, t.name, config_model, fmt::join(diffs, "; "),
       fix.empty() ? "" : fmt::format(" (e.g. {})", fix)));
 }
 

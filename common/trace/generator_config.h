@@ -119,9 +119,11 @@ struct WorkloadSection {
             "request");
     v.check("name", "one of " + workload_names() + " (spin --list workloads)",
             [this] { return known_workload(name); });
+    v.check("list", "no list with workload " + name + " (the list goes with workload list)",
+            [this] { return name == "list" || list.empty(); });
     v.check("list", "a multiple of 3 values, each prompt and output >= 1, given with workload list",
             [this] {
-              if (name != "list") return list.empty();
+              if (name != "list") return true;
               if (list.empty() || list.size() % 3 != 0) return false;
               for (size_t i = 0; i < list.size(); i += 3) {
                 if (list[i + 1] == 0 || list[i + 2] == 0) return false;

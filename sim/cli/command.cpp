@@ -142,8 +142,8 @@ int dispatch(const Registry& reg, const Args& args) {
         group.push_back(fmt::format("  {:<16} {}", c.name, c.summary));
     }
     if (!group.empty() && (args.size() == 1 || args[1].rfind("-", 0) == 0)) {
-      std::cout << fmt::format("spin {}: choose a command:\n{}\n", args[0], fmt::join(group, "\n"));
-      return args.size() == 1 ? 0 : 2;
+      throw InputError(fmt::format("spin {}: a command is missing; choose one of:\n{}", args[0],
+                                   fmt::join(group, "\n")));
     }
     throw InputError(
         fmt::format("unknown command '{}'; run spin --help for the list",
@@ -188,7 +188,11 @@ int run_cli(const Args& args) {
   try {
     Registry reg;
     register_commands(reg);
-    return dispatch(reg, args);
+    const int status = dispatch(reg, args);
+    // A write to a full disk or a closed pipe fails quietly: the results would be lost unnoticed.
+    std::cout.flush();
+    if (!std::cout) throw InputError("cannot write the output to standard output");
+    return status;
   } catch (const InputError& e) {
     return report("error", e, 2);
   } catch (const std::filesystem::filesystem_error& e) {
@@ -267,6 +271,34 @@ void require_at_least(std::string_view name, std::string_view option, std::int64
     throw InputError(
         fmt::format("spin {}: --{}: expected at least {}, got {}", name, option, least, value));
   }
+}
+
+std::vector<std::string> overrides_with_shorthands(const po::variables_map& vm,
+                                                   std::span<const Shorthand> shorthands) {
+  std::vector<std::string> sets;
+  for (const auto& [option, key, literal] : shorthands) {
+    if (!vm.count(option)) continue;
+    const boost::any& value = vm[option].value();
+    std::string text;
+    if (const auto* s = boost::any_cast<std::string>(&value)) {
+      text = *s;
+      if (literal) {
+        std::string quoted = "\"";
+        for (const char c : text) {
+          if (c == '"' || c == '\\') quoted += '\\';
+          quoted += c;
+        }
+        text = quoted + '"';
+      }
+    }
+    if (const auto* u = boost::any_cast<std::uint32_t>(&value)) text = std::to_string(*u);
+    if (const auto* u = boost::any_cast<std::uint64_t>(&value)) text = std::to_string(*u);
+    if (const auto* d = boost::any_cast<double>(&value)) text = fmt::format("{}", *d);
+    sets.push_back(fmt::format("{}={}", key, text));
+  }
+  if (vm.count("set"))
+    std::ranges::copy(vm["set"].as<std::vector<std::string>>(), std::back_inserter(sets));
+  return sets;
 }
 
 }  // namespace spin::cli

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -73,5 +74,19 @@ unsigned thread_count(const boost::program_options::variables_map& vm, const std
 // a table of zeros).
 void require_at_least(std::string_view name, std::string_view option, std::int64_t value,
                       std::int64_t least);
+
+// A shorthand option: `--OPTION VALUE` stands for `--set KEY=VALUE`.
+struct Shorthand {
+  const char* option;    // "mode"
+  const char* key;       // "serving.mode"
+  bool literal = false;  // VALUE is a string as typed (quoted for YAML), e.g. a name
+};
+
+// The overrides of a command with shorthand options: KEY=VALUE for each shorthand given, in the
+// order of `shorthands`, then the --set values, so that a --set of the same key wins. VALUE is the
+// option's value as parsed (a string, an unsigned integer or a double); a literal one is a YAML
+// double-quoted string, so that `--mode spin:` is the name 'spin:', not a YAML mapping.
+std::vector<std::string> overrides_with_shorthands(const boost::program_options::variables_map& vm,
+                                                   std::span<const Shorthand> shorthands);
 
 }  // namespace spin::cli

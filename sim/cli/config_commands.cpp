@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <iostream>
+
+#include "common/error.h"
 
 namespace po = boost::program_options;
 
@@ -95,11 +98,25 @@ void add_config_options(po::options_description& options,
   if (positional != nullptr) positional->add("config", 1);
 }
 
-config::Config config_from_options(const po::variables_map& vm) {
-  const auto sets =
-      vm.count("set") ? vm["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
+config::Config config_from_options(const po::variables_map& vm,
+                                   std::span<const Shorthand> shorthands,
+                                   const std::vector<std::string>& last) {
+  std::vector<std::string> sets = overrides_with_shorthands(vm, shorthands);
+  sets.insert(sets.end(), last.begin(), last.end());
   if (vm.count("config")) return config::load_config(vm["config"].as<std::string>(), sets);
   return config::default_config(sets);
+}
+
+void check_built_in_trace(const po::variables_map& vm, const config::Config& config,
+                          std::string_view name) {
+  if (vm.count("config") || !config.trace.path || std::filesystem::exists(*config.trace.path) ||
+      config.trace.path != config::default_config().trace.path)
+    return;
+  throw InputError(fmt::format(
+      "spin {}: the built-in default config replays the bundled sample trace "
+      "traces/sample.spt of the source tree, relative to the current folder, and {} does not "
+      "exist; run spin in the source tree, or give a trace (--trace FILE) or a config",
+      name, config.trace.path->string()));
 }
 
 void register_config_commands(Registry& registry) {

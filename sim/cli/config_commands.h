@@ -6,6 +6,9 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "common/config/config.h"
 #include "sim/cli/command.h"
@@ -20,7 +23,18 @@ void register_config_commands(Registry& registry);
 void add_config_options(boost::program_options::options_description& options,
                         boost::program_options::positional_options_description* positional);
 
-// The config named by the `config` option (or the built-in default) with the --set overrides.
-config::Config config_from_options(const boost::program_options::variables_map& vm);
+// The config named by the `config` option (or the built-in default) with the overrides: those of
+// the command's shorthand options given, then --set's, then `last` (a command's own, e.g. the
+// trace source of --trace).
+config::Config config_from_options(const boost::program_options::variables_map& vm,
+                                   std::span<const Shorthand> shorthands = {},
+                                   const std::vector<std::string>& last = {});
+
+// For command `name` ("sim"), which reads the config's trace: where the config is the built-in
+// default and its sample trace is not there (spin runs outside the source tree, whose
+// traces/sample.spt the default names relative to the current folder), an InputError that says
+// so and how to give a trace.
+void check_built_in_trace(const boost::program_options::variables_map& vm,
+                          const config::Config& config, std::string_view name);
 
 }  // namespace spin::cli

@@ -48,28 +48,16 @@ po::options_description generator_options() {
 }
 
 gen::TraceGenConfig generator_config(const po::variables_map& vm) {
-  std::vector<std::string> sets;
-  const auto shorthand = [&](const char* option, const char* key) {
-    if (!vm.count(option)) return;
-    const po::variable_value& v = vm[option];
-    std::string text;
-    if (const auto* s = boost::any_cast<std::string>(&v.value())) text = *s;
-    if (const auto* u = boost::any_cast<uint32_t>(&v.value())) text = std::to_string(*u);
-    if (const auto* u = boost::any_cast<uint64_t>(&v.value())) text = std::to_string(*u);
-    if (const auto* d = boost::any_cast<double>(&v.value())) text = fmt::format("{}", *d);
-    sets.push_back(fmt::format("generator.{}={}", key, text));
-  };
-  shorthand("algorithm", "algorithm");
-  shorthand("workload", "workload.name");
-  shorthand("requests", "workload.requests");
-  shorthand("duration", "workload.duration_s");
-  shorthand("rate", "workload.rate_rps");
-  shorthand("seed", "seed");
-  shorthand("max-prompt-tokens", "workload.max_prompt_tokens");
-  shorthand("max-output-tokens", "workload.max_output_tokens");
-  if (vm.count("set")) {
-    for (const std::string& s : vm["set"].as<std::vector<std::string>>()) sets.push_back(s);
-  }
+  constexpr Shorthand kShorthands[] = {
+      {"algorithm", "generator.algorithm", true},
+      {"workload", "generator.workload.name", true},
+      {"requests", "generator.workload.requests"},
+      {"duration", "generator.workload.duration_s"},
+      {"rate", "generator.workload.rate_rps"},
+      {"seed", "generator.seed"},
+      {"max-prompt-tokens", "generator.workload.max_prompt_tokens"},
+      {"max-output-tokens", "generator.workload.max_output_tokens"}};
+  const std::vector<std::string> sets = overrides_with_shorthands(vm, kShorthands);
   if (vm.count("config")) return gen::load_generator_config(vm["config"].as<std::string>(), sets);
   return gen::parse_generator_config("", "(defaults)", sets);
 }

@@ -130,17 +130,7 @@ int replay_command(const Args& args) {
       options, positional);
   if (!vm) return 0;
 
-  po::variables_map with_sets = *vm;
-  // The shorthands first, so that a --set of the same key wins (the --set overrides apply last).
-  std::vector<std::string> sets;
-  for (const auto& [flag, key] : {std::pair{"policy", "cache.policy"},
-                                  {"buffer-ratio", "cache.buffer_ratio"},
-                                  {"buckets", "cache.buckets"},
-                                  {"pool-scope", "cache.pool_scope"}}) {
-    if (vm->count(flag)) sets.push_back(fmt::format("{}={}", key, (*vm)[flag].as<std::string>()));
-  }
-  if (vm->count("set"))
-    std::ranges::copy((*vm)["set"].as<std::vector<std::string>>(), std::back_inserter(sets));
+  std::vector<std::string> trace_source;
   if (vm->count("trace")) {  // replaces the config's source, whichever it is
     const std::filesystem::path trace = (*vm)["trace"].as<std::string>();
     if (trace.extension() == ".yaml" || trace.extension() == ".yml") {
@@ -149,12 +139,14 @@ int replay_command(const Args& args) {
           "the trace, a config goes in --config {}",
           trace.string(), trace.string()));
     }
-    sets.push_back("trace.generator=");
-    sets.push_back(fmt::format("trace.path={}", (*vm)["trace"].as<std::string>()));
+    trace_source = {"trace.generator=", "trace.path=" + trace.string()};
   }
-  with_sets.erase("set");
-  with_sets.emplace("set", po::variable_value(sets, false));
-  const config::Config cfg = config_from_options(with_sets);
+  constexpr Shorthand kShorthands[] = {{"policy", "cache.policy", true},
+                                       {"buffer-ratio", "cache.buffer_ratio"},
+                                       {"buckets", "cache.buckets"},
+                                       {"pool-scope", "cache.pool_scope", true}};
+  const config::Config cfg = config_from_options(*vm, kShorthands, trace_source);
+  check_built_in_trace(*vm, cfg, "replay");
 
   if (cfg.trace.path) {
     for (const char* option : {"json", "decision-log"}) {

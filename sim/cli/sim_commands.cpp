@@ -100,19 +100,13 @@ int sim_command(const Args& args) {
       options, positional);
   if (!vm) return 0;
 
-  po::variables_map with_sets = *vm;
-  // The shorthand first, so that a --set of the same key wins (the --set overrides apply last).
-  std::vector<std::string> sets;
-  if (vm->count("mode")) sets.push_back("serving.mode=" + (*vm)["mode"].as<std::string>());
-  if (vm->count("set"))
-    std::ranges::copy((*vm)["set"].as<std::vector<std::string>>(), std::back_inserter(sets));
+  std::vector<std::string> trace_source;
   if (vm->count("trace")) {  // replaces the config's source, whichever it is
-    sets.push_back("trace.generator=");
-    sets.push_back("trace.path=" + (*vm)["trace"].as<std::string>());
+    trace_source = {"trace.generator=", "trace.path=" + (*vm)["trace"].as<std::string>()};
   }
-  with_sets.erase("set");
-  with_sets.emplace("set", po::variable_value(sets, false));
-  const config::Config cfg = config_from_options(with_sets);
+  constexpr Shorthand kShorthands[] = {{"mode", "serving.mode", true}};
+  const config::Config cfg = config_from_options(*vm, kShorthands, trace_source);
+  check_built_in_trace(*vm, cfg, "sim");
 
   const std::unique_ptr<trace::TraceSource> source = sim::open_trace_source(cfg);
 

@@ -8,11 +8,13 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "common/version.h"
+#include "sim/cli/command.h"
 #include "spin_build_config.h"
 #include "tests/support.h"
 
@@ -91,6 +93,36 @@ TEST_CASE("cli: an unknown command is an error that points to --help", "[unit][c
   const auto r = run_spin({"frobnicate"});
   CHECK(r.status == 2);
   CHECK(r.err == "spin: error: unknown command 'frobnicate'; run spin --help for the list\n");
+}
+
+TEST_CASE("cli: a command group without its command is an error that lists the group",
+          "[unit][cli]") {
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"trace"}, {"bench", "--threads", "2"}, {"config"}}) {
+    const auto r = run_spin(args);
+    CHECK(r.status == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind(
+              fmt::format("spin: error: spin {}: a command is missing; choose one of:\n", args[0]),
+              0) == 0);
+  }
+  CHECK(run_spin({"trace"}).err.find("  trace gen ") != std::string::npos);
+}
+
+TEST_CASE("cli: output that cannot be written is an error, not a quiet success", "[unit][cli]") {
+  // Standard output on a full disk: every write fails.
+  struct Full : std::streambuf {
+    int overflow(int) override { return traits_type::eof(); }
+  } full;
+  std::ostringstream err;
+  auto* const old_out = std::cout.rdbuf(&full);
+  auto* const old_err = std::cerr.rdbuf(err.rdbuf());
+  const int status = spin::cli::run_cli({"config", "show"});
+  std::cout.rdbuf(old_out);
+  std::cerr.rdbuf(old_err);
+  std::cout.clear();
+  CHECK(status == 2);
+  CHECK(err.str() == "spin: error: cannot write the output to standard output\n");
 }
 
 TEST_CASE("cli: an unknown list family names the known ones", "[unit][cli]") {
@@ -227,6 +259,37 @@ TEST_CASE("cli: a --set wins over the shorthand option of the same key", "[unit]
                              "spin:shadowkv", "--no-timeline"});
   CHECK(sim.status == 0);
   CHECK(sim.out.rfind("mode dense:", 0) == 0);
+}
+
+TEST_CASE("cli: a name given to a shorthand option is taken as typed, not as YAML", "[unit][cli]") {
+  // 'spin:' would be a YAML mapping; the shorthand's value is the name 'spin:'.
+  const auto sim = run_spin({"sim", "--mode", "spin:"});
+  CHECK(sim.status == 2);
+  CHECK(sim.err.find("serving.mode: expected a mode such as spin:shadowkv") != std::string::npos);
+  const auto gen = run_spin({"trace", "gen", "--workload", "x: \"y\"", "--out", "unused.spt"});
+  CHECK(gen.status == 2);
+  CHECK(gen.err.find("--set generator.workload.name=\"x: \\\"y\\\"\": generator.workload.name: "
+                     "expected one of") != std::string::npos);
+}
+
+TEST_CASE("cli: the built-in default run outside the source tree says where its trace is",
+          "[unit][cli]") {
+  const spin::test::TempDir dir;
+  const std::filesystem::path here = std::filesystem::current_path();
+  std::filesystem::current_path(dir.path());
+  const auto sim = run_spin({"sim"});
+  const auto replay = run_spin({"replay"});
+  const auto missing = run_spin({"sim", "--trace", "missing.spt"});
+  std::filesystem::current_path(here);
+  for (const auto& [r, name] : {std::pair{sim, "sim"}, {replay, "replay"}}) {
+    CHECK(r.status == 2);
+    CHECK(r.err.rfind(fmt::format("spin: error: spin {}: the built-in default config replays the "
+                                  "bundled sample trace traces/sample.spt",
+                                  name),
+                      0) == 0);
+  }
+  // A trace the user names is reported as it is.
+  CHECK(missing.err.find("cannot open ") != std::string::npos);
 }
 
 TEST_CASE("cli: sim --out used again keeps no optional output of the earlier run", "[unit][cli]") {

@@ -319,7 +319,9 @@ TEST_CASE("trace gen: bad config names the key, unknown names list the known one
   CHECK_THROWS_WITH(parse({"generator.geometry.page_tokens=12"}),
                     Contains("generator.geometry.page_tokens") && Contains("power of two"));
   CHECK_THROWS_WITH(parse({"generator.workload.name=list", "generator.workload.list=[1, 2]"}),
-                    Contains("generator.workload.list"));
+                    Contains("generator.workload.list: expected a multiple of 3 values"));
+  CHECK_THROWS_WITH(parse({"generator.workload.name=fixed", "generator.workload.list=[0, 1, 2]"}),
+                    Contains("generator.workload.list: expected no list with workload fixed"));
   CHECK_THROWS_WITH(parse({"generator.model.layers=2", "generator.locality.poor_layers=3"}),
                     Contains("generator.locality.poor_layers"));
   const gen::TraceGenConfig c = gen::parse_generator_config(

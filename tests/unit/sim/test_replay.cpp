@@ -89,7 +89,7 @@ TEST_CASE("replay command: writes the resolved config and JSON equal to the tabl
 TEST_CASE("replay command: a bad policy name is a config error naming the key", "[unit][sim]") {
   const auto r = run_spin({"replay", "--policy", "lur"});
   CHECK(r.status == 2);
-  CHECK(r.err.find("--set cache.policy=lur: cache.policy: expected a registered replacement "
+  CHECK(r.err.find("--set cache.policy=\"lur\": cache.policy: expected a registered replacement "
                    "policy") != std::string::npos);
 }
 
@@ -100,6 +100,12 @@ TEST_CASE("replay command: a trace recorded for another model shape is refused w
   CHECK(r.err.find("layers ") != std::string::npos);
   CHECK(r.err.find("in the config") != std::string::npos);
   CHECK(r.err.find("(e.g. --set model.layers=") != std::string::npos);
+  // The preset's name is the trace's: the message says that keys of it were changed.
+  CHECK(r.err.find("recorded for model 'qwen3-14b' but the config's model is 'qwen3-14b' with "
+                   "changed keys: layers 40 in the trace, 7 in the config") != std::string::npos);
+  const auto other = run_spin({"replay", "--set", "model=qwen3-32b"});
+  CHECK(other.err.find("recorded for model 'qwen3-14b' but the config's model is 'qwen3-32b': ") !=
+        std::string::npos);
 }
 
 TEST_CASE("bench core: --page-tables chooses the layouts timed, and a bad one is refused",
