@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <functional>
 #include <map>
@@ -63,6 +64,16 @@ double number(const Node& n, std::string_view what) {
   throw InputError(fmt::format("{}: {} must be a number", n.where(), what));
 }
 
+// Digits after the decimal point of a number as written ("0.25" 2, "5e-3" 3, "40" 0).
+int decimals(const std::string& text) {
+  const std::size_t e = text.find_first_of("eE");
+  const std::string mantissa = text.substr(0, e);
+  const std::size_t dot = mantissa.find('.');
+  int digits = dot == std::string::npos ? 0 : static_cast<int>(mantissa.size() - dot - 1);
+  if (e != std::string::npos) digits -= std::atoi(text.c_str() + e + 1);
+  return std::max(digits, 0);
+}
+
 std::string format_number(double v) {
   if (v == std::floor(v) && std::abs(v) < 1e15) return fmt::format("{}", static_cast<long long>(v));
   return fmt::format("{}", v);
@@ -93,8 +104,14 @@ std::vector<std::string> axis_values(const Node& n, const std::string& key) {
     if (count > 100000)
       throw InputError(
           fmt::format("{}: {}: a range of {} values is too long", n.where(), key, count));
-    for (long long i = 0; i < count; ++i)
-      out.push_back(format_number(a + static_cast<double>(i) * s));
+    // Each value rounded to the decimals of from and step as written, so that 0.1 steps give
+    // 0.3, not 0.30000000000000004.
+    const int digits = std::max(decimals(from->text), step ? decimals(step->text) : 0);
+    const double scale = std::pow(10.0, std::min(digits, 15));
+    for (long long i = 0; i < count; ++i) {
+      const double v = a + static_cast<double>(i) * s;
+      out.push_back(format_number(digits > 15 ? v : std::round(v * scale) / scale));
+    }
   } else {
     out.push_back(value_text(n));
   }
@@ -510,10 +527,16 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
     if (command->kind != Node::Kind::kScalar || command->text != "sim")
       throw InputError(fmt::format("{}: command: only sim is supported", command->where()));
   }
+  // Where the sweep file gives each override, by the start of the errors it causes
+  // ("--set KEY=VALUE:"); an axis key's values by "--set KEY=".
+  std::map<std::string, std::string> written_at;
   if (const Node* set = root.find("set")) {
     if (set->kind != Node::Kind::kList)
       throw InputError(fmt::format("{}: set: expected a list of KEY=VALUE", set->where()));
-    for (const Node& s : set->items) sweep.set.push_back(value_text(s));
+    for (const Node& s : set->items) {
+      sweep.set.push_back(value_text(s));
+      written_at.emplace("--set " + sweep.set.back() + ":", s.where());
+    }
   }
   std::vector<Assignment> points{{}};
   if (const Node* axes = root.find("axes")) {
@@ -521,6 +544,8 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
       throw InputError(fmt::format("{}: axes: expected a list of grid or zip axes", axes->where()));
     for (const Node& axis : axes->items) {
       const std::vector<Assignment> values = expand_axis(axis);
+      for (const auto& e : axis.entries.front().value.entries)
+        written_at.emplace("--set " + e.key.text + "=", e.key.where());
       for (const auto& [k, v] : values.front()) {
         if (std::find(sweep.swept_keys.begin(), sweep.swept_keys.end(), k) !=
             sweep.swept_keys.end())
@@ -559,8 +584,14 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
     try {
       sweep.config(p, extra_sets);
     } catch (const InputError& e) {
-      throw InputError(fmt::format("{}: point {} ({}): {}", file.string(), i,
-                                   fmt::join(p.sets(), ", "), e.what()));
+      // The place in the sweep file of the override at fault, else the file.
+      const std::string_view what = e.what();
+      std::string where = file.string();
+      for (const auto& [start, at] : written_at) {
+        if (what.starts_with(start)) where = at;
+      }
+      throw InputError(
+          fmt::format("{}: point {} ({}): {}", where, i, fmt::join(p.sets(), ", "), e.what()));
     }
     sweep.points.push_back(std::move(p));
   }

@@ -1,4 +1,5 @@
 // Parameter sweeps: expansion, results, resuming after a kill, sharding and merging, failures.
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,6 +57,18 @@ TEST_CASE("sweep: grids, zips, ranges and seeds expand in order", "[unit][sim]")
   CHECK(s.points[12].values[0].second == "\"spin:shadowkv\"");
   CHECK(s.config(s.points[23]).serving.mode == "spin:shadowkv");
   CHECK(s.config(s.points[23]).seed == 4);
+  // Range values are rounded to the decimals written (0.1 steps: 0.3, not 0.30000000000000004);
+  // the step defaults to 1.
+  write_file(dir / "r.yaml",
+             sweep_text("  - grid:\n"
+                        "      cache.buffer_ratio: {from: 1.1, to: 1.5, step: 0.1}\n"
+                        "      serving.max_batch_requests: {from: 1, to: 2}\n"));
+  const spin::sim::Sweep r = spin::sim::load_sweep(dir / "r.yaml");
+  REQUIRE(r.points.size() == 10);
+  for (size_t i = 0; i < 10; ++i) {
+    CHECK(r.points[i].values[0].second == fmt::format("1.{}", 1 + i / 2));
+    CHECK(r.points[i].values[1].second == fmt::format("{}", 1 + i % 2));
+  }
 }
 
 TEST_CASE("sweep: malformed files and rejected values name the place", "[unit][sim]") {
@@ -78,6 +91,13 @@ TEST_CASE("sweep: malformed files and rejected values name the place", "[unit][s
   const std::string bad = error(sweep_text("  - grid:\n      cache.bucketz: [8]\n"));
   CHECK(bad.find("point 0 (cache.bucketz=8)") != std::string::npos);
   CHECK(bad.find("did you mean") != std::string::npos);
+  // The override at fault is named by its place in the sweep file: the axis key, the set entry.
+  CHECK(bad.find("s.yaml:4:7: point 0 (cache.bucketz=8): --set cache.bucketz=8: unknown key") !=
+        std::string::npos);
+  CHECK(error(sweep_text("  - grid:\n      cache.buckets: [8]\n",
+                         "set:\n  - serving.max_batch_requests=0\n"))
+            .find("s.yaml:3:5: point 0 (cache.buckets=8): --set serving.max_batch_requests=0: ") !=
+        std::string::npos);
 }
 
 TEST_CASE("sweep: runs every point once, records failures, and keeps finished points on rerun",
