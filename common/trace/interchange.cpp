@@ -1,13 +1,18 @@
 #include "common/trace/interchange.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <charconv>
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <ostream>
+#include <span>
+#include <string_view>
+#include <vector>
 
 #include "common/error.h"
 
@@ -100,6 +105,15 @@ class Fields {
     return out;
   }
   Fields object(const char* key) const { return Fields(get(key), where_, name(key) + "."); }
+  // Fails on a field not in `known` (a misspelt optional field would otherwise be dropped).
+  void only(std::span<const std::string_view> known) const {
+    for (const auto& [key, value] : obj_.items()) {
+      if (std::find(known.begin(), known.end(), key) == known.end()) {
+        fail(fmt::format("unknown field '{}{}' (expected {})", prefix_, key,
+                         fmt::join(known, ", ")));
+      }
+    }
+  }
   const std::string& where() const { return where_; }
 
  private:
@@ -118,6 +132,26 @@ class Fields {
 
 const char* kind_name(PartitionKind k) { return k == PartitionKind::kFixed ? "fixed" : "variable"; }
 
+// The fields a line of each type may have (traces/README.md, "JSON Lines"); csv_rows only
+// means something in a CSV's metadata file.
+std::span<const std::string_view> line_fields(std::string_view type) {
+  static constexpr std::string_view kHeader[] = {"type",       "format", "version", "model",
+                                                 "algorithms", "source", "seed"};
+  static constexpr std::string_view kRequest[] = {
+      "type",          "id",           "arrival_us", "prompt_tokens",
+      "output_tokens", "decode_steps", "algorithm",  "csv_rows"};
+  static constexpr std::string_view kPartitionMap[] = {"type", "request", "layer", "head",
+                                                       "cluster_tokens"};
+  static constexpr std::string_view kMapGrowth[] = {"type", "request", "layer",
+                                                    "head", "step",    "cluster_tokens"};
+  static constexpr std::string_view kStep[] = {"type", "request", "layer", "step", "selections"};
+  if (type == "header") return kHeader;
+  if (type == "request") return kRequest;
+  if (type == "partition_map") return kPartitionMap;
+  if (type == "map_growth") return kMapGrowth;
+  return kStep;
+}
+
 TraceHeader header_from_json(const Fields& f) {
   const std::string format = f.str("format");
   if (format != "spin-trace")
@@ -129,13 +163,22 @@ TraceHeader header_from_json(const Fields& f) {
     f.fail(fmt::format("unsupported interchange version \"{}\": this spin reads {}.x", version,
                        kInterchangeMajor));
   }
+  f.only(line_fields("header"));
   TraceHeader h;
   const Fields m = f.object("model");
+  static constexpr std::string_view kModelFields[] = {"name",     "layers",   "query_heads",
+                                                      "kv_heads", "head_dim", "dtype_bytes"};
+  m.only(kModelFields);
   h.model = {m.str("name"),     m.u32("layers"),   m.u32("query_heads"),
              m.u32("kv_heads"), m.u32("head_dim"), m.u32("dtype_bytes")};
   const json& algorithms = f.array("algorithms");
   for (size_t i = 0; i < algorithms.size(); ++i) {
     const Fields a(algorithms[i], f.where(), fmt::format("algorithms[{}].", i));
+    static constexpr std::string_view kAlgorithmFields[] = {
+        "name",        "partition",           "partition_tokens",
+        "page_tokens", "budget_ratio",        "budget_tokens",
+        "sink_tokens", "local_window_tokens", "reindex_interval_tokens"};
+    a.only(kAlgorithmFields);
     AlgorithmInfo info;
     info.name = a.str("name");
     const std::string kind = a.str("partition");
@@ -176,6 +219,7 @@ ordered_json request_to_json(const TraceHeader& h, const RequestInfo& r) {
 }
 
 RequestInfo request_from_json(const TraceHeader& h, const Fields& f) {
+  f.only(line_fields("request"));
   RequestInfo r;
   r.id = f.u64("id");
   r.arrival_us = f.u64("arrival_us");
@@ -305,14 +349,34 @@ class LineReader {
   size_t number_ = 0;
 };
 
+// One line's JSON value. A key given twice in one object is an error (the JSON library would
+// keep the last value silently).
 json parse_json_line(const std::string& line, const std::string& where) {
+  std::vector<std::vector<std::string>> open_keys;  // the keys of each open object
+  std::optional<std::string> twice;
+  const auto track = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      open_keys.emplace_back();
+    } else if (event == json::parse_event_t::object_end) {
+      open_keys.pop_back();
+    } else if (event == json::parse_event_t::key) {
+      std::vector<std::string>& keys = open_keys.back();
+      const std::string& key = parsed.get_ref<const std::string&>();
+      if (!twice && std::find(keys.begin(), keys.end(), key) != keys.end()) twice = key;
+      keys.push_back(key);
+    }
+    return true;
+  };
+  json j;
   try {
-    return json::parse(line);
+    j = json::parse(line, track);
   } catch (const json::parse_error& e) {
     std::string what = e.what();
     if (const size_t at = what.find("parse error"); at != std::string::npos) what = what.substr(at);
     throw InputError(fmt::format("{}: not valid JSON: {}", where, what));
   }
+  if (twice) throw InputError(fmt::format("{}: the field '{}' is given twice", where, *twice));
+  return j;
 }
 
 // Runs a writer call; an InputError gets `where` in front.
@@ -585,6 +649,7 @@ void import_jsonl(const std::filesystem::path& in, const std::filesystem::path& 
       continue;
     }
     check_type(f, type, {"partition_map", "map_growth", "step"});
+    f.only(line_fields(type));
     const uint64_t request = f.u64("request");
     if (!open || *open != request) {
       f.fail(
@@ -678,6 +743,7 @@ void read_csv_metadata(const std::filesystem::path& path, const std::filesystem:
       f.fail("a metadata file has no step lines: the selections are the CSV's rows");
     }
     check_type(f, type, {"partition_map", "map_growth"});
+    f.only(line_fields(type));
     const uint64_t id = f.u64("request");
     if (meta.requests.empty() || meta.requests.back().info.id != id) {
       f.fail(

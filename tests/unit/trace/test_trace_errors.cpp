@@ -418,6 +418,21 @@ TEST_CASE("trace import: JSON Lines errors name the file, the line and what was 
   bad_model.replace(bad_model.find("\"layers\":1"), 10, "\"layers\":-1");
   CHECK(import_error("t.jsonl", bad_model) ==
         "t.jsonl:1: header line: field 'model.layers' must be an unsigned integer < 2^32, got -1");
+  // A field the format does not have (a misspelling would otherwise be dropped), a field twice.
+  CHECK(import_error(
+            "t.jsonl",
+            head + R"({"type":"step","request":5,"layer":0,"step":0,"selection":[[],[]]})") ==
+        "t.jsonl:3: step line: unknown field 'selection' (expected type, request, layer, step, "
+        "selections)");
+  std::string extra_model = kHeaderLine;
+  extra_model.replace(extra_model.find("\"layers\":1"), 10, "\"layers\":1,\"experts\":8");
+  CHECK(import_error("t.jsonl", extra_model) ==
+        "t.jsonl:1: header line: unknown field 'model.experts' (expected name, layers, "
+        "query_heads, kv_heads, head_dim, dtype_bytes)");
+  CHECK(import_error("t.jsonl", head +
+                                    R"({"type":"step","request":5,"layer":0,"layer":1,"step":0,)" +
+                                    R"("selections":[[],[]]})") ==
+        "t.jsonl:3: the field 'layer' is given twice");
 }
 
 TEST_CASE("trace import: CSV errors name the file, the line and what was expected",
