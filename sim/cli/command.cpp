@@ -125,6 +125,7 @@ int dispatch(const Registry& reg, const Args& args) {
     return 0;
   }
   if (args[0] == "--version") {
+    if (args.size() > 1) throw InputError("spin --version: expected no arguments after it");
     std::cout << fmt::format("spin {} (commit {})\n", version(), git_commit());
     return 0;
   }

@@ -48,6 +48,11 @@ po::options_description generator_options() {
 }
 
 gen::TraceGenConfig generator_config(const po::variables_map& vm) {
+  if (vm.count("requests") && vm.count("duration")) {
+    throw InputError(
+        "--requests and --duration exclude each other: --duration S generates Poisson arrivals "
+        "for S seconds, --requests N generates N requests");
+  }
   constexpr Shorthand kShorthands[] = {
       {"algorithm", "generator.algorithm", true},
       {"workload", "generator.workload.name", true},
@@ -107,6 +112,17 @@ int trace_stats(const Args& args) {
   const bool from_gen = vm->count("gen") != 0;
   if (from_gen == (vm->count("file") != 0)) {
     throw InputError("trace stats: give either a trace FILE or --gen");
+  }
+  if (!from_gen) {
+    const po::options_description generator = generator_options();
+    for (const auto& option : generator.options()) {
+      if (vm->count(option->long_name())) {
+        throw InputError(fmt::format(
+            "trace stats: --{} is a generator option, which applies with --gen, not to a trace "
+            "FILE",
+            option->long_name()));
+      }
+    }
   }
   if (!from_gen && vm->count("json")) {
     refuse_input_as_output((*vm)["file"].as<std::string>(), (*vm)["json"].as<std::string>(),

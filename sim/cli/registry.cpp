@@ -1,6 +1,8 @@
 // Every `spin` command and `--list` family, registered by explicit calls (STYLE.md, "Plugins").
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "exec/device_commands.h"
 #include "sim/cli/bench_commands.h"
@@ -31,11 +33,14 @@ void register_commands(Registry& registry) {
     const std::string name(command.name);
     registry.add(Command{name, fmt::format("{} (needs a CUDA build)", command.summary),
                          [name](const Args& args) -> int {
-                           if (!parse_options(args, name, "[options]",
-                                              fmt::format("This spin was built without CUDA, so "
-                                                          "`spin {}` cannot run.",
-                                                          name),
-                                              {})) {
+                           // Its options are the CUDA build's: only --help is read here.
+                           if (std::ranges::find(args, "--help") != args.end() ||
+                               std::ranges::find(args, "-h") != args.end()) {
+                             parse_options({"--help"}, name, "[options]",
+                                           fmt::format("This spin was built without CUDA, so "
+                                                       "`spin {}` cannot run.",
+                                                       name),
+                                           {});
                              return 0;
                            }
                            throw InputError(

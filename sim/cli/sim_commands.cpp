@@ -113,6 +113,8 @@ int sim_command(const Args& args) {
   sim::SimOptions so;
   so.threads = thread_count(*vm, "threads", "sim");
   so.keep_iterations = (*vm)["steps"].as<bool>();
+  if (so.keep_iterations && !vm->count("out"))
+    throw InputError("spin sim: --steps writes steps.csv into the --out folder; give --out DIR");
   so.timeline = vm->count("out") && !(*vm)["no-timeline"].as<bool>();
   so.timeline_layer_iterations = (*vm)["timeline-layers"].as<uint32_t>();
   const bool tty = isatty(STDERR_FILENO);

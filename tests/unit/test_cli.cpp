@@ -44,6 +44,10 @@ TEST_CASE("cli: the device commands say when the build has no CUDA", "[unit][cli
     CHECK(r.status == 2);
     CHECK(r.err.find("built without CUDA") != std::string::npos);
     CHECK(help.out.find("built without CUDA") != std::string::npos);
+    // The CUDA build's options are not an "unrecognised option" here: the build is the problem.
+    auto with_option = args;
+    with_option.push_back("--skip-transfers");
+    CHECK(run_spin(with_option).err.find("built without CUDA") != std::string::npos);
 #endif
   }
 }
@@ -123,6 +127,25 @@ TEST_CASE("cli: output that cannot be written is an error, not a quiet success",
   std::cout.clear();
   CHECK(status == 2);
   CHECK(err.str() == "spin: error: cannot write the output to standard output\n");
+}
+
+TEST_CASE("cli: options that cannot go together are refused, not ignored", "[unit][cli]") {
+  const std::string trace = spin::test::source_path("traces/sample.spt").string();
+  const auto error = [](const std::vector<std::string>& args) {
+    const auto r = run_spin(args);
+    CHECK(r.status == 2);
+    return r.err;
+  };
+  CHECK(error({"trace", "gen", "--requests", "2", "--duration", "3", "--out", "x.spt"}) ==
+        "spin: error: --requests and --duration exclude each other: --duration S generates "
+        "Poisson arrivals for S seconds, --requests N generates N requests\n");
+  CHECK(error({"trace", "stats", trace, "--algorithm", "seer"}) ==
+        "spin: error: trace stats: --algorithm is a generator option, which applies with --gen, "
+        "not to a trace FILE\n");
+  CHECK(error({"sim", "--steps"}) ==
+        "spin: error: spin sim: --steps writes steps.csv into the --out folder; give --out DIR\n");
+  CHECK(error({"--version", "--list"}) ==
+        "spin: error: spin --version: expected no arguments after it\n");
 }
 
 TEST_CASE("cli: an unknown list family names the known ones", "[unit][cli]") {
