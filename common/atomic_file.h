@@ -10,9 +10,19 @@
 
 namespace spin {
 
+// Where a write to `file` goes. A symbolic link is followed (its target is written, the link
+// stays). An existing file that is not a regular one (a device such as /dev/stdout's, a pipe) is
+// written in place: it cannot be replaced by a rename, nor should it be.
+struct OutputTarget {
+  std::filesystem::path path;
+  bool in_place = false;
+};
+OutputTarget output_target(const std::filesystem::path& file);
+
 // A file written as FILE.partial and renamed to FILE by commit(). Destroyed before commit()
-// (an exception on the way), it removes FILE.partial and leaves FILE as it was. Errors throw
-// InputError "cannot write <what> to '<path>': <reason>".
+// (an exception on the way), it removes FILE.partial and leaves FILE as it was. FILE is
+// output_target(file): a link's target, or a device or pipe written in place (no partial file).
+// Errors throw InputError "cannot write <what> to '<path>': <reason>", a directory at FILE too.
 class PartialFile {
  public:
   PartialFile(std::filesystem::path file, std::string_view what);
@@ -21,6 +31,8 @@ class PartialFile {
   PartialFile& operator=(const PartialFile&) = delete;
 
   std::ostream& stream() { return stream_; }
+  // Throws (and removes FILE.partial) where a write to the stream has failed, e.g. a full disk.
+  void check_written();
   // Closes the stream, checks that every write succeeded and renames FILE.partial to FILE.
   void commit();
 
@@ -31,6 +43,7 @@ class PartialFile {
   std::filesystem::path partial_;
   std::string what_;
   std::ofstream stream_;
+  bool in_place_ = false;
   bool committed_ = false;
 };
 

@@ -50,9 +50,7 @@ void check_writer_options(const WriterOptions& options) {
 }
 
 TraceWriter::TraceWriter(std::filesystem::path path, TraceHeader header, WriterOptions options)
-    : path_(std::move(path)),
-      partial_path_(path_.string() + ".partial"),
-      header_(std::move(header)),
+    : header_(std::move(header)),
       options_(options),
       index_(std::make_unique<Index>()),
       compressor_(std::make_unique<Compressor>()) {
@@ -62,26 +60,12 @@ TraceWriter::TraceWriter(std::filesystem::path path, TraceHeader header, WriterO
   check_writer_options(options_);
   if (compressor_->context == nullptr) throw std::bad_alloc();
   // Found now, not after the whole trace is written.
-  if (path_.empty()) throw InputError("trace writer: no output file named");
-  if (std::filesystem::is_directory(path_)) {
-    throw InputError(fmt::format("cannot write {}: it is a directory", path_.string()));
-  }
-  file_ = std::fopen(partial_path_.c_str(), "wb");
-  if (file_ == nullptr) {
-    throw InputError(
-        fmt::format("cannot create {}: {}", partial_path_.string(), std::strerror(errno)));
-  }
-  std::setvbuf(file_, nullptr, _IOFBF, 1 << 20);
+  if (path.empty()) throw InputError("trace writer: no output file named");
+  file_ = std::make_unique<PartialFile>(path, "the trace");
   write_bytes(format::encode_header({}));
 }
 
-TraceWriter::~TraceWriter() {
-  if (file_ != nullptr) {
-    std::fclose(file_);
-    std::error_code ec;
-    std::filesystem::remove(partial_path_, ec);
-  }
-}
+TraceWriter::~TraceWriter() = default;
 
 void TraceWriter::fail(std::string_view what) const {
   if (open_) throw InputError(fmt::format("request id {}: {}", request_.id, what));
@@ -348,31 +332,14 @@ void TraceWriter::finish() {
   f.index_checksum = format::checksum(index);
   write_bytes(index);
   write_bytes(format::encode_footer(f));
-  const bool ok = std::fflush(file_) == 0;
-  const int flush_errno = errno;
-  const bool closed = std::fclose(file_) == 0;
-  file_ = nullptr;
-  if (!ok || !closed) {
-    std::error_code ec;
-    std::filesystem::remove(partial_path_, ec);
-    throw InputError(fmt::format("cannot write {}: {}", partial_path_.string(),
-                                 std::strerror(ok ? errno : flush_errno)));
-  }
-  std::error_code ec;
-  std::filesystem::rename(partial_path_, path_, ec);
-  if (ec) {
-    std::error_code ignored;
-    std::filesystem::remove(partial_path_, ignored);
-    throw InputError(fmt::format("cannot rename {} to {}: {}", partial_path_.string(),
-                                 path_.string(), ec.message()));
-  }
+  file_->commit();
+  file_.reset();
 }
 
 void TraceWriter::write_bytes(std::span<const uint8_t> bytes) {
-  if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
-    throw InputError(
-        fmt::format("cannot write {}: {}", partial_path_.string(), std::strerror(errno)));
-  }
+  file_->stream().write(reinterpret_cast<const char*>(bytes.data()),
+                        static_cast<std::streamsize>(bytes.size()));
+  file_->check_written();
   offset_ += bytes.size();
 }
 

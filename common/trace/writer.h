@@ -8,7 +8,8 @@
 // for a bad selection, a SelectionError that also carries the head and position).
 //
 // The file is written to PATH.partial and renamed to PATH by finish(), so nothing half-written is
-// ever at PATH; a writer destroyed before finish() removes the partial file. Memory: per layer of
+// ever at PATH; a writer destroyed before finish() removes the partial file (PartialFile, so a
+// link's target is written, and a device or pipe in place). Memory: per layer of
 // the open request, one chunk of encoded steps per head (chunks close at
 // WriterOptions::chunk_selections), plus the request's partition maps. Cost: O(ids) per step plus
 // zstd compression of each closed chunk.
@@ -22,6 +23,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/trace/trace.h"
 
@@ -96,11 +98,9 @@ class TraceWriter {
                    std::span<const uint64_t> counts);
   void write_bytes(std::span<const uint8_t> bytes);
 
-  std::filesystem::path path_;
-  std::filesystem::path partial_path_;
   TraceHeader header_;
   WriterOptions options_;
-  std::FILE* file_ = nullptr;
+  std::unique_ptr<PartialFile> file_;  // null once finished
   uint64_t offset_ = 0;
   std::vector<RequestInfo> requests_;
   std::unordered_set<uint64_t> ids_;

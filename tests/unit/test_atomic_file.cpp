@@ -62,3 +62,36 @@ TEST_CASE("atomic_file: a PartialFile that cannot be written names the path and 
     CHECK_FALSE(std::filesystem::exists(dir / "full"));
   }
 }
+
+TEST_CASE("atomic_file: a link's target is written, a device in place", "[unit][cli]") {
+  spin::test::TempDir dir;
+  spin::test::write_file(dir / "target.json", "old");
+  std::filesystem::create_symlink(dir / "target.json", dir / "link.json");
+  spin::write_file_atomically(dir / "link.json", "new", "the test output");
+  CHECK(std::filesystem::is_symlink(dir / "link.json"));
+  CHECK(spin::test::read_file(dir / "target.json") == "new");
+  // A dangling link: its target is created.
+  std::filesystem::create_symlink("made.json", dir / "dangling.json");
+  spin::write_file_atomically(dir / "dangling.json", "made", "the test output");
+  CHECK(std::filesystem::is_symlink(dir / "dangling.json"));
+  CHECK(spin::test::read_file(dir / "made.json") == "made");
+  // A device is written, not replaced by a regular file (nor is a link to one).
+  if (std::filesystem::is_character_file("/dev/null")) {
+    std::filesystem::create_symlink("/dev/null", dir / "null");
+    spin::write_file_atomically(dir / "null", "gone", "the test output");
+    CHECK(std::filesystem::is_character_file("/dev/null"));
+    CHECK(std::filesystem::is_symlink(dir / "null"));
+    CHECK_FALSE(std::filesystem::exists("/dev/null.partial"));
+  }
+  if (std::filesystem::is_character_file("/dev/full")) {
+    std::filesystem::create_symlink("/dev/full", dir / "full-link");
+    CHECK_THROWS_WITH(spin::write_file_atomically(dir / "full-link", std::string(1 << 16, 'x'),
+                                                  "the test output"),
+                      Catch::Contains("cannot write the test output to '/dev/full'"));
+    CHECK(std::filesystem::is_character_file("/dev/full"));
+  }
+  // A directory is refused before anything is written.
+  CHECK_THROWS_WITH(
+      spin::write_file_atomically(dir.path(), "x", "the test output"),
+      "cannot write the test output to '" + dir.path().string() + "': it is a directory");
+}

@@ -207,7 +207,8 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
             .find("a config file where a trace was expected") != std::string::npos);
   // A trace written over a directory is refused before it is generated; none is left behind.
   CHECK(error_of({"trace", "gen", "--out", dir.path().string(), "--requests", "1"}) ==
-        fmt::format("spin: error: cannot write {}: it is a directory\n", dir.path().string()));
+        fmt::format("spin: error: cannot write the trace to '{}': it is a directory\n",
+                    dir.path().string()));
   CHECK(!std::filesystem::exists(dir.path().string() + ".partial"));
   // Import onto its own input.
   const auto jsonl = dir / "t.jsonl";
