@@ -78,6 +78,10 @@ int trace_gen(const Args& args) {
       "docs/trace-generators.md. Same config and seed, same file.",
       options);
   if (!vm) return 0;
+  if (vm->count("config")) {
+    refuse_input_as_output((*vm)["config"].as<std::string>(), (*vm)["out"].as<std::string>(),
+                           "trace gen: --out");
+  }
   const gen::TraceGenConfig config = generator_config(*vm);
   const gen::Generator generator(config.generator, config.model);
   const size_t n = generator.requests().size();
@@ -124,9 +128,11 @@ int trace_stats(const Args& args) {
       }
     }
   }
-  if (!from_gen && vm->count("json")) {
-    refuse_input_as_output((*vm)["file"].as<std::string>(), (*vm)["json"].as<std::string>(),
-                           "trace stats: --json");
+  for (const char* input : {"file", "config"}) {
+    if (vm->count("json") && vm->count(input)) {
+      refuse_input_as_output((*vm)[input].as<std::string>(), (*vm)["json"].as<std::string>(),
+                             "trace stats: --json");
+    }
   }
   std::unique_ptr<stats::StatsCollector> collector;
   if (from_gen) {

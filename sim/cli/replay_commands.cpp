@@ -148,13 +148,24 @@ int replay_command(const Args& args) {
   const config::Config cfg = config_from_options(*vm, kShorthands, trace_source);
   check_built_in_trace(*vm, cfg, "replay");
 
-  if (cfg.trace.path) {
-    for (const char* option : {"json", "decision-log"}) {
-      if (vm->count(option)) {
-        refuse_input_as_output(*cfg.trace.path, (*vm)[option].as<std::string>(),
-                               fmt::format("replay: --{}", option));
-      }
+  // Neither output may be an input (the trace, the config), nor the other output.
+  std::vector<std::filesystem::path> inputs;
+  if (cfg.trace.path) inputs.push_back(*cfg.trace.path);
+  if (vm->count("config")) inputs.push_back((*vm)["config"].as<std::string>());
+  for (const char* option : {"json", "decision-log"}) {
+    if (!vm->count(option)) continue;
+    for (const std::filesystem::path& input : inputs) {
+      refuse_input_as_output(input, (*vm)[option].as<std::string>(),
+                             fmt::format("replay: --{}", option));
     }
+  }
+  const auto resolved = [&](const char* option) {
+    return std::filesystem::weakly_canonical(
+        std::filesystem::absolute((*vm)[option].as<std::string>()));
+  };
+  if (vm->count("json") && vm->count("decision-log") &&
+      resolved("json") == resolved("decision-log")) {
+    throw InputError("replay: --json and --decision-log name the same file; give two files");
   }
   const std::unique_ptr<trace::TraceSource> opened = sim::open_trace_source(cfg);
   const trace::TraceSource& source = *opened;

@@ -227,11 +227,16 @@ int trace_import(const Args& args) {
   const std::filesystem::path out = (*vm)["out"].as<std::string>();
   refuse_input_as_output(in, out, "trace import: --out");
   if (format == "jsonl") {
+    if (vm->count("meta")) {
+      throw InputError(
+          "trace import: --meta names a CSV's metadata file; JSON Lines carry their own");
+    }
     trace::import_jsonl(in, out, options);
   } else {
     const std::filesystem::path meta = vm->count("meta")
                                            ? std::filesystem::path((*vm)["meta"].as<std::string>())
                                            : trace::metadata_path_for(in);
+    refuse_input_as_output(meta, out, "trace import: --out");
     trace::import_csv(in, meta, out, options);
   }
   const trace::TraceInfo i = TraceReader(out).info();

@@ -231,6 +231,35 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
     CHECK(error_of(args).find("is the input file") != std::string::npos);
     CHECK(spin::test::read_file(spt) == trace_bytes);
   }
+  // Nor may an output be a config, a CSV's metadata, or the other output.
+  const auto yaml = dir / "g.yaml";
+  const std::string config = "generator:\n  workload: {requests: 1, max_output_tokens: 4}\n";
+  spin::test::write_file(yaml, config);
+  spin::test::write_file(dir / "r.yaml",
+                         "model: qwen3-14b\nhardware: h100-sxm\ntrace:\n  path: t.spt\n");
+  const auto exported = dir / "e.csv";
+  REQUIRE(run_spin({"trace", "export", spt.string(), "--format", "csv", "--out", exported.string(),
+                    "--request", "0"})
+              .status == 0);
+  const std::string meta = exported.string() + ".meta.jsonl";
+  const std::string meta_bytes = spin::test::read_file(meta);
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"trace", "gen", "--config", yaml.string(), "--out", yaml.string()},
+        {"trace", "stats", "--gen", "--config", yaml.string(), "--json", yaml.string()},
+        {"replay", "--config", (dir / "r.yaml").string(), "--json", (dir / "r.yaml").string()},
+        {"trace", "import", exported.string(), "--out", meta}}) {
+    INFO(fmt::format("{}", fmt::join(args, " ")));
+    CHECK(error_of(args).find("is the input file") != std::string::npos);
+  }
+  CHECK(spin::test::read_file(yaml) == config);
+  CHECK(spin::test::read_file(meta) == meta_bytes);
+  CHECK(error_of({"replay", spt.string(), "--json", (dir / "x.json").string(), "--decision-log",
+                  (dir / "." / "x.json").string()}) ==
+        "spin: error: replay: --json and --decision-log name the same file; give two files\n");
+  CHECK(error_of({"trace", "import", jsonl.string(), "--out", (dir / "y.spt").string(), "--meta",
+                  meta}) ==
+        "spin: error: trace import: --meta names a CSV's metadata file; JSON Lines carry their "
+        "own\n");
   // A failed export leaves no output behind (the filter is checked while writing).
   const auto csv = dir / "r.csv";
   CHECK(error_of({"trace", "export", spt.string(), "--format", "csv", "--request", "999", "--out",
