@@ -370,9 +370,9 @@ json parse_json_line(const std::string& line, const std::string& where) {
   json j;
   try {
     j = json::parse(line, track);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number out of a double's range
     std::string what = e.what();
-    if (const size_t at = what.find("parse error"); at != std::string::npos) what = what.substr(at);
+    if (const size_t at = what.find("] "); at != std::string::npos) what = what.substr(at + 2);
     throw InputError(fmt::format("{}: not valid JSON: {}", where, what));
   }
   if (twice) throw InputError(fmt::format("{}: the field '{}' is given twice", where, *twice));

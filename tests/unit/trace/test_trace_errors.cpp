@@ -433,6 +433,8 @@ TEST_CASE("trace import: JSON Lines errors name the file, the line and what was 
                                     R"({"type":"step","request":5,"layer":0,"layer":1,"step":0,)" +
                                     R"("selections":[[],[]]})") ==
         "t.jsonl:3: the field 'layer' is given twice");
+  CHECK(import_error("t.jsonl", head + step_line(0, "[[1e999],[]]")) ==
+        "t.jsonl:3: not valid JSON: number overflow parsing '1e999'");
 }
 
 TEST_CASE("trace import: CSV errors name the file, the line and what was expected",
