@@ -48,19 +48,36 @@ uint32_t LengthDistribution::sample(double u) const {
 
 std::vector<trace::RequestInfo> make_requests(const WorkloadSection& w, uint64_t seed) {
   std::vector<trace::RequestInfo> out;
-  const auto add = [&](uint64_t arrival_us, uint64_t prompt, uint64_t output) {
+  // Each request within the trace format's limits (trace::validate_request), checked here as
+  // well as by a trace writer, since the simulator reads the generator directly.
+  const auto add = [&](double arrival_us, uint64_t prompt, uint64_t output) {
     if (w.max_prompt_tokens != 0) prompt = std::min<uint64_t>(prompt, w.max_prompt_tokens);
     if (w.max_output_tokens != 0) output = std::min<uint64_t>(output, w.max_output_tokens);
+    if (!(arrival_us <= static_cast<double>(trace::kMaxArrivalUs))) {
+      throw InputError(fmt::format(
+          "generator.workload: request {} arrives at {:.6g} s, past the {} s (31 years) a trace "
+          "holds; {}",
+          out.size(), arrival_us / 1e6, trace::kMaxArrivalUs / 1'000'000,
+          w.name == "list" ? "lower its arrival_us in list" : "raise rate_rps"));
+    }
+    if (prompt >= UINT32_MAX || output >= UINT32_MAX || prompt + output >= UINT32_MAX) {
+      throw InputError(fmt::format(
+          "generator.workload: request {} has {} prompt + {} output tokens; a request holds "
+          "fewer than 2^32 - 1 tokens",
+          out.size(), prompt, output));
+    }
     trace::RequestInfo r;
     r.id = out.size();
-    r.arrival_us = arrival_us;
-    r.prompt_tokens = static_cast<uint32_t>(std::min<uint64_t>(prompt, UINT32_MAX / 2));
-    r.output_tokens = static_cast<uint32_t>(std::min<uint64_t>(output, UINT32_MAX / 2));
+    r.arrival_us = static_cast<uint64_t>(arrival_us);
+    r.prompt_tokens = static_cast<uint32_t>(prompt);
+    r.output_tokens = static_cast<uint32_t>(output);
     r.decode_steps = r.output_tokens;
     out.push_back(r);
   };
   if (w.name == "list") {
-    for (size_t i = 0; i + 2 < w.list.size(); i += 3) add(w.list[i], w.list[i + 1], w.list[i + 2]);
+    for (size_t i = 0; i + 2 < w.list.size(); i += 3) {
+      add(static_cast<double>(w.list[i]), w.list[i + 1], w.list[i + 2]);
+    }
     std::stable_sort(out.begin(), out.end(),
                      [](const auto& a, const auto& b) { return a.arrival_us < b.arrival_us; });
     for (size_t i = 0; i < out.size(); ++i) out[i].id = i;
@@ -80,7 +97,7 @@ std::vector<trace::RequestInfo> make_requests(const WorkloadSection& w, uint64_t
                       "or rate_rps",
                       kMaxRequests));
     }
-    const uint64_t arrival_us = static_cast<uint64_t>(std::llround(t_s * 1e6));
+    const double arrival_us = std::round(t_s * 1e6);
     if (lengths == nullptr) {
       add(arrival_us, w.prompt_tokens, w.output_tokens);
     } else {

@@ -301,6 +301,21 @@ TEST_CASE("trace gen: workloads match their length ranges and means, arrivals ar
   CHECK(listed[0].arrival_us == 0);
   CHECK(listed[0].prompt_tokens == 200);
   CHECK(listed[1].output_tokens == 10);
+  // Requests outside what a trace holds are errors, also where no trace is written (spin sim
+  // reads the generator directly): past 10^15 us, or 2^32 - 1 tokens and more.
+  using Catch::Matchers::Contains;
+  w.list = {99'999'999'999'999'999, 1000, 4};
+  CHECK_THROWS_WITH(gen::make_requests(w, 3),
+                    Contains("request 0 arrives at 1e+11 s, past the 1000000000 s"));
+  w.list = {0, 4'294'967'290, 100};
+  CHECK_THROWS_WITH(
+      gen::make_requests(w, 3),
+      Contains("request 0 has 4294967290 prompt + 64 output tokens"));  // max_output_tokens 64
+  w.name = "longbench-v2";
+  w.list.clear();
+  w.duration_s = 0;
+  w.rate_rps = 1e-300;
+  CHECK_THROWS_WITH(gen::make_requests(w, 3), Contains("raise rate_rps"));
 }
 
 TEST_CASE("trace gen: bad config names the key, unknown names list the known ones", "[unit][gen]") {
