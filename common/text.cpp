@@ -46,4 +46,13 @@ std::string read_text_file(const std::filesystem::path& file, std::string_view w
   return text.str();
 }
 
+std::string yaml_quoted(std::string_view text) {
+  std::string quoted = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') quoted += '\\';
+    quoted += c;
+  }
+  return quoted + '"';
+}
+
 }  // namespace spin

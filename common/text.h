@@ -40,6 +40,10 @@ std::optional<std::string> closest_match(std::string_view word, const Range& can
   return best;
 }
 
+// `text` as a YAML double-quoted scalar, e.g. a"b → "a\"b": the string as it is, never read
+// as a mapping, a number or an escape sequence (a value written into a --set override).
+std::string yaml_quoted(std::string_view text);
+
 // The whole of a text file. Throws InputError "cannot read <what> 'FILE': <reason>" for a
 // directory, a missing or unreadable file; `what` names the kind of file ("config file") or is
 // empty.

@@ -43,7 +43,7 @@ namespace {
 
 // A value as --set takes it: a scalar's text, or a flow list.
 std::string value_text(const Node& n) {
-  if (n.kind == Node::Kind::kScalar) return n.quoted ? fmt::format("\"{}\"", n.text) : n.text;
+  if (n.kind == Node::Kind::kScalar) return n.quoted ? yaml_quoted(n.text) : n.text;
   if (n.kind == Node::Kind::kList) {
     std::vector<std::string> items;
     for (const Node& i : n.items) items.push_back(value_text(i));
@@ -121,6 +121,9 @@ std::vector<std::string> axis_values(const Node& n, const std::string& key) {
 
 using Assignment = std::vector<std::pair<std::string, std::string>>;
 
+// The most points a sweep may have (a typo in a range should not exhaust the memory).
+constexpr std::size_t kMaxPoints = 100'000;
+
 std::vector<Assignment> expand_axis(const Node& axis) {
   if (axis.kind != Node::Kind::kMapping || axis.entries.size() != 1 ||
       (axis.entries[0].key.text != "grid" && axis.entries[0].key.text != "zip")) {
@@ -136,8 +139,12 @@ std::vector<Assignment> expand_axis(const Node& axis) {
     out.push_back({});
     for (const auto& e : body.entries) {
       std::vector<Assignment> next;
+      const std::vector<std::string> values = axis_values(e.value, e.key.text);
+      if (out.size() * values.size() > kMaxPoints)
+        throw InputError(
+            fmt::format("{}: the sweep expands to more than {} points", e.key.where(), kMaxPoints));
       for (const Assignment& a : out) {
-        for (const std::string& v : axis_values(e.value, e.key.text)) {
+        for (const std::string& v : values) {
           Assignment b = a;
           b.emplace_back(e.key.text, v);
           next.push_back(std::move(b));
@@ -260,9 +267,16 @@ void flatten(const nlohmann::ordered_json& j, const std::string& prefix,
   }
 }
 
-// A value as the user wrote it, without the quotes that keep a string a string for --set.
+// A value as the user meant it, without the quotes (and escapes, yaml_quoted) that keep a
+// string a string for --set.
 std::string display(const std::string& v) {
-  return v.size() >= 2 && v.front() == '"' && v.back() == '"' ? v.substr(1, v.size() - 2) : v;
+  if (v.size() < 2 || v.front() != '"' || v.back() != '"') return v;
+  std::string text;
+  for (std::size_t i = 1; i + 1 < v.size(); ++i) {
+    if (v[i] == '\\' && i + 2 < v.size()) ++i;
+    text += v[i];
+  }
+  return text;
 }
 
 std::string point_name(size_t index) { return fmt::format("p{:06}", index); }
@@ -561,14 +575,20 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
         }
       }
       points = std::move(next);
-      if (points.size() > 1000000)
+      if (points.size() > kMaxPoints)
         throw InputError(
-            fmt::format("{}: the sweep expands to more than a million points", axis.where()));
+            fmt::format("{}: the sweep expands to more than {} points", axis.where(), kMaxPoints));
     }
   }
   if (const Node* seeds = root.find("seeds")) {
+    if (std::ranges::find(sweep.swept_keys, "seed") != sweep.swept_keys.end())
+      throw InputError(
+          fmt::format("{}: seeds: key seed is swept by an axis too; give it once", seeds->where()));
     const std::vector<std::string> values = axis_values(*seeds, "seeds");
     sweep.swept_keys.push_back("seed");
+    if (points.size() * values.size() > kMaxPoints)
+      throw InputError(
+          fmt::format("{}: the sweep expands to more than {} points", seeds->where(), kMaxPoints));
     std::vector<Assignment> next;
     for (const Assignment& a : points) {
       for (const std::string& s : values) {

@@ -8,6 +8,7 @@
 #include <new>
 
 #include "common/error.h"
+#include "common/text.h"
 #include "common/version.h"
 
 namespace po = boost::program_options;
@@ -281,17 +282,7 @@ std::vector<std::string> overrides_with_shorthands(const po::variables_map& vm,
     if (!vm.count(option)) continue;
     const boost::any& value = vm[option].value();
     std::string text;
-    if (const auto* s = boost::any_cast<std::string>(&value)) {
-      text = *s;
-      if (literal) {
-        std::string quoted = "\"";
-        for (const char c : text) {
-          if (c == '"' || c == '\\') quoted += '\\';
-          quoted += c;
-        }
-        text = quoted + '"';
-      }
-    }
+    if (const auto* s = boost::any_cast<std::string>(&value)) text = literal ? yaml_quoted(*s) : *s;
     if (const auto* u = boost::any_cast<std::uint32_t>(&value)) text = std::to_string(*u);
     if (const auto* u = boost::any_cast<std::uint64_t>(&value)) text = std::to_string(*u);
     if (const auto* d = boost::any_cast<double>(&value)) text = fmt::format("{}", *d);

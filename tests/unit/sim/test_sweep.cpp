@@ -57,6 +57,13 @@ TEST_CASE("sweep: grids, zips, ranges and seeds expand in order", "[unit][sim]")
   CHECK(s.points[12].values[0].second == "\"spin:shadowkv\"");
   CHECK(s.config(s.points[23]).serving.mode == "spin:shadowkv");
   CHECK(s.config(s.points[23]).seed == 4);
+  // Quoted strings reach the config as written: quotes and backslashes included.
+  write_file(dir / "q.yaml", sweep_text("  - grid:\n"
+                                        "      hardware.transfer.source: [\"c\\\"d\", 'a\\tb']\n"));
+  const spin::sim::Sweep q = spin::sim::load_sweep(dir / "q.yaml");
+  REQUIRE(q.points.size() == 2);
+  CHECK(q.config(q.points[0]).hardware.transfer.source == "c\"d");
+  CHECK(q.config(q.points[1]).hardware.transfer.source == "a\\tb");
   // Range values are rounded to the decimals written (0.1 steps: 0.3, not 0.30000000000000004);
   // the step defaults to 1.
   write_file(dir / "r.yaml",
@@ -91,6 +98,12 @@ TEST_CASE("sweep: malformed files and rejected values name the place", "[unit][s
   const std::string bad = error(sweep_text("  - grid:\n      cache.bucketz: [8]\n"));
   CHECK(bad.find("point 0 (cache.bucketz=8)") != std::string::npos);
   CHECK(bad.find("did you mean") != std::string::npos);
+  // A seed swept twice; more points than a sweep may have (each range alone is short enough).
+  CHECK(error(sweep_text("  - grid:\n      seed: [1, 2]\n", "seeds: [3]\n"))
+            .find("seeds: key seed is swept by an axis too") != std::string::npos);
+  CHECK(error(sweep_text("  - grid:\n      cache.buckets: {from: 1, to: 1000}\n"
+                         "      serving.max_batch_requests: {from: 1, to: 1000}\n"))
+            .find("s.yaml:5:7: the sweep expands to more than 100000 points") != std::string::npos);
   // The override at fault is named by its place in the sweep file: the axis key, the set entry.
   CHECK(bad.find("s.yaml:4:7: point 0 (cache.bucketz=8): --set cache.bucketz=8: unknown key") !=
         std::string::npos);
