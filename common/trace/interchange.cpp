@@ -901,8 +901,10 @@ class CsvRequests {
       if (expected && rows_ != *expected) {
         throw InputError(fmt::format(
             "{}: the CSV holds {} rows of request id {} where its metadata ({}, csv_rows) says "
-            "export wrote {}: the CSV was cut short, or rows were lost",
-            at, rows_, info.id, meta_.requests[*open_].where, *expected));
+            "export wrote {}: {}",
+            at, rows_, info.id, meta_.requests[*open_].where, *expected,
+            rows_ < *expected ? "the CSV was cut short, or rows were lost"
+                              : "rows were added to the CSV"));
       }
       located(at, [&] { w_.end_request(); });
       open_.reset();
@@ -943,6 +945,7 @@ void import_csv(const std::filesystem::path& csv, const std::filesystem::path& m
   }
   constexpr std::array<std::string_view, 5> kColumns = {"request", "layer", "head", "step",
                                                         "partition"};
+  if (line.starts_with("\xEF\xBB\xBF")) line.erase(0, 3);  // a UTF-8 byte order mark
   std::vector<std::string_view> row;
   split_csv(line, row);
   const size_t fields = row.size();
@@ -954,6 +957,10 @@ void import_csv(const std::filesystem::path& csv, const std::filesystem::path& m
           fmt::format("{}: the header row lacks column '{}' (needs request, layer, "
                       "head, step, partition)",
                       lines.where(), kColumns[c]));
+    }
+    if (std::find(it + 1, row.end(), kColumns[c]) != row.end()) {
+      throw InputError(
+          fmt::format("{}: the header row has column '{}' twice", lines.where(), kColumns[c]));
     }
     column[c] = static_cast<size_t>(it - row.begin());
   }

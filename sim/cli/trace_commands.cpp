@@ -168,7 +168,11 @@ int trace_export(const Args& args) {
     trace::export_jsonl(reader, out);
   } else if (format == "csv") {
     const std::vector<uint64_t> rows = trace::export_csv(reader, filter, out);
-    if (file) {
+    if (file && filtered) {
+      // Imported with metadata, the streams left out would read back as empty selections.
+      std::cerr << "spin trace export: a CSV of some streams (--request, --layer, --head) has no "
+                   "metadata file: it cannot be imported back as a trace\n";
+    } else if (file) {
       const std::filesystem::path path = trace::metadata_path_for((*vm)["out"].as<std::string>());
       refuse_input_as_output(input, path, "trace export: --out");
       metadata.emplace(path, "the trace metadata");

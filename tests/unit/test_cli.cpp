@@ -238,9 +238,16 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
   spin::test::write_file(dir / "r.yaml",
                          "model: qwen3-14b\nhardware: h100-sxm\ntrace:\n  path: t.spt\n");
   const auto exported = dir / "e.csv";
-  REQUIRE(run_spin({"trace", "export", spt.string(), "--format", "csv", "--out", exported.string(),
-                    "--request", "0"})
+  REQUIRE(run_spin({"trace", "export", spt.string(), "--format", "csv", "--out", exported.string()})
               .status == 0);
+  // A CSV of some streams gets no metadata: imported, the others would read back as empty.
+  const auto part = dir / "part.csv";
+  const auto filtered = run_spin(
+      {"trace", "export", spt.string(), "--format", "csv", "--out", part.string(), "--layer", "1"});
+  CHECK(filtered.status == 0);
+  CHECK(filtered.err.find("has no metadata file: it cannot be imported back") != std::string::npos);
+  CHECK(std::filesystem::exists(part));
+  CHECK_FALSE(std::filesystem::exists(part.string() + ".meta.jsonl"));
   const std::string meta = exported.string() + ".meta.jsonl";
   const std::string meta_bytes = spin::test::read_file(meta);
   for (const std::vector<std::string>& args :

@@ -481,4 +481,12 @@ TEST_CASE("trace import: CSV errors name the file, the line and what was expecte
         "t.csv: at the end of the input (line 2) (where the rows of request id 5 end): the CSV "
         "holds 1 rows of request id 5 where its metadata (t.csv.meta.jsonl:2: request line, "
         "csv_rows) says export wrote 2: the CSV was cut short, or rows were lost");
+  CHECK(import_error("t.csv", cols + "5,0,0,0,1\n5,0,1,0,0\n5,0,1,0,1\n", counted_meta) ==
+        "t.csv: at the end of the input (line 4) (where the rows of request id 5 end): the CSV "
+        "holds 3 rows of request id 5 where its metadata (t.csv.meta.jsonl:2: request line, "
+        "csv_rows) says export wrote 2: rows were added to the CSV");
+  // A column twice is ambiguous; a UTF-8 byte order mark (spreadsheet exports) is skipped.
+  CHECK(import_error("t.csv", "request,layer,head,step,partition,request\n", meta) ==
+        "t.csv:1: the header row has column 'request' twice");
+  CHECK(import_error("t.csv", "\xEF\xBB\xBF" + cols, meta) == "");
 }
