@@ -536,6 +536,9 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
     if (base->kind != Node::Kind::kScalar)
       throw InputError(fmt::format("{}: base: expected a config file path", base->where()));
     sweep.base = fs::absolute(file).parent_path() / base->text;
+    if (!fs::is_regular_file(*sweep.base))
+      throw InputError(fmt::format("{}: base: no config file {} (relative to the sweep file)",
+                                   base->where(), sweep.base->string()));
   }
   if (const Node* command = root.find("command")) {
     if (command->kind != Node::Kind::kScalar || command->text != "sim")

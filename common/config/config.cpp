@@ -23,6 +23,11 @@ Config checked(Config config) {
 
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets) {
   const std::string text = read_text_file(file, "config file");
+  if (text.find('\0') != std::string::npos) {
+    throw InputError(
+        fmt::format("{}: a binary file, not a YAML config (a trace goes in --trace or trace.path)",
+                    file.string()));
+  }
   return checked(
       parse_config<Config>(text,
                            std::make_shared<const Source>(Source{

@@ -132,21 +132,22 @@ class Fields {
 
 const char* kind_name(PartitionKind k) { return k == PartitionKind::kFixed ? "fixed" : "variable"; }
 
-// The fields a line of each type may have (traces/README.md, "JSON Lines"); csv_rows only
-// means something in a CSV's metadata file.
-std::span<const std::string_view> line_fields(std::string_view type) {
+// The fields a line of each type may have (traces/README.md, "JSON Lines"); a request line of a
+// CSV's metadata file also has csv_rows.
+std::span<const std::string_view> line_fields(std::string_view type, bool csv_metadata = false) {
   static constexpr std::string_view kHeader[] = {"type",       "format", "version", "model",
                                                  "algorithms", "source", "seed"};
   static constexpr std::string_view kRequest[] = {
       "type",          "id",           "arrival_us", "prompt_tokens",
-      "output_tokens", "decode_steps", "algorithm",  "csv_rows"};
+      "output_tokens", "decode_steps", "algorithm",  "csv_rows"};  // csv_rows last
   static constexpr std::string_view kPartitionMap[] = {"type", "request", "layer", "head",
                                                        "cluster_tokens"};
   static constexpr std::string_view kMapGrowth[] = {"type", "request", "layer",
                                                     "head", "step",    "cluster_tokens"};
   static constexpr std::string_view kStep[] = {"type", "request", "layer", "step", "selections"};
   if (type == "header") return kHeader;
-  if (type == "request") return kRequest;
+  if (type == "request")
+    return std::span(kRequest).first(std::size(kRequest) - (csv_metadata ? 0 : 1));
   if (type == "partition_map") return kPartitionMap;
   if (type == "map_growth") return kMapGrowth;
   return kStep;
@@ -218,8 +219,8 @@ ordered_json request_to_json(const TraceHeader& h, const RequestInfo& r) {
           {"algorithm", h.algorithms[r.algorithm].name}};
 }
 
-RequestInfo request_from_json(const TraceHeader& h, const Fields& f) {
-  f.only(line_fields("request"));
+RequestInfo request_from_json(const TraceHeader& h, const Fields& f, bool csv_metadata) {
+  f.only(line_fields("request", csv_metadata));
   RequestInfo r;
   r.id = f.u64("id");
   r.arrival_us = f.u64("arrival_us");
@@ -643,7 +644,7 @@ void import_jsonl(const std::filesystem::path& in, const std::filesystem::path& 
     }
     if (type == "request") {
       end_open(fmt::format("{} (where request id {} ends)", lines.where(), open.value_or(0)));
-      const RequestInfo r = request_from_json(w->header(), f);
+      const RequestInfo r = request_from_json(w->header(), f, false);
       located(f.where(), [&] { w->begin_request(r); });
       open = r.id;
       continue;
@@ -728,7 +729,7 @@ void read_csv_metadata(const std::filesystem::path& path, const std::filesystem:
       continue;
     }
     if (type == "request") {
-      const RequestInfo r = request_from_json(meta.writer->header(), f);
+      const RequestInfo r = request_from_json(meta.writer->header(), f, true);
       if (!meta.by_id.emplace(r.id, meta.requests.size()).second) {
         f.fail(fmt::format("request id {} appears twice", r.id));
       }

@@ -116,7 +116,9 @@ int print_list(const Registry& reg, const std::string& family) {
       std::cout << fmt::format("{:<{}}  {}\n", e.first, width, e.second);
     return 0;
   }
-  throw InputError(fmt::format("spin --list: unknown family '{}'; known families: {}", family,
+  const auto close = closest_match(family, known);
+  throw InputError(fmt::format("spin --list: unknown family '{}'{}; known families: {}", family,
+                               close ? fmt::format(" (did you mean '{}'?)", *close) : "",
                                fmt::join(known, ", ")));
 }
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <iostream>
+#include <optional>
 
 #include "common/atomic_file.h"
 #include "common/error.h"
@@ -63,8 +64,20 @@ gen::TraceGenConfig generator_config(const po::variables_map& vm) {
       {"max-prompt-tokens", "generator.workload.max_prompt_tokens"},
       {"max-output-tokens", "generator.workload.max_output_tokens"}};
   const std::vector<std::string> sets = overrides_with_shorthands(vm, kShorthands);
-  if (vm.count("config")) return gen::load_generator_config(vm["config"].as<std::string>(), sets);
-  return gen::parse_generator_config("", "(defaults)", sets);
+  const gen::TraceGenConfig config =
+      vm.count("config") ? gen::load_generator_config(vm["config"].as<std::string>(), sets)
+                         : gen::parse_generator_config("", "(defaults)", sets);
+  if (config.generator.workload.name == "list") {
+    for (const char* option : {"requests", "duration", "rate"}) {
+      if (vm.count(option)) {
+        throw InputError(
+            fmt::format("--{} does not apply to workload list, whose list gives every request "
+                        "with its arrival",
+                        option));
+      }
+    }
+  }
+  return config;
 }
 
 int trace_gen(const Args& args) {
@@ -134,6 +147,9 @@ int trace_stats(const Args& args) {
                              "trace stats: --json");
     }
   }
+  // Opened before the work, so that an output that cannot be written fails first.
+  std::optional<PartialFile> json;
+  if (vm->count("json")) json.emplace((*vm)["json"].as<std::string>(), "the JSON statistics");
   std::unique_ptr<stats::StatsCollector> collector;
   if (from_gen) {
     const gen::TraceGenConfig config = generator_config(*vm);
@@ -156,9 +172,9 @@ int trace_stats(const Args& args) {
     }
   }
   std::cout << collector->to_text();
-  if (vm->count("json")) {
-    write_file_atomically((*vm)["json"].as<std::string>(), collector->to_json().dump(2) + "\n",
-                          "the JSON statistics");
+  if (json) {
+    json->stream() << collector->to_json().dump(2) << "\n";
+    json->commit();
   }
   return 0;
 }

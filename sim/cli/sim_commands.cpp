@@ -113,8 +113,15 @@ int sim_command(const Args& args) {
   sim::SimOptions so;
   so.threads = thread_count(*vm, "threads", "sim");
   so.keep_iterations = (*vm)["steps"].as<bool>();
-  if (so.keep_iterations && !vm->count("out"))
-    throw InputError("spin sim: --steps writes steps.csv into the --out folder; give --out DIR");
+  if (!vm->count("out")) {
+    for (const char* option : {"steps", "timeline-layers"}) {  // asking for files not written
+      if (!(*vm)[option].defaulted()) {
+        throw InputError(fmt::format(
+            "spin sim: --{} is about the files written into the --out folder; give --out DIR",
+            option));
+      }
+    }
+  }
   so.timeline = vm->count("out") && !(*vm)["no-timeline"].as<bool>();
   so.timeline_layer_iterations = (*vm)["timeline-layers"].as<uint32_t>();
   const bool tty = isatty(STDERR_FILENO);

@@ -143,7 +143,18 @@ TEST_CASE("cli: options that cannot go together are refused, not ignored", "[uni
         "spin: error: trace stats: --algorithm is a generator option, which applies with --gen, "
         "not to a trace FILE\n");
   CHECK(error({"sim", "--steps"}) ==
-        "spin: error: spin sim: --steps writes steps.csv into the --out folder; give --out DIR\n");
+        "spin: error: spin sim: --steps is about the files written into the --out folder; give "
+        "--out DIR\n");
+  CHECK(error({"sim", "--timeline-layers", "2"}).find("--timeline-layers is about the files") !=
+        std::string::npos);
+  CHECK(error({"trace", "gen", "--workload", "list", "--set", "generator.workload.list=[0,10,2]",
+               "--rate", "2", "--out", "x.spt"}) ==
+        "spin: error: --rate does not apply to workload list, whose list gives every request "
+        "with its arrival\n");
+  CHECK(error({"sim", "--config", trace}) ==
+        fmt::format("spin: error: {}: a binary file, not a YAML config (a trace goes in --trace "
+                    "or trace.path)\n",
+                    trace));
   CHECK(error({"--version", "--list"}) ==
         "spin: error: spin --version: expected no arguments after it\n");
 }
@@ -152,6 +163,7 @@ TEST_CASE("cli: an unknown list family names the known ones", "[unit][cli]") {
   const auto r = run_spin({"--list", "nonsense"});
   CHECK(r.status == 2);
   CHECK(r.err.find("unknown family 'nonsense'") != std::string::npos);
+  CHECK(run_spin({"--list", "model"}).err.find("(did you mean 'models'?)") != std::string::npos);
 }
 
 TEST_CASE("cli: bad numbers, paths and files are input errors, found before the work",

@@ -86,6 +86,14 @@ std::vector<trace::RequestInfo> make_requests(const WorkloadSection& w, uint64_t
   const Lengths* lengths = w.name == "longbench-v2"   ? &kLongBenchV2
                            : w.name == "longgenbench" ? &kLongGenBench
                                                       : nullptr;
+  // Far more arrivals than allowed fail before they are drawn one by one (the loop's check
+  // below is the exact one).
+  if (w.duration_s > 0 && w.duration_s * w.rate_rps > 2.0 * kMaxRequests) {
+    throw InputError(fmt::format(
+        "generator.workload: about {:.3g} requests ({} s at {} per s), more than {}; lower "
+        "duration_s or rate_rps",
+        w.duration_s * w.rate_rps, w.duration_s, w.rate_rps, kMaxRequests));
+  }
   Rng arrivals(mix(seed, 0x61727269));  // "arri"
   double t_s = 0;
   for (size_t i = 0;; ++i) {

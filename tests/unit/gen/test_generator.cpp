@@ -316,6 +316,9 @@ TEST_CASE("trace gen: workloads match their length ranges and means, arrivals ar
   w.duration_s = 0;
   w.rate_rps = 1e-300;
   CHECK_THROWS_WITH(gen::make_requests(w, 3), Contains("raise rate_rps"));
+  w.duration_s = 1e9;  // found before a million arrivals are drawn
+  w.rate_rps = 1e9;
+  CHECK_THROWS_WITH(gen::make_requests(w, 3), Contains("about 1e+18 requests"));
 }
 
 TEST_CASE("trace gen: bad config names the key, unknown names list the known ones", "[unit][gen]") {

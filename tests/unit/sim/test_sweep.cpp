@@ -90,6 +90,8 @@ TEST_CASE("sweep: malformed files and rejected values name the place", "[unit][s
     return std::string("no error");
   };
   CHECK(error("axis: []\n").find("s.yaml:1:1: unknown key 'axis'") != std::string::npos);
+  CHECK(error("base: nope.yaml\naxes:\n  - grid:\n      seed: [1]\n")
+            .find("s.yaml:1:7: base: no config file ") != std::string::npos);
   CHECK(error(sweep_text("  - zip:\n      seed: [1, 2]\n      cache.buckets: [8]\n"))
             .find("zip: cache.buckets has 1 values but seed has 2") != std::string::npos);
   CHECK(

@@ -433,6 +433,10 @@ TEST_CASE("trace import: JSON Lines errors name the file, the line and what was 
                                     R"({"type":"step","request":5,"layer":0,"layer":1,"step":0,)" +
                                     R"("selections":[[],[]]})") ==
         "t.jsonl:3: the field 'layer' is given twice");
+  std::string counted_request = kRequestLine;  // csv_rows belongs to a CSV's metadata only
+  counted_request.insert(counted_request.size() - 1, R"(,"csv_rows":2)");
+  CHECK(import_error("t.jsonl", kHeaderLine + "\n" + counted_request + "\n")
+            .starts_with("t.jsonl:2: request line: unknown field 'csv_rows' (expected type, id,"));
   CHECK(import_error("t.jsonl", head + step_line(0, "[[1e999],[]]")) ==
         "t.jsonl:3: not valid JSON: number overflow parsing '1e999'");
 }
