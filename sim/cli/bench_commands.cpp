@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "common/policy/cache_config.h"
 #include "common/policy/metadata.h"
+#include "common/text.h"
 #include "common/trace/memory_source.h"
 #include "sim/cli/stopwatch.h"
 #include "sim/replay.h"
@@ -119,6 +120,9 @@ int bench_core(const Args& args) {
   // k as the config key cache.buffer_ratio takes it (the same range and message).
   config::default_config({fmt::format("cache.buffer_ratio={}", k)});
   const auto policies = (*vm)["policies"].as<std::vector<std::string>>();
+  for (const std::string& name : policies) {  // before the table starts
+    config::default_config({fmt::format("cache.policy={}", yaml_quoted(name))});
+  }
   constexpr policy::PageTableLayout kLayouts[] = {policy::PageTableLayout::kTwoLevel,
                                                   policy::PageTableLayout::kHashed};
   std::vector<policy::PageTableLayout> layouts;
@@ -278,6 +282,17 @@ int bench_sim(const Args& args) {
       fmt::format("trace.generator.workload.max_output_tokens={}", max_output),
       fmt::format("sim.run_ahead={}", (*vm)["run-ahead"].as<uint32_t>())};
   const unsigned threads = thread_count(*vm, "threads", "bench sim");
+  // Every option is checked before the table starts, each error naming its option.
+  require_at_least("bench sim", "requests", requests, 1);
+  require_at_least("bench sim", "run-ahead", (*vm)["run-ahead"].as<uint32_t>(), 1);
+  if (!(rate > 0) || !std::isfinite(rate)) {
+    throw InputError(fmt::format(
+        "spin bench sim: --rate: expected a number of requests per second > 0, got {}", rate));
+  }
+  const auto sampling = (*vm)["sampling"].as<std::vector<unsigned>>();
+  for (const unsigned d : sampling)
+    if (d < 2) require_at_least("bench sim", "sampling", d, 2);
+  config::default_config(generator);  // the rest as the config checks it
 
   std::cout << fmt::format(
       "Simulation: {} LongBench-v2-like requests at {} req/s, {}, spin:shadowkv, "
@@ -287,9 +302,6 @@ int bench_sim(const Args& args) {
       max_output ? fmt::format("outputs <= {} tokens", max_output) : "outputs uncapped",
       (*vm)["run-ahead"].as<uint32_t>(), "run", "threads", "selected pages", "wall s",
       "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit", "rewinds");
-  const auto sampling = (*vm)["sampling"].as<std::vector<unsigned>>();
-  for (const unsigned d : sampling)
-    if (d < 2) throw InputError(fmt::format("--sampling: {} is not a denominator >= 2", d));
   const bool single = vm->count("skip-single-thread") == 0;
   const SimRun exact1 = timed_sim(generator, 1.0, single ? 1 : threads);
   const auto row = [&](const std::string& name, unsigned t, const SimRun& r) {

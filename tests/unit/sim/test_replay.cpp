@@ -1,4 +1,6 @@
+#include <fmt/format.h>
 #include <catch2/catch.hpp>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -120,4 +122,21 @@ TEST_CASE("bench core: --page-tables chooses the layouts timed, and a bad one is
   CHECK(bad.status != 0);
   CHECK(bad.err.find("--page-tables: unknown layout 'flat'; expected two-level or hashed") !=
         std::string::npos);
+}
+
+TEST_CASE("bench core, bench sim: bad options are refused before the table starts", "[unit][sim]") {
+  // Each named as the user gave it.
+  const auto policy = run_spin({"bench", "core", "--policies", "nope"});
+  CHECK(policy.status == 2);
+  CHECK(policy.out.empty());
+  for (const auto& [option, value, message] :
+       {std::tuple{"--requests", "0", "--requests: expected at least 1, got 0"},
+        {"--rate", "nan", "--rate: expected a number of requests per second > 0, got nan"},
+        {"--sampling", "1", "--sampling: expected at least 2, got 1"},
+        {"--run-ahead", "0", "--run-ahead: expected at least 1, got 0"}}) {
+    const auto r = run_spin({"bench", "sim", option, value});
+    CHECK(r.status == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err == fmt::format("spin: error: spin bench sim: {}\n", message));
+  }
 }

@@ -359,5 +359,5 @@ TEST_CASE("bench sim: --skip-single-thread and --sampling choose the runs", "[un
 
   const auto bad = run_spin({"bench", "sim", "--sampling", "0"});
   CHECK(bad.status != 0);
-  CHECK(bad.err.find("--sampling: 0 is not a denominator >= 2") != std::string::npos);
+  CHECK(bad.err.find("--sampling: expected at least 2, got 0") != std::string::npos);
 }
