@@ -39,11 +39,14 @@ struct ModelConfig {
   void visit(V& v) {
     v.presets(preset, "models");
     v.field("description", description, "one line about the model, shown by spin --list models");
-    v.field("layers", layers, "transformer layers (num_hidden_layers)", required().at_least(1));
+    // The bound of a trace's model (trace::validate_header), so that a config's model is checked
+    // before any trace is read.
+    v.field("layers", layers, "transformer layers (num_hidden_layers)",
+            required().at_least(1).at_most(65535));
     v.field("query_heads", query_heads, "attention query heads per layer (num_attention_heads)",
             required().at_least(1));
     v.field("kv_heads", kv_heads, "KV heads per layer (num_key_value_heads)",
-            required().at_least(1));
+            required().at_least(1).at_most(65535));
     v.field("head_dim", head_dim, "elements per head vector", required().at_least(1));
     v.field("hidden_size", hidden_size, "model (residual stream) width, elements",
             required().at_least(1));

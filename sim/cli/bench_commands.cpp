@@ -117,11 +117,20 @@ int bench_core(const Args& args) {
   require_at_least("bench core", "repeats", repeats, 1);
   require_at_least("bench core", "context-tokens", context, 1);
   require_at_least("bench core", "layers", layers, min_layers);
-  // k as the config key cache.buffer_ratio takes it (the same range and message).
-  config::default_config({fmt::format("cache.buffer_ratio={}", k)});
+  // Layers, k and the policies as config keys take them (the same ranges and messages), before
+  // the table starts.
+  const auto check_as_key = [](const std::string& set, const std::string& typed) {
+    try {
+      config::default_config({set});
+    } catch (const InputError& e) {
+      throw named_as_typed(e, set, typed);
+    }
+  };
+  check_as_key(fmt::format("model.layers={}", layers), fmt::format("--layers {}", layers));
+  check_as_key(fmt::format("cache.buffer_ratio={}", k), fmt::format("--buffer-ratio {}", k));
   const auto policies = (*vm)["policies"].as<std::vector<std::string>>();
-  for (const std::string& name : policies) {  // before the table starts
-    config::default_config({fmt::format("cache.policy={}", yaml_quoted(name))});
+  for (const std::string& name : policies) {
+    check_as_key(fmt::format("cache.policy={}", yaml_quoted(name)), "--policies " + name);
   }
   constexpr policy::PageTableLayout kLayouts[] = {policy::PageTableLayout::kTwoLevel,
                                                   policy::PageTableLayout::kHashed};

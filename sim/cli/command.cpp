@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <iostream>
 #include <new>
@@ -277,22 +278,63 @@ void require_at_least(std::string_view name, std::string_view option, std::int64
   }
 }
 
+namespace {
+
+// A shorthand's override as the config loader takes it ("cache.policy=\"lru\"") and as typed
+// ("--policy lru"); nullopt when the option was not given.
+struct ShorthandOverride {
+  std::string set;
+  std::string typed;
+};
+
+std::optional<ShorthandOverride> shorthand_override(const po::variables_map& vm,
+                                                    const Shorthand& shorthand) {
+  const auto& [option, key, literal] = shorthand;
+  if (!vm.count(option)) return std::nullopt;
+  const boost::any& value = vm[option].value();
+  std::string text;
+  if (const auto* s = boost::any_cast<std::string>(&value)) text = *s;
+  if (const auto* u = boost::any_cast<std::uint32_t>(&value)) text = std::to_string(*u);
+  if (const auto* u = boost::any_cast<std::uint64_t>(&value)) text = std::to_string(*u);
+  if (const auto* d = boost::any_cast<double>(&value)) text = fmt::format("{}", *d);
+  // As typed, in single quotes where the value would not read as one word ("--mode 'spin:'").
+  const bool word = !text.empty() && text.back() != ':' && std::ranges::all_of(text, [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) ||
+           std::string_view("_.:/+-").find(c) != std::string_view::npos;
+  });
+  return ShorthandOverride{
+      fmt::format("{}={}", key, literal ? yaml_quoted(text) : text),
+      word ? fmt::format("--{} {}", option, text) : fmt::format("--{} '{}'", option, text)};
+}
+
+}  // namespace
+
 std::vector<std::string> overrides_with_shorthands(const po::variables_map& vm,
                                                    std::span<const Shorthand> shorthands) {
   std::vector<std::string> sets;
-  for (const auto& [option, key, literal] : shorthands) {
-    if (!vm.count(option)) continue;
-    const boost::any& value = vm[option].value();
-    std::string text;
-    if (const auto* s = boost::any_cast<std::string>(&value)) text = literal ? yaml_quoted(*s) : *s;
-    if (const auto* u = boost::any_cast<std::uint32_t>(&value)) text = std::to_string(*u);
-    if (const auto* u = boost::any_cast<std::uint64_t>(&value)) text = std::to_string(*u);
-    if (const auto* d = boost::any_cast<double>(&value)) text = fmt::format("{}", *d);
-    sets.push_back(fmt::format("{}={}", key, text));
+  for (const Shorthand& shorthand : shorthands) {
+    if (const auto o = shorthand_override(vm, shorthand)) sets.push_back(o->set);
   }
   if (vm.count("set"))
     std::ranges::copy(vm["set"].as<std::vector<std::string>>(), std::back_inserter(sets));
   return sets;
+}
+
+InputError named_as_typed(const InputError& e, std::string_view set, std::string_view typed) {
+  const std::string prefix = fmt::format("--set {}:", set);
+  const std::string_view what = e.what();
+  if (!what.starts_with(prefix)) return e;
+  return InputError(fmt::format("{}:{}", typed, what.substr(prefix.size())));
+}
+
+InputError named_as_typed(const InputError& e, const po::variables_map& vm,
+                          std::span<const Shorthand> shorthands) {
+  for (const Shorthand& shorthand : shorthands) {
+    const auto o = shorthand_override(vm, shorthand);
+    if (o && std::string_view(e.what()).starts_with(fmt::format("--set {}:", o->set)))
+      return named_as_typed(e, o->set, o->typed);
+  }
+  return e;
 }
 
 }  // namespace spin::cli

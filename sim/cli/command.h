@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error.h"
+
 namespace spin::cli {
 
 using Args = std::vector<std::string>;
@@ -88,5 +90,13 @@ struct Shorthand {
 // double-quoted string, so that `--mode spin:` is the name 'spin:', not a YAML mapping.
 std::vector<std::string> overrides_with_shorthands(const boost::program_options::variables_map& vm,
                                                    std::span<const Shorthand> shorthands);
+
+// An InputError of the config loader about override SET ("--set SET: ..."), named as the user
+// typed it: "TYPED: ..." (e.g. "--policy lru2: cache.policy: expected ..."). Other errors are
+// returned unchanged.
+InputError named_as_typed(const InputError& e, std::string_view set, std::string_view typed);
+// The same for the overrides that `shorthands` made of the options in `vm`.
+InputError named_as_typed(const InputError& e, const boost::program_options::variables_map& vm,
+                          std::span<const Shorthand> shorthands);
 
 }  // namespace spin::cli

@@ -103,8 +103,12 @@ config::Config config_from_options(const po::variables_map& vm,
                                    const std::vector<std::string>& last) {
   std::vector<std::string> sets = overrides_with_shorthands(vm, shorthands);
   sets.insert(sets.end(), last.begin(), last.end());
-  if (vm.count("config")) return config::load_config(vm["config"].as<std::string>(), sets);
-  return config::default_config(sets);
+  try {
+    if (vm.count("config")) return config::load_config(vm["config"].as<std::string>(), sets);
+    return config::default_config(sets);
+  } catch (const InputError& e) {
+    throw named_as_typed(e, vm, shorthands);
+  }
 }
 
 void check_built_in_trace(const po::variables_map& vm, const config::Config& config,

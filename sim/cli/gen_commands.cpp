@@ -64,9 +64,13 @@ gen::TraceGenConfig generator_config(const po::variables_map& vm) {
       {"max-prompt-tokens", "generator.workload.max_prompt_tokens"},
       {"max-output-tokens", "generator.workload.max_output_tokens"}};
   const std::vector<std::string> sets = overrides_with_shorthands(vm, kShorthands);
-  const gen::TraceGenConfig config =
-      vm.count("config") ? gen::load_generator_config(vm["config"].as<std::string>(), sets)
-                         : gen::parse_generator_config("", "(defaults)", sets);
+  gen::TraceGenConfig config;
+  try {
+    config = vm.count("config") ? gen::load_generator_config(vm["config"].as<std::string>(), sets)
+                                : gen::parse_generator_config("", "(defaults)", sets);
+  } catch (const InputError& e) {
+    throw named_as_typed(e, vm, kShorthands);
+  }
   if (config.generator.workload.name == "list") {
     for (const char* option : {"requests", "duration", "rate"}) {
       if (vm.count(option)) {

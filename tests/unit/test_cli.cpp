@@ -337,11 +337,37 @@ TEST_CASE("cli: a name given to a shorthand option is taken as typed, not as YAM
   // 'spin:' would be a YAML mapping; the shorthand's value is the name 'spin:'.
   const auto sim = run_spin({"sim", "--mode", "spin:"});
   CHECK(sim.status == 2);
-  CHECK(sim.err.find("serving.mode: expected a mode such as spin:shadowkv") != std::string::npos);
+  CHECK(sim.err.find("--mode 'spin:': serving.mode: expected a mode such as spin:shadowkv") !=
+        std::string::npos);
   const auto gen = run_spin({"trace", "gen", "--workload", "x: \"y\"", "--out", "unused.spt"});
   CHECK(gen.status == 2);
-  CHECK(gen.err.find("--set generator.workload.name=\"x: \\\"y\\\"\": generator.workload.name: "
-                     "expected one of") != std::string::npos);
+  CHECK(gen.err.find("--workload 'x: \"y\"': generator.workload.name: expected one of") !=
+        std::string::npos);
+}
+
+TEST_CASE("cli: an error in a shorthand option's value names the option as typed", "[unit][cli]") {
+  // Not the `--set KEY=VALUE` it stands for, which the user never typed.
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{"sim", "--mode", "bogus"}, "--mode bogus: serving.mode: expected a mode"},
+      {{"replay", "--buffer-ratio", "-1"}, "--buffer-ratio -1: cache.buffer_ratio: -1 is out of"},
+      {{"replay", "--pool-scope", "x"}, "--pool-scope x: cache.pool_scope: expected one of"},
+      {{"trace", "gen", "--out", "unused.spt", "--rate", "-1"},
+       "--rate -1: generator.workload.rate_rps: -1 is out of range"},
+      {{"bench", "core", "--layers", "70000"},
+       "--layers 70000: model.layers: 70000 is out of range; expected an integer >= 1 and <= "
+       "65535"},
+      {{"bench", "core", "--policies", "lru", "lur"}, "--policies lur: cache.policy: expected"},
+  };
+  for (const auto& [args, message] : cases) {
+    CAPTURE(args);
+    const auto r = run_spin(args);
+    CHECK(r.status == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind("spin: error: " + message, 0) == 0);
+  }
+  // A later --set of the same key is named as the --set.
+  const auto set = run_spin({"replay", "--policy", "lru", "--set", "cache.policy=lur"});
+  CHECK(set.err.rfind("spin: error: --set cache.policy=lur: cache.policy:", 0) == 0);
 }
 
 TEST_CASE("cli: the built-in default run outside the source tree says where its trace is",

@@ -33,7 +33,7 @@ TEST_CASE("config cli: a bad --set is exit status 2 with the message", "[unit][c
   CHECK(r.out.empty());
   CHECK(r.err ==
         "spin: error: --set model.layers=0: model.layers: 0 is out of range; expected an integer "
-        ">= 1\n");
+        ">= 1 and <= 65535\n");
   const auto missing = run_spin({"config", "show", "/nonexistent.yaml"});
   CHECK(missing.status == 2);
   CHECK(missing.err ==

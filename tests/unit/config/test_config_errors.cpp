@@ -53,15 +53,16 @@ TEST_CASE("config: unknown key with no close match lists the valid keys", "[unit
 
 TEST_CASE("config: a wrong type names the key and what was expected", "[unit][config]") {
   CHECK(error_of(with_model("  preset: qwen3-14b\n  layers: forty\n")) ==
-        "run.yaml:3:11: model.layers: expected an integer >= 1, got 'forty'");
+        "run.yaml:3:11: model.layers: expected an integer >= 1 and <= 65535, got 'forty'");
   CHECK(error_of(with_model("  preset: qwen3-14b\n  layers: 1.5\n")) ==
-        "run.yaml:3:11: model.layers: expected an integer >= 1, got '1.5'");
-  CHECK(error_of(with_model("  preset: qwen3-14b\n  layers: \"40\"\n")) ==
-        "run.yaml:3:11: model.layers: expected an integer >= 1, got the string \"40\"");
+        "run.yaml:3:11: model.layers: expected an integer >= 1 and <= 65535, got '1.5'");
+  CHECK(
+      error_of(with_model("  preset: qwen3-14b\n  layers: \"40\"\n")) ==
+      "run.yaml:3:11: model.layers: expected an integer >= 1 and <= 65535, got the string \"40\"");
   CHECK(error_of(with_model("  preset: qwen3-14b\n  layers: [40]\n")) ==
-        "run.yaml:3:11: model.layers: expected an integer >= 1, got a list");
+        "run.yaml:3:11: model.layers: expected an integer >= 1 and <= 65535, got a list");
   CHECK(error_of(with_model("  preset: qwen3-14b\n  layers:\n")) ==
-        "run.yaml:3:3: model.layers: expected an integer >= 1, got nothing");
+        "run.yaml:3:3: model.layers: expected an integer >= 1 and <= 65535, got nothing");
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: lots}\n") ==
         "run.yaml:2:39: hardware.hbm_gib: expected a number > 0 and <= 1000000, got 'lots'");
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: .inf}\n") ==
@@ -74,12 +75,15 @@ TEST_CASE("config: a wrong type names the key and what was expected", "[unit][co
 
 TEST_CASE("config: out-of-range values name the value and the range", "[unit][config]") {
   CHECK(error_of(with_model("  preset: qwen3-14b\n  layers: 0\n")) ==
-        "run.yaml:3:11: model.layers: 0 is out of range; expected an integer >= 1");
+        "run.yaml:3:11: model.layers: 0 is out of range; expected an integer >= 1 and <= 65535");
   CHECK(error_of("seed: -1\n" + kValid) ==
         "run.yaml:1:7: seed: -1 is out of range; expected an integer >= 0");
-  CHECK(error_of(with_model("  preset: qwen3-14b\n  layers: 4294967296\n")) ==
-        "run.yaml:3:11: model.layers: 4294967296 is out of range; expected an integer >= 1 (at "
+  CHECK(error_of(with_model("  preset: qwen3-14b\n  head_dim: 4294967296\n")) ==
+        "run.yaml:3:13: model.head_dim: 4294967296 is out of range; expected an integer >= 1 (at "
         "most 4294967295)");
+  CHECK(error_of(with_model("  preset: qwen3-14b\n  layers: 65536\n")) ==
+        "run.yaml:3:11: model.layers: 65536 is out of range; expected an integer >= 1 and <= "
+        "65535");
   CHECK(error_of("seed: 18446744073709551616\n" + kValid) ==
         "run.yaml:1:7: seed: 18446744073709551616 is out of range; expected an integer >= 0 (at "
         "most 18446744073709551615)");
@@ -250,7 +254,8 @@ TEST_CASE("config: aliases expand, but not past a size limit or into themselves"
 
 TEST_CASE("config: --set errors name the option instead of a file position", "[unit][config]") {
   CHECK(error_of(kValid, {"model.layers=0"}) ==
-        "--set model.layers=0: model.layers: 0 is out of range; expected an integer >= 1");
+        "--set model.layers=0: model.layers: 0 is out of range; expected an integer >= 1 and <= "
+        "65535");
   CHECK(error_of(kValid, {"model.layerz=48"}) ==
         "--set model.layerz=48: unknown key 'model.layerz'; did you mean 'model.layers'?");
   CHECK(error_of(kValid, {"model.layers"}) ==
