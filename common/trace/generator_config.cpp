@@ -70,6 +70,11 @@ bool known_algorithm(std::string_view name) {
   return std::any_of(kAlgorithms.begin(), kAlgorithms.end(),
                      [&](const AlgorithmSpec& a) { return a.name == name; });
 }
+bool variable_partitions(std::string_view name) {
+  return std::any_of(kAlgorithms.begin(), kAlgorithms.end(), [&](const AlgorithmSpec& a) {
+    return a.name == name && a.info.partition_kind == PartitionKind::kVariable;
+  });
+}
 std::span<const std::pair<std::string_view, std::string_view>> workloads() { return kWorkloads; }
 
 AlgorithmSpec resolve_algorithm(const GeneratorConfig& config, std::string_view path) {

@@ -38,6 +38,8 @@ bool known_workload(std::string_view name);
 // "shadowkv, retroinfer, seer, quest, token" and whether `name` is one of them.
 std::string algorithm_names();
 bool known_algorithm(std::string_view name);
+// Whether algorithm `name` has variable-size partitions (clusters); false for an unknown name.
+bool variable_partitions(std::string_view name);
 
 // Limits that keep a mistyped number from exhausting memory or time: a workload's requests
 // (also of arrivals until duration_s), and the locality windows, whose state grows with them.
@@ -85,12 +87,15 @@ struct GeometrySection {
 
 // Which requests, with which lengths, arriving when.
 struct WorkloadSection {
+  static constexpr uint32_t kDefaultPromptTokens = 32768;
+  static constexpr uint32_t kDefaultOutputTokens = 2048;
+
   std::string name = "longbench-v2";
   uint32_t requests = 16;
   double duration_s = 0;
   double rate_rps = 1.0;
-  uint32_t prompt_tokens = 32768;
-  uint32_t output_tokens = 2048;
+  uint32_t prompt_tokens = kDefaultPromptTokens;
+  uint32_t output_tokens = kDefaultOutputTokens;
   uint32_t max_prompt_tokens = 0;
   uint32_t max_output_tokens = 0;
   std::vector<uint64_t> list;
@@ -121,6 +126,16 @@ struct WorkloadSection {
             [this] { return known_workload(name); });
     v.check("list", "no list with workload " + name + " (the list goes with workload list)",
             [this] { return name == "list" || list.empty(); });
+    // The lengths of workload fixed; another workload draws or lists its own, and would ignore
+    // them (its lengths are capped by max_prompt_tokens and max_output_tokens).
+    v.check("prompt_tokens",
+            "no prompt_tokens with workload " + name +
+                " (it goes with workload fixed; max_prompt_tokens caps the others)",
+            [this] { return name == "fixed" || prompt_tokens == kDefaultPromptTokens; });
+    v.check("output_tokens",
+            "no output_tokens with workload " + name +
+                " (it goes with workload fixed; max_output_tokens caps the others)",
+            [this] { return name == "fixed" || output_tokens == kDefaultOutputTokens; });
     v.check("list", "a multiple of 3 values, each prompt and output >= 1, given with workload list",
             [this] {
               if (name != "list") return true;
@@ -245,6 +260,15 @@ struct GeneratorConfig {
             [this] { return known_algorithm(algorithm); });
     v.field("seed", seed, "seed of every random choice; same config and seed, same trace");
     v.field("geometry", geometry, "overrides of the algorithm's partition geometry and budget");
+    v.check("geometry",
+            "no reindex_interval_tokens, cluster_min_tokens or cluster_max_tokens with "
+            "algorithm " +
+                algorithm + ", whose partitions are fixed (they go with variable partitions)",
+            [this] {
+              return variable_partitions(algorithm) ||
+                     (geometry.reindex_interval_tokens == 0 && geometry.cluster_min_tokens == 0 &&
+                      geometry.cluster_max_tokens == 0);
+            });
     v.field("workload", workload, "request lengths and arrivals");
     v.field("locality", locality, "the locality model of the selections");
   }

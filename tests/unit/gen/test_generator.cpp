@@ -340,6 +340,25 @@ TEST_CASE("trace gen: bad config names the key, unknown names list the known one
                     Contains("generator.workload.list: expected a multiple of 3 values"));
   CHECK_THROWS_WITH(parse({"generator.workload.name=fixed", "generator.workload.list=[0, 1, 2]"}),
                     Contains("generator.workload.list: expected no list with workload fixed"));
+  // Keys the chosen workload or algorithm would ignore.
+  CHECK_THROWS_WITH(parse({"generator.workload.prompt_tokens=4096"}),
+                    Contains("--set generator.workload.prompt_tokens=4096: "
+                             "generator.workload.prompt_tokens: expected no prompt_tokens with "
+                             "workload longbench-v2"));
+  CHECK_THROWS_WITH(parse({"generator.workload.name=list", "generator.workload.list=[0, 1, 2]",
+                           "generator.workload.output_tokens=7"}),
+                    Contains("generator.workload.output_tokens: expected no output_tokens with "
+                             "workload list"));
+  CHECK_NOTHROW(parse({"generator.workload.name=fixed", "generator.workload.prompt_tokens=4096",
+                       "generator.workload.output_tokens=7"}));
+  for (const char* key : {"reindex_interval_tokens", "cluster_min_tokens", "cluster_max_tokens"}) {
+    CHECK_THROWS_WITH(
+        parse({"generator.algorithm=quest", std::string("generator.geometry.") + key + "=9"}),
+        Contains("generator.geometry: expected no reindex_interval_tokens, "
+                 "cluster_min_tokens or cluster_max_tokens with algorithm quest"));
+    CHECK_NOTHROW(parse(
+        {"generator.algorithm=retroinfer", std::string("generator.geometry.") + key + "=20"}));
+  }
   CHECK_THROWS_WITH(parse({"generator.model.layers=2", "generator.locality.poor_layers=3"}),
                     Contains("generator.locality.poor_layers"));
   const gen::TraceGenConfig c = gen::parse_generator_config(
