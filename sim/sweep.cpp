@@ -520,7 +520,7 @@ config::Config Sweep::config(const SweepPoint& point, const std::vector<std::str
 Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_sets) {
   Sweep sweep;
   sweep.file = file;
-  const Node root = config::parse_yaml(read_text_file(file),
+  const Node root = config::parse_yaml(config::read_yaml_file(file, "sweep file"),
                                        std::make_shared<const config::Source>(config::Source{
                                            file.string(), true, fs::absolute(file).parent_path()}));
   if (root.kind != Node::Kind::kMapping)

@@ -21,13 +21,21 @@ Config checked(Config config) {
 
 }  // namespace
 
-Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets) {
-  const std::string text = read_text_file(file, "config file");
-  if (text.find('\0') != std::string::npos) {
-    throw InputError(
-        fmt::format("{}: a binary file, not a YAML config (a trace goes in --trace or trace.path)",
-                    file.string()));
+std::string read_yaml_file(const std::filesystem::path& file, std::string_view what) {
+  const std::string text = read_text_file(file, what);
+  if (text.starts_with("\xff\xfe") || text.starts_with("\xfe\xff")) {
+    throw InputError(fmt::format("{}: a UTF-16 text file; save it as UTF-8", file.string()));
   }
+  if (text.find('\0') != std::string::npos) {
+    throw InputError(fmt::format(
+        "{}: a binary file, not a YAML {}; a trace goes in --trace or a run config's trace.path",
+        file.string(), what));
+  }
+  return text;
+}
+
+Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets) {
+  const std::string text = read_yaml_file(file, "config file");
   return checked(
       parse_config<Config>(text,
                            std::make_shared<const Source>(Source{

@@ -93,6 +93,10 @@ struct Config {
   }
 };
 
+// The text of a YAML file: an InputError naming the file if it is UTF-16 or binary (a trace, say).
+// `what` names it in messages ("config file").
+std::string read_yaml_file(const std::filesystem::path& file, std::string_view what);
+
 // Reads a config file, then applies the --set options ("model.layers=40") in order.
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets = {});
 

@@ -152,9 +152,21 @@ TEST_CASE("cli: options that cannot go together are refused, not ignored", "[uni
         "spin: error: --rate does not apply to workload list, whose list gives every request "
         "with its arrival\n");
   CHECK(error({"sim", "--config", trace}) ==
-        fmt::format("spin: error: {}: a binary file, not a YAML config (a trace goes in --trace "
-                    "or trace.path)\n",
+        fmt::format("spin: error: {}: a binary file, not a YAML config file; a trace goes in "
+                    "--trace or a run config's trace.path\n",
                     trace));
+  CHECK(error({"trace", "gen", "--config", trace, "--out", "x.spt"}) ==
+        fmt::format("spin: error: {}: a binary file, not a YAML generator config file; a trace "
+                    "goes in --trace or a run config's trace.path\n",
+                    trace));
+  CHECK(
+      error({"sweep", trace, "--dry-run"}).find(trace + ": a binary file, not a YAML sweep file") !=
+      std::string::npos);
+  const spin::test::TempDir dir;
+  const std::filesystem::path utf16 = dir / "utf16.yaml";
+  spin::test::write_file(utf16, std::string("\xff\xfes\0e\0e\0d\0:\0 \0001\0", 16));
+  CHECK(error({"sim", "--config", utf16.string()}) ==
+        fmt::format("spin: error: {}: a UTF-16 text file; save it as UTF-8\n", utf16.string()));
   CHECK(error({"--version", "--list"}) ==
         "spin: error: spin --version: expected no arguments after it\n");
 }

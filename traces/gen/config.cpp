@@ -36,7 +36,7 @@ TraceGenConfig parse_generator_config(std::string_view yaml, std::string_view or
 
 TraceGenConfig load_generator_config(const std::string& file,
                                      const std::vector<std::string>& sets) {
-  return parse_generator_config(read_text_file(file, "generator config file"), file, sets);
+  return parse_generator_config(config::read_yaml_file(file, "generator config file"), file, sets);
 }
 
 }  // namespace spin::gen
