@@ -11,6 +11,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 
@@ -624,8 +625,13 @@ double parse_number(const Node& node, const FieldRef& field) {
   double value = 0;
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || !std::isfinite(value)) {
-    fail_value(node, field,
-               fmt::format("{} is out of range; expected {}", printable(node.text), expected));
+    // A double's range: overflow past ~1.8e308, or underflow below ~2.2e-308 (1e-400).
+    const bool tiny = ec == std::errc::result_out_of_range &&
+                      std::abs(std::strtod(std::string(text).c_str(), nullptr)) < 1;
+    fail_value(
+        node, field,
+        fmt::format("{} is {}; expected {}", printable(node.text),
+                    tiny ? "too close to 0 for a double (write 0)" : "out of range", expected));
   }
   check_bounds(value, node, field, expected);
   return value;

@@ -96,6 +96,9 @@ TEST_CASE("config: out-of-range values name the value and the range", "[unit][co
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: 1e999}\n") ==
         "run.yaml:2:39: hardware.hbm_gib: 1e999 is out of range; expected a number > 0 and <= "
         "1000000");
+  CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, hbm_gib: 1e-999}\n") ==
+        "run.yaml:2:39: hardware.hbm_gib: 1e-999 is too close to 0 for a double (write 0); "
+        "expected a number > 0 and <= 1000000");
   // The upper bounds keep modelled times far from the clock's 2^63 ns.
   CHECK(error_of("model: qwen3-14b\nhardware: {preset: h100-sxm, pcie_h2d_gbps: 1e-12}\n") ==
         "run.yaml:2:45: hardware.pcie_h2d_gbps: 1e-12 is out of range; expected a number >= "
