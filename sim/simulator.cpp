@@ -211,11 +211,16 @@ class HostKvMemory final : public serving::MemoryRule {
         ceil_div(std::uint64_t{r.prompt_tokens} + r.tokens, page_tokens_) * page_tokens_;
     return static_cast<std::uint64_t>(std::ceil(static_cast<double>(tokens) * host_per_token_));
   }
+  // Alone on the GPU, the request fits while it prefills (its prompt's KV in HBM; a host-KV
+  // request is never recomputed, so it prefills its prompt only) and at its final context (its
+  // cache, static region and summaries, which grow with the context; its KV is on host).
   bool fits_alone(const serving::RequestState& r) const override {
-    serving::RequestState end = r;
-    end.prefill_target = r.prompt_tokens + r.tokens;
-    const policy::RequestFootprint f = prefill_footprint(end);
-    return budgets_.admission_pages(f) <= budgets_.hbm_pages() && host_need(r) <= host_.capacity();
+    serving::RequestState start = r;
+    start.prefill_target = r.prompt_tokens;
+    const std::uint64_t hbm = budgets_.hbm_pages();
+    return budgets_.admission_pages(prefill_footprint(start)) <= hbm &&
+           budgets_.admission_pages(footprint_(r.id, r.prompt_tokens + r.tokens)) <= hbm &&
+           host_need(r) <= host_.capacity();
   }
   bool admit(const serving::RequestState& r) override {
     // A request preempted before holds its reservation already.
@@ -783,6 +788,11 @@ class Simulation {
       two_level += m.page_table();
       flat += m.flat_page_table;
     }
+    if (result_.sampling < 1) {  // the sampled layers' tables stand for every layer's
+      const double scale = static_cast<double>(cfg_.model.layers) / sampled_layer_count();
+      two_level = static_cast<std::uint64_t>(std::llround(static_cast<double>(two_level) * scale));
+      flat = static_cast<std::uint64_t>(std::llround(static_cast<double>(flat) * scale));
+    }
     if (two_level > result_.metadata_peak_bytes) {
       result_.metadata_peak_bytes = two_level;
       result_.metadata_flat_bytes = flat;
@@ -869,7 +879,8 @@ class Simulation {
 
   void end_iteration() {
     const TimeNs now = events_.now();
-    // New KV to host: a finished prompt, and every page a decoding request just filled.
+    // New KV to host: a finished prompt, and every page a decoding request just filled (of the
+    // original ShadowKV, V only: fetch_fraction, the share of a page's bytes kept on host).
     if (mech_.host_kv) {
       double bytes = 0;
       for (const serving::PrefillChunk& c : plan_.prefills) {
@@ -880,7 +891,7 @@ class Simulation {
           bytes += static_cast<double>(result_.page_bytes) * static_cast<double>(streams_);
       }
       if (bytes > 0)
-        d2h_.start(bytes * share_, cfg_.hardware.pcie_d2h_gbps,
+        d2h_.start(bytes * mech_.fetch_fraction * share_, cfg_.hardware.pcie_d2h_gbps,
                    ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
     }
     const std::vector<std::uint64_t> finished = scheduler_->complete(plan_, now);

@@ -13,6 +13,7 @@
 #include "sim/replay.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
+#include "sim/trace_source.h"
 #include "tests/support.h"
 
 using spin::test::read_file;
@@ -236,6 +237,9 @@ TEST_CASE("simulator: host-KV modes admit only the requests whose KV host memory
       run(source, config({two, "serving.mode=sparse-original:shadowkv"}));
   CHECK(shadowkv.batch_max == 4);
   CHECK(shadowkv.host_kv_peak_bytes == 4 * need / 2);
+  // ... and offloads only V: half of spin's bytes to host (the prompts and the filled pages).
+  CHECK(roomy.d2h_bytes > 0);
+  CHECK(shadowkv.d2h_bytes == Approx(roomy.d2h_bytes / 2));
   // Less than one request: each is rejected, none hangs.
   const auto none = spin::sim::summary_json(
       run(source, config({"hardware.host_memory_gib=" + gib(0.9 * static_cast<double>(need))})));
@@ -243,6 +247,26 @@ TEST_CASE("simulator: host-KV modes admit only the requests whose KV host memory
   CHECK(none["host"]["kv_reserved_peak_bytes"] == 0);
   // Dense modes keep the KV in HBM: no host memory is counted.
   CHECK(run(source, config({two, "serving.mode=dense"})).host_memory_bytes == 0);
+}
+
+TEST_CASE("simulator: a host-KV request runs whose final context exceeds HBM", "[unit][sim]") {
+  // A 1K-token prompt and 8K output tokens: 1.4 GiB of KV at the end, against a KV pool of 0.5
+  // GiB. Spin holds its prompt's KV while it prefills, then only its cache, static region and
+  // summaries; dense must hold it all.
+  const auto run_mode = [](const std::string& mode) {
+    const spin::config::Config c = spin::config::default_config(
+        {"trace.path=", "trace.generator.workload.name=fixed",
+         "trace.generator.workload.prompt_tokens=1024",
+         "trace.generator.workload.output_tokens=8192", "trace.generator.workload.requests=1",
+         "hardware.hbm_gib=28", "serving.gpu_memory_utilization=1", "sim.stream_sampling=0.025",
+         "serving.mode=" + mode});
+    return spin::sim::summary_json(run(*spin::sim::open_trace_source(c), c));
+  };
+  const auto spin_run = run_mode("spin:shadowkv");
+  CHECK(spin_run["requests_finished"] == 1);
+  CHECK(spin_run["requests_rejected"] == 0);
+  CHECK(spin_run["hbm"]["kv_used_peak_bytes"].get<double>() < 0.5 * (1ull << 30));
+  CHECK(run_mode("dense")["requests_rejected"] == 1);
 }
 
 TEST_CASE("simulator: a request that cannot fit is reported as rejected", "[unit][sim]") {
@@ -305,6 +329,11 @@ TEST_CASE("simulator: stream sampling estimates the exact run and is exact at ra
           Approx(exact["hit_ratio"].get<double>()).epsilon(0.02));
     CHECK(sampled["policy"]["accesses"].get<double>() ==
           Approx(exact["policy"]["accesses"].get<double>()).epsilon(0.05));
+    // The sampled layers' page tables stand for every layer's.
+    for (const char* key : {"page_table_peak_bytes", "flat_table_bytes_at_peak"}) {
+      CHECK(sampled["metadata"][key].get<double>() ==
+            Approx(exact["metadata"][key].get<double>()).epsilon(0.05));
+    }
   }
   CHECK(exact["sampled_layer_share"].get<double>() == 1);
   // round(40 × 1/16) = 3 layers (half away from zero); round(40 × 1/64) = 0, and at least 1.
