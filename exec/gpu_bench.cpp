@@ -293,9 +293,7 @@ ResidencyRow bench_residency(const std::string& algorithm, bool per_stream_pools
   const std::uint32_t max_context = context + warmup_steps + timed_steps;
   // The cache of one layer of a request (its KV heads' share), sized at the largest context.
   const std::uint64_t layer_cache = policy::cache_pages(
-      policy::request_footprint(budget, geometry, region_params, heads, max_context, 0)
-          .mandatory_pages,
-      k);
+      policy::request_footprint(budget, geometry, region_params, heads, max_context, 0), k);
   const std::uint32_t pools_per_request = per_stream_pools ? heads : 1;
   const std::uint32_t streams_per_pool = heads / pools_per_request;
   const std::vector<std::uint64_t> parts =

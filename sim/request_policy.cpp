@@ -65,7 +65,7 @@ policy::RequestFootprint RequestSizing::footprint(std::uint32_t context_tokens,
 }
 
 std::uint64_t RequestSizing::cache_pages_at(std::uint32_t context_tokens, double k) const {
-  return policy::cache_pages(footprint(context_tokens).mandatory_pages, k);
+  return policy::cache_pages(footprint(context_tokens), k);
 }
 
 // A lane: the engine of one layer (pools per (request, layer)) or of every layer, with a

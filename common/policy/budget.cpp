@@ -61,14 +61,19 @@ std::uint32_t mandatory_pages_per_stream(const BudgetParams& params,
 RequestFootprint request_footprint(const BudgetParams& params, const PartitionGeometry& geometry,
                                    const StaticRegionParams& static_region, std::uint64_t streams,
                                    std::uint32_t context_tokens, std::uint64_t summary_pages) {
-  return RequestFootprint{
-      streams * mandatory_pages_per_stream(params, geometry, context_tokens),
-      streams * static_page_count(static_region, geometry.page_tokens, context_tokens),
-      summary_pages};
+  const std::uint64_t stream_pages =
+      pages_for_tokens(context_tokens, log2_exact(geometry.page_tokens));
+  const std::uint64_t static_pages =
+      static_page_count(static_region, geometry.page_tokens, context_tokens);
+  return RequestFootprint{streams * mandatory_pages_per_stream(params, geometry, context_tokens),
+                          streams * static_pages, summary_pages,
+                          streams * (stream_pages - std::min(stream_pages, static_pages))};
 }
 
-std::uint64_t cache_pages(std::uint64_t mandatory_pages, double k) {
-  return static_cast<std::uint64_t>(std::floor((1.0 + k) * static_cast<double>(mandatory_pages)));
+std::uint64_t cache_pages(const RequestFootprint& footprint, double k) {
+  const auto pages = static_cast<std::uint64_t>(
+      std::floor((1.0 + k) * static_cast<double>(footprint.mandatory_pages)));
+  return std::min(pages, footprint.dynamic_pages);
 }
 
 BudgetManager::BudgetManager(const BudgetParams& params, std::uint64_t hbm_pages)
@@ -77,9 +82,10 @@ BudgetManager::BudgetManager(const BudgetParams& params, std::uint64_t hbm_pages
 }
 
 std::uint64_t BudgetManager::admission_pages(const RequestFootprint& footprint) const {
-  return static_cast<std::uint64_t>(
-             std::ceil((1.0 + params_.k_min) * static_cast<double>(footprint.mandatory_pages))) +
-         footprint.static_pages + footprint.summary_pages;
+  const auto cache = static_cast<std::uint64_t>(
+      std::ceil((1.0 + params_.k_min) * static_cast<double>(footprint.mandatory_pages)));
+  return std::min(cache, footprint.dynamic_pages) + footprint.static_pages +
+         footprint.summary_pages;
 }
 
 bool BudgetManager::can_admit(const RequestFootprint& footprint) const {
@@ -93,8 +99,7 @@ const BudgetManager::Entry& BudgetManager::entry(std::uint64_t id) const {
 }
 
 std::uint64_t BudgetManager::pages(const Entry& e, double k) const {
-  return policy::cache_pages(e.footprint.mandatory_pages, k) + e.footprint.static_pages +
-         e.footprint.summary_pages;
+  return policy::cache_pages(e.footprint, k) + e.footprint.static_pages + e.footprint.summary_pages;
 }
 
 BudgetManager::Sums& BudgetManager::Sums::operator+=(const Sums& o) {
@@ -196,7 +201,7 @@ double BudgetManager::buffer_ratio(std::uint64_t id) const { return entry(id).k;
 
 std::uint64_t BudgetManager::cache_pages(std::uint64_t id) const {
   const Entry& e = entry(id);
-  return policy::cache_pages(e.footprint.mandatory_pages, e.k);
+  return policy::cache_pages(e.footprint, e.k);
 }
 
 std::uint64_t BudgetManager::used_pages() const { return sums_.used; }

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 
 #include "common/policy/partition.h"
@@ -60,6 +61,8 @@ struct RequestFootprint {
   std::uint64_t mandatory_pages = 0;  // M_r, over all layers and KV heads
   std::uint64_t static_pages = 0;     // static region, over all streams
   std::uint64_t summary_pages = 0;    // GPU-resident summaries, in page units
+  // Pages outside the static region, over all streams: the most its caches can ever hold.
+  std::uint64_t dynamic_pages = std::numeric_limits<std::uint64_t>::max();
 };
 
 // The footprint of a request with `streams` = layers × KV heads at `context_tokens`.
@@ -67,8 +70,9 @@ RequestFootprint request_footprint(const BudgetParams& params, const PartitionGe
                                    const StaticRegionParams& static_region, std::uint64_t streams,
                                    std::uint32_t context_tokens, std::uint64_t summary_pages);
 
-// floor((1 + k)·M_r): the request's cache pages at buffer ratio k.
-std::uint64_t cache_pages(std::uint64_t mandatory_pages, double k);
+// floor((1 + k)·M_r), at most the dynamic pages: the request's cache pages at buffer ratio k (a
+// larger cache would hold nothing more, and would only keep HBM from other requests).
+std::uint64_t cache_pages(const RequestFootprint& footprint, double k);
 
 class BudgetManager {
  public:

@@ -43,10 +43,10 @@ MetadataComparison compare_metadata(const MetadataComparisonConfig& config) {
   const std::uint64_t partitions =
       (std::uint64_t{config.context_tokens} + config.partition_tokens - 1) /
       config.partition_tokens;
-  c.resident_pages_per_stream = std::min<std::uint64_t>(
-      c.pages_per_stream,
-      cache_pages(mandatory_pages_per_stream(budget, geometry, config.context_tokens),
-                  config.buffer_ratio));
+  c.resident_pages_per_stream = cache_pages(
+      {.mandatory_pages = mandatory_pages_per_stream(budget, geometry, config.context_tokens),
+       .dynamic_pages = c.pages_per_stream},
+      config.buffer_ratio);
   const std::uint64_t directory_entries =
       (c.pages_per_stream + config.segment_pages - 1) / config.segment_pages;
   c.segments_per_stream =

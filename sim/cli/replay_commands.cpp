@@ -121,12 +121,13 @@ int replay_command(const Args& args) {
       args, "replay", "[TRACE] [--config FILE] [--set KEY=VALUE]... [options]",
       "Runs the policy core alone over a trace (TRACE, else the config's trace.path or\n"
       "trace.generator), without a timing model: each request's pages compete for its HBM cache\n"
-      "of floor((1 + k)·M_r) pages (M_r: the pages one step may select, from the algorithm's\n"
-      "retrieval budget; k: cache.buffer_ratio) under the replacement policy of the config's\n"
-      "cache section. Prints hits, misses, bypasses, static-region accesses and bytes fetched\n"
-      "per layer and overall (counts are of selected pages), and the peak metadata of one\n"
-      "request: its page tables (cache.page_table) vs a flat worst-case table. The shorthand\n"
-      "options are --set overrides, validated the same way; spin config keys lists the keys.",
+      "of floor((1 + k)·M_r) pages, at most its pages outside the static region (M_r: the\n"
+      "pages one step may select, from the algorithm's retrieval budget; k: cache.buffer_ratio),\n"
+      "under the replacement policy of the config's cache section. Prints hits, misses,\n"
+      "bypasses, static-region accesses and bytes fetched per layer and overall (counts are of\n"
+      "selected pages), and the peak metadata of one request: its page tables\n"
+      "(cache.page_table) vs a flat worst-case table. The shorthand options are --set\n"
+      "overrides, validated the same way; spin config keys lists the keys.",
       options, positional);
   if (!vm) return 0;
 

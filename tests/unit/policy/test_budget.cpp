@@ -53,6 +53,35 @@ TEST_CASE("budget: mandatory pages per stream for the paper's algorithms", "[uni
   CHECK(f.mandatory_pages == 40 * 8 * 256);
   CHECK(f.static_pages == 40 * 8 * (2 + 8));
   CHECK(f.summary_pages == 100);
+  CHECK(f.dynamic_pages == 40 * 8 * (16384 - (2 + 8)));
+}
+
+TEST_CASE("budget: a cache never exceeds the pages outside the static region", "[unit][policy]") {
+  // Token-level top-2048 at a 16K context: M = 2048 pages a stream, against 1024 pages of which
+  // 2 are static (the unfinished page and the local window's). (1 + k)·M would be 5 × 2048.
+  BudgetParams tokens;
+  tokens.kind = BudgetKind::kTokens;
+  tokens.tokens = 2048;
+  const RequestFootprint f =
+      request_footprint(tokens, PartitionGeometry{PartitionKind::kFixed, 16, 1},
+                        StaticRegionParams{0, 16}, 4, 16384, 0);
+  CHECK(f.mandatory_pages == 4 * 1024);  // M is capped at the stream's pages already
+  CHECK(f.dynamic_pages == 4 * (1024 - f.static_pages / 4));
+  CHECK(cache_pages(f, 4.0) == f.dynamic_pages);
+  CHECK(cache_pages(f, 0.0) == f.dynamic_pages);
+  CHECK(cache_pages(RequestFootprint{1000, 0, 0, 3000}, 4.0) == 3000);
+  CHECK(cache_pages(RequestFootprint{1000, 0, 0, 3000}, 1.0) == 2000);
+  // Admission and the pool's use count the capped cache: two such requests fit where uncapped
+  // ones (2 × (2 × 4096 + static)) would not.
+  BudgetParams params;  // k_min 1, k_max 5
+  BudgetManager budget(params, 2 * (f.dynamic_pages + f.static_pages));
+  CHECK(budget.admission_pages(f) == f.dynamic_pages + f.static_pages);
+  budget.admit(1, f);
+  budget.admit(2, f);
+  budget.rebalance();
+  CHECK(budget.cache_pages(1) == f.dynamic_pages);
+  CHECK(budget.used_pages() == 2 * (f.dynamic_pages + f.static_pages));
+  budget.check_invariants();
 }
 
 TEST_CASE("budget: admission needs (1 + k_min)·M plus static pages and summaries",
