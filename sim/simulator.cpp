@@ -38,6 +38,8 @@ constexpr std::uint32_t kShadowKvRank = 160;
 // RetroInfer's GPU cluster cache is 5% of the context for a 1.8% budget: k = 5/1.8 - 1
 // (locality-and-transfer.md, "Default cache sizes in practice").
 constexpr double kRetroInferBufferRatio = 5.0 / 1.8 - 1.0;
+// A buffer ratio whose cache holds every page of a request (caches are capped at its pages).
+constexpr double kEveryPageBufferRatio = 1e9;
 
 enum class Fetch { kNone, kGather, kPerPageCopy, kFree };
 
@@ -92,8 +94,13 @@ Mechanics mechanics_of(const serving::Mode& mode, const config::Config& cfg) {
         m.cpu_roundtrip_per_layer = true;
         m.cache.policy = "lru";
         m.cache.buffer_ratio = kRetroInferBufferRatio;
+      } else {
+        // seer, quest, token: GPU-only originals, all KV in HBM. Their policy counts are those
+        // of a cache of every page: only a page's first selection misses, and moves nothing
+        // (Fetch::kNone).
+        m.cache.policy = "lru";
+        m.cache.buffer_ratio = kEveryPageBufferRatio;
       }
-      // seer, quest, token: GPU-only originals, all KV in HBM.
       break;
   }
   if (cfg.serving.preemption == serving::Preemption::kRecompute) m.recompute = true;

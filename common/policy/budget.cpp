@@ -71,9 +71,10 @@ RequestFootprint request_footprint(const BudgetParams& params, const PartitionGe
 }
 
 std::uint64_t cache_pages(const RequestFootprint& footprint, double k) {
-  const auto pages = static_cast<std::uint64_t>(
-      std::floor((1.0 + k) * static_cast<double>(footprint.mandatory_pages)));
-  return std::min(pages, footprint.dynamic_pages);
+  const double pages = std::floor((1.0 + k) * static_cast<double>(footprint.mandatory_pages));
+  // Compared as doubles first: a huge k must not overflow the conversion.
+  return pages >= static_cast<double>(footprint.dynamic_pages) ? footprint.dynamic_pages
+                                                               : static_cast<std::uint64_t>(pages);
 }
 
 BudgetManager::BudgetManager(const BudgetParams& params, std::uint64_t hbm_pages)

@@ -269,6 +269,23 @@ TEST_CASE("simulator: a host-KV request runs whose final context exceeds HBM", "
   CHECK(run_mode("dense")["requests_rejected"] == 1);
 }
 
+TEST_CASE("simulator: a GPU-only original's cache holds every page", "[unit][sim]") {
+  // SeerAttention-R's original keeps all KV in HBM: only a page's first selection misses, no
+  // page is evicted and nothing crosses PCIe.
+  const spin::config::Config c = spin::config::default_config(
+      {"trace.path=", "trace.generator.algorithm=seer", "trace.generator.workload.name=fixed",
+       "trace.generator.workload.prompt_tokens=8192", "trace.generator.workload.output_tokens=64",
+       "trace.generator.workload.requests=2", "serving.mode=sparse-original:seer"});
+  const auto s = spin::sim::summary_json(run(*spin::sim::open_trace_source(c), c));
+  CHECK(s["policy"]["victims"] == 0);
+  CHECK(s["policy"]["bypassed"] == 0);
+  // At most every page of the two requests' streams (40 layers × 8 KV heads) once.
+  CHECK(s["policy"]["misses"].get<double>() > 0);
+  CHECK(s["policy"]["misses"].get<double>() <= 2.0 * 40 * 8 * (8192 + 64) / 32);
+  CHECK(s["pcie_h2d_bytes"] == 0);
+  CHECK(s["pcie_d2h_bytes"] == 0);
+}
+
 TEST_CASE("simulator: a request that cannot fit is reported as rejected", "[unit][sim]") {
   const spin::trace::MemorySource source = burst();
   const spin::sim::SimResult r = run(
