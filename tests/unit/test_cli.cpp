@@ -428,6 +428,16 @@ TEST_CASE("cli: sim says why a run has no statistics", "[unit][cli]") {
   CHECK(fine.status == 0);
   CHECK(fine.out.find("rejected  ") == std::string::npos);
   CHECK(fine.out.find("no request finished") == std::string::npos);
+  CHECK(fine.out.find("selected     no page") == std::string::npos);
+  // Partitions of 8K tokens on 2K prompts: each touches the static region, none is selected.
+  const auto empty = run_spin(
+      {"sim", "--set", "trace.path=", "--set", "trace.generator.workload.name=fixed", "--set",
+       "trace.generator.workload.prompt_tokens=2048", "--set",
+       "trace.generator.workload.output_tokens=4", "--set", "trace.generator.workload.requests=1",
+       "--set", "trace.generator.geometry.partition_tokens=8192"});
+  CHECK(empty.status == 0);
+  CHECK(empty.out.find("\nselected     no page: the trace selects nothing outside the static") !=
+        std::string::npos);
 }
 
 TEST_CASE("cli: running out of memory is an error of its own (status 3), not a crash",
