@@ -24,9 +24,9 @@ void validate(const BudgetParams& params) {
     throw InputError(fmt::format("buffer ratios: expected 0 <= k_min <= k_max, got {} and {}",
                                  params.k_min, params.k_max));
   }
-  if (!(params.watermark >= 0.0 && params.watermark < 1.0)) {
+  if (!(params.watermark >= 0.0 && params.watermark <= 1.0)) {  // 1: buffers never grow
     throw InputError(
-        fmt::format("watermark: expected a share in [0, 1), got {}", params.watermark));
+        fmt::format("watermark: expected a share in [0, 1], got {}", params.watermark));
   }
 }
 

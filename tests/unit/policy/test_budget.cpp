@@ -302,8 +302,15 @@ TEST_CASE("budget: invalid parameters are input errors", "[unit][policy]") {
   p.k_max = 2;
   CHECK_THROWS_AS(validate(p), InputError);
   p = BudgetParams{};
-  p.watermark = 1.0;
+  p.watermark = 1.5;
   CHECK_THROWS_AS(validate(p), InputError);
+  // A watermark of 1 (the config key's bound) is valid: buffers stay at k_min.
+  p.watermark = 1.0;
+  CHECK_NOTHROW(validate(p));
+  BudgetManager budget(p, 10000);
+  budget.admit(1, RequestFootprint{1000, 0, 0});
+  budget.rebalance();
+  CHECK(budget.buffer_ratio(1) == p.k_min);
 }
 
 }  // namespace spin::policy::test
