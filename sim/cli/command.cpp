@@ -307,6 +307,15 @@ std::optional<ShorthandOverride> shorthand_override(const po::variables_map& vm,
       word ? fmt::format("--{} {}", option, text) : fmt::format("--{} '{}'", option, text)};
 }
 
+// `e` named as typed if it is about override `set`; else nullopt.
+std::optional<InputError> renamed(const InputError& e, std::string_view set,
+                                  std::string_view typed) {
+  const std::string prefix = fmt::format("--set {}:", set);
+  const std::string_view what = e.what();
+  if (!what.starts_with(prefix)) return std::nullopt;
+  return InputError(fmt::format("{}:{}", typed, what.substr(prefix.size())));
+}
+
 }  // namespace
 
 std::vector<std::string> overrides_with_shorthands(const po::variables_map& vm,
@@ -321,18 +330,15 @@ std::vector<std::string> overrides_with_shorthands(const po::variables_map& vm,
 }
 
 InputError named_as_typed(const InputError& e, std::string_view set, std::string_view typed) {
-  const std::string prefix = fmt::format("--set {}:", set);
-  const std::string_view what = e.what();
-  if (!what.starts_with(prefix)) return e;
-  return InputError(fmt::format("{}:{}", typed, what.substr(prefix.size())));
+  return renamed(e, set, typed).value_or(e);
 }
 
 InputError named_as_typed(const InputError& e, const po::variables_map& vm,
                           std::span<const Shorthand> shorthands) {
   for (const Shorthand& shorthand : shorthands) {
-    const auto o = shorthand_override(vm, shorthand);
-    if (o && std::string_view(e.what()).starts_with(fmt::format("--set {}:", o->set)))
-      return named_as_typed(e, o->set, o->typed);
+    if (const auto o = shorthand_override(vm, shorthand)) {
+      if (auto r = renamed(e, o->set, o->typed)) return *r;
+    }
   }
   return e;
 }

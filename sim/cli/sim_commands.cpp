@@ -62,9 +62,8 @@ void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
         "host-KV modes hardware.host_memory_gib)\n",
         rejected, rejected == 1 ? "" : "s");
   }
-  const std::string mode = s["mode"].get<std::string>();
-  if (mode != "dense" && mode != "dense-offload" && s["output_tokens"].get<uint64_t>() > 0 &&
-      s["policy"]["accesses"].get<uint64_t>() == 0) {
+  if (serving::parse_mode(s["mode"].get<std::string>()).sparse() &&
+      s["output_tokens"].get<uint64_t>() > 0 && s["policy"]["accesses"].get<uint64_t>() == 0) {
     out << "selected     no page: the trace selects nothing outside the static region (sinks, "
            "local window), e.g. partitions so large that each touches it; attention read the "
            "static region only\n";
