@@ -33,16 +33,8 @@ if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
 fi
 
 BUILD_DIR=${BUILD_DIR:-build}
-# Meson's and ninja's output goes to a log; on failure its end is shown, so an error is never hidden.
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
-run_logged() {
-  if ! "$@" >"$log" 2>&1; then
-    echo "bootstrap: '$*' failed; the end of its output:" >&2
-    tail -n 60 "$log" >&2
-    exit 1
-  fi
-}
+# shellcheck source=scripts/run_logged.sh
+. scripts/run_logged.sh
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   # CUDA compiles through scripts/nvcc-deps.sh, which adds the dependency files that make header
   # edits rebuild .cu objects; a machine file in the build folder names it (absolute path).

@@ -23,16 +23,10 @@ fi
 dir=$1
 shift
 
-log=$(mktemp)
+# shellcheck source=scripts/run_logged.sh
+. scripts/run_logged.sh
 work=$(mktemp -d)
-trap 'rm -rf "$log" "$work"' EXIT
-run_logged() {
-  if ! "$@" >"$log" 2>&1; then
-    echo "build_pgo: '$*' failed; the end of its output:" >&2
-    tail -n 60 "$log" >&2
-    exit 1
-  fi
-}
+trap 'rm -rf "$work"' EXIT
 
 if [ -f "$dir/build.ninja" ]; then
   run_logged meson configure "$dir" -Db_pgo=generate "$@"
