@@ -209,8 +209,12 @@ class HostKvMemory final : public serving::MemoryRule {
 
   policy::RequestFootprint prefill_footprint(const serving::RequestState& r) const {
     policy::RequestFootprint f = footprint_(r.id, r.prefill_target);
-    f.static_pages += ceil_div(r.prefill_target, page_tokens_) * streams_;
+    f.static_pages += prompt_pages(r);
     return f;
+  }
+  // The pages of the prompt's KV over all streams, held in HBM from prefill to offload.
+  std::uint64_t prompt_pages(const serving::RequestState& r) const {
+    return ceil_div(r.prefill_target, page_tokens_) * streams_;
   }
   // The host bytes the request's KV takes at its final context.
   std::uint64_t host_need(const serving::RequestState& r) const {
@@ -251,6 +255,24 @@ class HostKvMemory final : public serving::MemoryRule {
     budgets_.rebalance();
     if (r.phase == serving::Phase::kFinished) host_.free(r.id);
   }
+  // The request's prefill ends and its prompt's KV starts on its way to host; that KV stays in
+  // HBM until end_offload (the copy's end), as an entry of its own, so that neither the
+  // request's next footprint nor its finishing frees it early. The pages only move between
+  // entries, so they fit.
+  void start_offload(const serving::RequestState& r) {
+    budgets_.update(r.id, footprint_(r.id, r.prefill_target));
+    budgets_.admit(offload_key(r.id), {.mandatory_pages = 0,
+                                       .static_pages = prompt_pages(r),
+                                       .summary_pages = 0,
+                                       .dynamic_pages = 0});
+    ++offloads_;
+  }
+  void end_offload(std::uint64_t id) {
+    budgets_.release(offload_key(id));
+    budgets_.rebalance();
+    --offloads_;
+  }
+  bool releasing() const override { return offloads_ > 0; }
   std::uint64_t cache_pages(std::uint64_t id) const { return budgets_.cache_pages(id); }
   double buffer_ratio(std::uint64_t id) const { return budgets_.buffer_ratio(id); }
   std::uint64_t used_pages() const { return budgets_.used_pages(); }
@@ -258,12 +280,16 @@ class HostKvMemory final : public serving::MemoryRule {
   std::uint64_t host_peak_bytes() const { return host_.peak(); }
 
  private:
+  // Budget entries of prompts on their way to host, apart from their requests' ids (trace indices).
+  static std::uint64_t offload_key(std::uint64_t id) { return id | (std::uint64_t{1} << 63); }
+
   policy::BudgetManager budgets_;
   Footprint footprint_;
   std::uint64_t page_tokens_;
   std::uint64_t streams_;
   Reservations host_;  // bytes of host DRAM (over all GPUs) by request id
   double host_per_token_;
+  std::size_t offloads_ = 0;  // prompts whose KV is still being copied to host
 };
 
 // Running ahead (docs/simulator.md): the caches the running requests will have at their next
@@ -555,6 +581,7 @@ class Simulation {
     result_.requests.resize(infos.size());
     sizings_.resize(infos.size());
     policies_.resize(infos.size());
+    offload_copies_.assign(infos.size(), 0);
     for (std::size_t i = 0; i < infos.size(); ++i) {
       const trace::RequestInfo& info = infos[i];
       RequestRecord& rec = result_.requests[i];
@@ -631,32 +658,62 @@ class Simulation {
     const TimeNs now = events_.now();
     plan_ = scheduler_->plan(now);
     for (std::uint64_t id : plan_.rejected) result_.requests[id].rejected = true;
-    for (std::uint64_t id : plan_.preempted) preempted(id);
+    // Swaps run before the iteration, on the critical path, as vLLM's are: the KV of requests
+    // preempted with their KV kept goes to host (the HBM it leaves is what the plan gave to
+    // others), and that of requests resumed comes back.
+    double swap_out = 0, swap_in = 0;
+    for (std::uint64_t id : plan_.preempted) {
+      preempted(id);
+      if (!mech_.host_kv && scheduler_->request(id).resumes())
+        swap_out += kv_bytes(scheduler_->request(id).context_tokens());
+    }
+    for (std::uint64_t id : plan_.resumed) {
+      if (!mech_.host_kv) swap_in += kv_bytes(scheduler_->request(id).context_tokens());
+    }
     if (plan_.empty() && plan_.resumed.empty()) {
       if (scheduler_->done()) return;
+      // Nothing runs: wait for the next arrival, or for a prompt's KV to leave HBM.
       const TimeNs next = scheduler_->next_arrival();
-      if (next == std::numeric_limits<TimeNs>::max())
+      const bool arrives = next != std::numeric_limits<TimeNs>::max();
+      if (!arrives && !memory_->releasing())
         throw InvariantError("simulator: requests wait but nothing runs and none arrive");
-      events_.schedule(std::max(next, now), [this] { start_iteration(); });
+      idle_ = true;
+      if (arrives)
+        events_.schedule(std::max(next, now), [this, wake = ++wakes_] { wake_up(wake); });
       return;
     }
     iteration_start_ = now;
     kv_used_at_start_ = kv_used_bytes();
     result_.kv_used_peak_bytes = std::max(result_.kv_used_peak_bytes, kv_used_at_start_);
     run_policies();
-    // A swapped-out request's KV comes back before the iteration (vLLM swaps in synchronously).
-    double swap_in = 0;
-    for (std::uint64_t id : plan_.resumed) {
-      if (!mech_.host_kv) swap_in += kv_bytes(scheduler_->request(id).context_tokens());
+    // The layers start once both swaps have ended; an iteration that only swaps requests back in
+    // runs none.
+    pending_ = 1 + (swap_out > 0) + (swap_in > 0);
+    const auto layers = [this] {
+      if (--pending_ > 0) return;
+      plan_.empty() ? end_iteration() : start_layer(0);
+    };
+    const TimeNs latency = ns(cfg_.hardware.pcie_latency_us * 1e3);
+    if (swap_out > 0) {
+      d2h_.start(swap_out * share_, cfg_.hardware.pcie_d2h_gbps, latency, [this, now, layers] {
+        if (opt_.timeline) timeline_.span("copy D2H", "swap out", now, events_.now());
+        layers();
+      });
     }
-    // An iteration that only swaps requests back in runs no layers.
-    auto layers = [this] { plan_.empty() ? end_iteration() : start_layer(0); };
     if (swap_in > 0) {
-      h2d_.start(swap_in * share_, cfg_.hardware.pcie_h2d_gbps,
-                 ns(cfg_.hardware.pcie_latency_us * 1e3), layers);
-    } else {
-      layers();
+      h2d_.start(swap_in * share_, cfg_.hardware.pcie_h2d_gbps, latency, [this, now, layers] {
+        if (opt_.timeline) timeline_.span("copy H2D", "swap in", now, events_.now());
+        layers();
+      });
     }
+    layers();
+  }
+
+  // An idle simulation starts its next iteration at the latest wake-up it was given.
+  void wake_up(std::uint64_t wake) {
+    if (!idle_ || wake != wakes_) return;
+    idle_ = false;
+    start_iteration();
   }
 
   void preempted(std::uint64_t id) {
@@ -664,11 +721,6 @@ class Simulation {
     ++result_.requests[id].preemptions;
     ++preempted_this_iteration_;
     drop_policy(id);  // a resumed request starts with a cold cache
-    // A dense request that keeps its KV swaps it out, in the background.
-    if (!mech_.host_kv && scheduler_->request(id).resumes()) {
-      d2h_.start(kv_bytes(scheduler_->request(id).context_tokens()) * share_,
-                 cfg_.hardware.pcie_d2h_gbps, ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
-    }
   }
 
   // Steps the policy core of every request that attends this iteration, on the worker threads.
@@ -823,6 +875,7 @@ class Simulation {
 
   void after_select(std::uint32_t layer) {
     const TimeNs now = events_.now();
+    if (mech_.host_kv && !plan_.prefills.empty()) offload_chunks(layer);
     pending_ = 2;
     // Page fetches for the decoding requests, on the H2D link.
     const double bytes = layer_miss_bytes_[layer] * mech_.fetch_fraction * share_;
@@ -886,20 +939,20 @@ class Simulation {
 
   void end_iteration() {
     const TimeNs now = events_.now();
-    // New KV to host: a finished prompt, and every page a decoding request just filled (of the
-    // original ShadowKV, V only: fetch_fraction, the share of a page's bytes kept on host).
     if (mech_.host_kv) {
-      double bytes = 0;
+      // A prompt whose copies to host have not all ended keeps its KV in HBM until they have.
       for (const serving::PrefillChunk& c : plan_.prefills) {
-        if (c.last) bytes += kv_bytes(scheduler_->request(c.id).prefill_target);
+        if (c.last && offload_copies_[c.id] > 0)
+          host_memory_->start_offload(scheduler_->request(c.id));
       }
+      // Every page a decoding request just filled goes to host; it is in the request's local
+      // window, in HBM anyway, so its copy gates nothing.
+      double bytes = 0;
       for (std::uint64_t id : plan_.decodes) {
         if (scheduler_->request(id).context_tokens() % page_tokens_ == 0)
           bytes += static_cast<double>(result_.page_bytes) * static_cast<double>(streams_);
       }
-      if (bytes > 0)
-        d2h_.start(bytes * mech_.fetch_fraction * share_, cfg_.hardware.pcie_d2h_gbps,
-                   ns(cfg_.hardware.pcie_latency_us * 1e3), [] {});
+      if (bytes > 0) to_host(bytes, [] {});
     }
     const std::vector<std::uint64_t> finished = scheduler_->complete(plan_, now);
     for (std::uint64_t id : finished) drop_policy(id);
@@ -939,6 +992,40 @@ class Simulation {
       opt_.progress(static_cast<double>(now) * 1e-9, done, scheduler_->requests().size());
     }
     start_iteration();
+  }
+
+  // Copies `bytes` (all GPUs) of KV to host on the device-to-host link; `done` runs at its end.
+  void to_host(double bytes, EventQueue::Action done) {
+    d2h_.start(bytes * mech_.fetch_fraction * share_, cfg_.hardware.pcie_d2h_gbps,
+               ns(cfg_.hardware.pcie_latency_us * 1e3), std::move(done));
+  }
+
+  // Host-KV modes: the KV the prefill chunks just wrote at `layer` goes to host (of the original
+  // ShadowKV, V only), overlapping the rest of the iteration, as ShadowKV offloads layer by
+  // layer. A prompt's KV stays in HBM until its last copy ends: where the link keeps up, at its
+  // last chunk's iteration's end.
+  void offload_chunks(std::uint32_t layer) {
+    std::uint64_t tokens = 0;
+    std::vector<std::uint64_t> ids;
+    for (const serving::PrefillChunk& c : plan_.prefills) {
+      tokens += c.tokens;
+      ids.push_back(c.id);
+      ++offload_copies_[c.id];
+    }
+    const TimeNs start = events_.now();
+    to_host(kv_bytes(tokens) / cfg_.model.layers,
+            [this, layer, start, detail = layer_detail(), ids = std::move(ids)] {
+              if (detail)
+                timeline_.span("copy D2H", fmt::format("L{} offload", layer), start, events_.now());
+              for (std::uint64_t id : ids) {
+                if (--offload_copies_[id] == 0 &&
+                    scheduler_->request(id).prefilled == scheduler_->request(id).prefill_target) {
+                  host_memory_->end_offload(id);
+                  if (idle_)
+                    events_.schedule(events_.now(), [this, wake = ++wakes_] { wake_up(wake); });
+                }
+              }
+            });
   }
 
   SimResult finish() {
@@ -985,7 +1072,8 @@ class Simulation {
   std::unique_ptr<serving::Scheduler> scheduler_;
   std::vector<std::unique_ptr<RequestSizing>> sizings_;
   std::vector<std::unique_ptr<RequestPolicy>> policies_;
-  policy::PolicyStats sampled_layer_mean_;  // sampled runs: what each layer is credited with
+  std::vector<std::uint32_t> offload_copies_;  // by request: copies of its prompt's KV in flight
+  policy::PolicyStats sampled_layer_mean_;     // sampled runs: what each layer is credited with
 
   // The iteration in flight.
   serving::IterationPlan plan_;
@@ -1005,6 +1093,8 @@ class Simulation {
   std::uint64_t iteration_hits_ = 0, iteration_misses_ = 0;
   std::uint32_t preempted_this_iteration_ = 0;
   std::uint64_t iteration_ = 0;
+  bool idle_ = false;        // nothing runs: waiting for an arrival or for HBM to be released
+  std::uint64_t wakes_ = 0;  // wake-ups given while idle (only the latest counts)
   double batch_weighted_ = 0;
   TimeNs busy_ns_ = 0;
 };

@@ -118,7 +118,7 @@ IterationPlan Scheduler::plan(TimeNs now) {
       continue;
     }
     if (!memory_.admit(r)) {
-      if (running_.empty()) {  // nothing to wait for: it cannot fit on this GPU
+      if (running_.empty() && !memory_.releasing()) {  // nothing to wait for: it cannot fit
         reject();
         continue;
       }

@@ -14,7 +14,8 @@
 //    admitted only if memory admits it. A request that memory could not admit blocks those
 //    behind it (FCFS, no overtaking).
 // A request produces `tokens` tokens: the first when its prefill completes, then one per decode
-// iteration. Requests that can never fit are reported, not retried forever.
+// iteration. Requests that can never fit are reported, not retried forever; one that does not fit
+// while nothing runs waits only if memory is being released (MemoryRule::releasing).
 //
 // Memory is a MemoryRule supplied by the mode (dense: the whole KV; host-KV modes: the minimum
 // working-set footprint). Complexity per plan: O(running + admitted) plus the rule's calls.
@@ -71,6 +72,9 @@ class MemoryRule {
   // off): whether there is room to keep its KV (e.g. swap space in host memory), which it then
   // holds until its admit() to resume. False: it is recomputed instead. Called before release(r).
   virtual bool keep(const RequestState&) { return true; }
+  // Whether memory is held that frees without a call here (KV still being copied out of HBM):
+  // a request that does not fit while nothing runs waits for it rather than being rejected.
+  virtual bool releasing() const { return false; }
 };
 
 struct PrefillChunk {

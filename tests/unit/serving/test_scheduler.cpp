@@ -40,6 +40,12 @@ class TokenMemory : public MemoryRule {
     held_.erase(r.id);
   }
   std::uint64_t used() const { return used_; }
+  // Tokens held apart from any request, freed without the scheduler (KV on its way to host).
+  void hold(std::uint64_t n) {
+    used_ += n - held_outside_;
+    held_outside_ = n;
+  }
+  bool releasing() const override { return held_outside_ > 0; }
 
  private:
   bool take(std::uint64_t id, std::uint64_t n) {
@@ -52,7 +58,7 @@ class TokenMemory : public MemoryRule {
   }
   std::uint64_t capacity_, used_ = 0;
   std::map<std::uint64_t, std::uint64_t> held_;
-  std::uint64_t keep_room_, kept_tokens_ = 0, keep_calls_ = 0;
+  std::uint64_t keep_room_, kept_tokens_ = 0, keep_calls_ = 0, held_outside_ = 0;
   std::set<std::uint64_t> kept_;
 };
 
@@ -216,6 +222,22 @@ TEST_CASE("scheduler: a request that can never fit is rejected, not retried fore
   CHECK(s.request(0).phase == Phase::kRejected);
   REQUIRE(p.prefills.size() == 1);
   CHECK(p.prefills[0].id == 1);
+}
+
+TEST_CASE("scheduler: with nothing running, a request waits for memory being released",
+          "[unit][serving]") {
+  TokenMemory memory(100);
+  memory.hold(80);
+  Scheduler s({request(0, 0, 50, 2)}, {8, 1000, true}, memory);
+  // 50 tokens do not fit next to the 80 held, but the 80 are being released: it waits.
+  IterationPlan p = s.plan(0);
+  CHECK(p.empty());
+  CHECK(p.rejected.empty());
+  CHECK(s.request(0).phase == Phase::kQueued);
+  memory.hold(0);
+  p = s.plan(1);
+  REQUIRE(p.prefills.size() == 1);
+  CHECK(p.prefills[0].id == 0);
 }
 
 TEST_CASE("scheduler: batch limits cap requests and tokens per iteration", "[unit][serving]") {

@@ -94,19 +94,23 @@ TEST_CASE("simulator: running ahead gives the outputs of lockstep, under memory 
   // forecast of the caches (the scheduler run ahead) is exact; later arrivals are admitted at
   // iterations it guessed from the last one's duration, and some guesses are wrong, so caches a
   // layer ran ahead under are rewound (with the rewind left out, this test fails).
+  // A slow device-to-host link holds prompts in HBM until times the forecast does not know.
   struct Case {
     const spin::trace::MemorySource* source;
     std::string hbm;
     bool rewound;
+    std::string d2h_gbps = "55.2";
   };
   for (const Case& k : {Case{&all_at_once, "80", false}, Case{&all_at_once, "29", false},
-                        Case{&staggered, "29.3", true}}) {
-    INFO("hbm " << k.hbm << (k.source == &staggered ? ", staggered" : ", at once"));
+                        Case{&staggered, "29.3", true}, Case{&all_at_once, "29", true, "1"}}) {
+    INFO("hbm " << k.hbm << (k.source == &staggered ? ", staggered" : ", at once") << ", d2h "
+                << k.d2h_gbps);
     std::uint64_t rewinds = 0;  // of the last run
     const auto outputs = [&](const std::string& run_ahead) {
       const spin::sim::SimResult r =
-          run(*k.source, config({"hardware.hbm_gib=" + k.hbm, "serving.gpu_memory_utilization=1",
-                                 "sim.run_ahead=" + run_ahead}));
+          run(*k.source,
+              config({"hardware.hbm_gib=" + k.hbm, "serving.gpu_memory_utilization=1",
+                      "hardware.pcie_d2h_gbps=" + k.d2h_gbps, "sim.run_ahead=" + run_ahead}));
       rewinds = r.run_ahead_rewinds;
       return spin::sim::summary_json(r).dump() + spin::sim::requests_csv(r) +
              spin::sim::steps_csv(r);
@@ -247,6 +251,46 @@ TEST_CASE("simulator: host-KV modes admit only the requests whose KV host memory
   CHECK(none["host"]["kv_reserved_peak_bytes"] == 0);
   // Dense modes keep the KV in HBM: no host memory is counted.
   CHECK(run(source, config({two, "serving.mode=dense"})).host_memory_bytes == 0);
+}
+
+TEST_CASE("simulator: KV on its way to host holds its HBM until the copy ends", "[unit][sim]") {
+  const spin::trace::MemorySource source = burst();
+  // Each 8K prompt's KV is 1.25 GiB (160 KiB a token); a slow device-to-host link takes 2.7 s to
+  // copy one. The prefill copies it layer by layer; the prompt's pages stay in HBM until the
+  // copy ends.
+  const std::string slow = "hardware.pcie_d2h_gbps=0.5";
+  const spin::sim::SimResult fast = run(source, config());
+  const spin::sim::SimResult held = run(source, config({slow}));
+  // Without memory pressure nothing waits for the copies: the same times, but once all four
+  // prompts are prefilled, their KV is still in HBM.
+  CHECK(held.end_ns == fast.end_ns);
+  CHECK(held.d2h_bytes == fast.d2h_bytes);
+  std::size_t first_decode_only = 0;
+  while (fast.iterations[first_decode_only].prefill_tokens > 0) ++first_decode_only;
+  CHECK(held.iterations[first_decode_only].kv_used_bytes -
+            fast.iterations[first_decode_only].kv_used_bytes ==
+        4 * (1ull << 30) * 5 / 4);
+  CHECK(held.kv_used_peak_bytes > fast.kv_used_peak_bytes);
+  // With 2.5 GiB of KV pool, a prompt held in HBM keeps the next from being admitted.
+  const std::vector<std::string> small = {"hardware.hbm_gib=30",
+                                          "serving.gpu_memory_utilization=1"};
+  const spin::sim::SimResult fast_small = run(source, config(small));
+  auto sets = small;
+  sets.push_back(slow);
+  const spin::sim::SimResult held_small = run(source, config(sets));
+  CHECK(fast_small.batch_max == 4);
+  CHECK(held_small.requests.back().admitted_ns > fast_small.requests.back().admitted_ns + 2e9);
+  CHECK(held_small.end_ns > fast_small.end_ns);
+
+  // A swap out runs before the iteration that preempts (as vLLM's): at 1 GB/s, that iteration
+  // lasts at least the preempted request's KV (8K tokens or more, 1.34 GB) over the link.
+  sets = {"hardware.hbm_gib=30.0126", "serving.gpu_memory_utilization=1",
+          "serving.mode=dense-offload", "hardware.pcie_d2h_gbps=1"};
+  const spin::sim::SimResult swapping = run(source, config(sets));
+  REQUIRE(swapping.preemptions > 0);
+  for (const auto& it : swapping.iterations) {
+    if (it.preempted > 0) CHECK(it.end_ns - it.start_ns >= 1'340'000'000 * it.preempted);
+  }
 }
 
 TEST_CASE("simulator: a host-KV request runs whose final context exceeds HBM", "[unit][sim]") {
