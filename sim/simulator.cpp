@@ -661,14 +661,17 @@ class Simulation {
     // Swaps run before the iteration, on the critical path, as vLLM's are: the KV of requests
     // preempted with their KV kept goes to host (the HBM it leaves is what the plan gave to
     // others), and that of requests resumed comes back.
+    // A swap moves what the request holds: its blocks, with the summaries of a sparse original.
+    const auto swapped = [this](std::uint64_t id) {
+      return static_cast<double>(dense_memory_->need(scheduler_->request(id).context_tokens()));
+    };
     double swap_out = 0, swap_in = 0;
     for (std::uint64_t id : plan_.preempted) {
       preempted(id);
-      if (!mech_.host_kv && scheduler_->request(id).resumes())
-        swap_out += kv_bytes(scheduler_->request(id).context_tokens());
+      if (!mech_.host_kv && scheduler_->request(id).resumes()) swap_out += swapped(id);
     }
     for (std::uint64_t id : plan_.resumed) {
-      if (!mech_.host_kv) swap_in += kv_bytes(scheduler_->request(id).context_tokens());
+      if (!mech_.host_kv) swap_in += swapped(id);
     }
     if (plan_.empty() && plan_.resumed.empty()) {
       if (scheduler_->done()) return;

@@ -3,6 +3,8 @@
 // rules of the modes, and its errors.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -196,6 +198,8 @@ TEST_CASE("simulator: under memory pressure dense preempts while spin keeps the 
   CHECK(offload.host_memory_bytes == 256ull << 30);
   CHECK(offload.host_kv_peak_bytes > 0);
   CHECK(offload.host_kv_peak_bytes <= offload.kv_pool_bytes);
+  // A swap moves what it reserves on host: whole 16-token blocks of 160 KiB a token.
+  CHECK(std::fmod(offload.d2h_bytes, 16.0 * 163840) == 0);
   // Host memory too small for one preempted request's KV (at least its 8K-token prompt, 1.25
   // GiB): every preemption recomputes, as with serving.preemption=recompute.
   sets.push_back("hardware.host_memory_gib=1");
