@@ -13,10 +13,9 @@ namespace {
 constexpr std::string_view kDefaultConfig = "configs/default.yaml";
 
 // What parsing one section at a time cannot check: rules between sections.
-Config checked(Config config) {
+void check(const Config& config) {
   if (config.trace.generator)
     gen::validate(*config.trace.generator, config.model, "trace.generator");
-  return config;
 }
 
 }  // namespace
@@ -36,17 +35,18 @@ std::string read_yaml_file(const std::filesystem::path& file, std::string_view w
 
 Config load_config(const std::filesystem::path& file, const std::vector<std::string>& sets) {
   const std::string text = read_yaml_file(file, "config file");
-  return checked(
-      parse_config<Config>(text,
-                           std::make_shared<const Source>(Source{
-                               file.string(), true, std::filesystem::absolute(file).parent_path()}),
-                           sets));
+  return parse_config<Config>(
+      text,
+      std::make_shared<const Source>(
+          Source{file.string(), true, std::filesystem::absolute(file).parent_path()}),
+      sets, check);
 }
 
 Config load_config_text(std::string_view yaml, std::string_view origin_name,
                         const std::vector<std::string>& sets) {
-  return checked(parse_config<Config>(
-      yaml, std::make_shared<const Source>(Source{std::string(origin_name), true, {}}), sets));
+  return parse_config<Config>(
+      yaml, std::make_shared<const Source>(Source{std::string(origin_name), true, {}}), sets,
+      check);
 }
 
 Config default_config(const std::vector<std::string>& sets) {
@@ -54,11 +54,11 @@ Config default_config(const std::vector<std::string>& sets) {
   if (!text) throw InvariantError("configs/default.yaml is not compiled into this binary");
   // Its relative paths resolve as if it were ./configs/default.yaml, where it lives in the source
   // tree, so the built-in and the file on disk give the same config.
-  return checked(parse_config<Config>(
+  return parse_config<Config>(
       *text,
       std::make_shared<const Source>(Source{fmt::format("{} (built in)", kDefaultConfig), true,
                                             std::filesystem::absolute("configs")}),
-      sets));
+      sets, check);
 }
 
 ModelConfig model_preset(std::string_view name) { return load_preset<ModelConfig>(name, "model"); }

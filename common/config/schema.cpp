@@ -399,6 +399,25 @@ const Node* Node::find(std::string_view key) const {
   return nullptr;
 }
 
+const Node* written_at(const std::vector<Node>& trees, std::string_view key_path) {
+  // The key itself where any tree writes it, else its closest enclosing section that is written.
+  for (std::string_view path = key_path; !path.empty();
+       path = path.substr(0, std::min(path.size(), path.rfind('.')))) {
+    for (auto tree = trees.rbegin(); tree != trees.rend(); ++tree) {
+      const Node* node = &*tree;
+      std::string_view rest = path;
+      while (node != nullptr && !rest.empty()) {
+        const std::size_t dot = rest.find('.');
+        node = node->find(rest.substr(0, dot));
+        rest = dot == std::string_view::npos ? std::string_view() : rest.substr(dot + 1);
+      }
+      if (node != nullptr) return node;
+    }
+    if (path.find('.') == std::string_view::npos) break;
+  }
+  return nullptr;
+}
+
 std::string join_path(std::string_view prefix, std::string_view key) {
   return prefix.empty() ? std::string(key) : fmt::format("{}.{}", prefix, key);
 }

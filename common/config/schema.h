@@ -417,10 +417,28 @@ void parse_section(S& section, std::vector<const Node*> sources, std::string pat
   section.visit(parser);
 }
 
-// Parses a whole config: `text` from `source`, then the --set options in order.
+// Where the value at `key_path` ("trace.generator.geometry.page_tokens") was written last among
+// `trees` (lowest priority first); where none writes it, its closest enclosing section written;
+// nullptr if none is.
+const Node* written_at(const std::vector<Node>& trees, std::string_view key_path);
+
+// Runs `check`, and gives a KeyError it throws the position of its key in `trees`.
+template <class Check>
+void located(const std::vector<Node>& trees, Check&& check) {
+  try {
+    check();
+  } catch (const KeyError& e) {
+    const Node* node = written_at(trees, e.key_path());
+    if (node == nullptr) throw;
+    throw InputError(node->where() + ": " + e.what());
+  }
+}
+
+// Parses a whole config: `text` from `source`, then the --set options in order; then `check`
+// (rules between sections) on the result, its KeyErrors located.
 template <Section S>
 S parse_config(std::string_view text, std::shared_ptr<const Source> source,
-               const std::vector<std::string>& sets) {
+               const std::vector<std::string>& sets, void (*check)(const S&) = nullptr) {
   std::vector<Node> trees;
   trees.reserve(sets.size() + 1);
   trees.push_back(parse_yaml(text, std::move(source)));
@@ -432,6 +450,7 @@ S parse_config(std::string_view text, std::shared_ptr<const Source> source,
   for (const Node& tree : trees) sources.push_back(&tree);
   S config;
   parse_section(config, std::move(sources), "", trees.front().where());
+  if (check != nullptr) located(trees, [&] { check(config); });
   return config;
 }
 

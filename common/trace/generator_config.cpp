@@ -51,8 +51,8 @@ std::string name_list(const Names& names) {
   return out;
 }
 
-[[noreturn]] void fail(std::string_view path, std::string_view key, std::string_view what) {
-  throw InputError(fmt::format("{}.{}: {}", path, key, what));
+[[noreturn]] void fail(std::string_view path, std::string_view key, const std::string& what) {
+  throw KeyError(fmt::format("{}.{}", path, key), what);
 }
 
 bool power_of_two(uint32_t x) { return x != 0 && (x & (x - 1)) == 0; }

@@ -30,7 +30,7 @@ TraceGenConfig parse_generator_config(std::string_view yaml, std::string_view or
   for (const config::Node& tree : trees) sources.push_back(&tree);
   GeneratorFile file;
   config::parse_section(file, std::move(sources), "", trees[1].where());
-  validate(file.generator.generator, file.generator.model);
+  config::located(trees, [&] { validate(file.generator.generator, file.generator.model); });
   return file.generator;
 }
 

@@ -110,6 +110,7 @@ TEST_CASE(
 TEST_CASE("trace source: trace.generator is parsed strictly and checked against the run's model",
           "[unit][sim][config]") {
   using Catch::Contains;
+  using Catch::StartsWith;
   CHECK_THROWS_WITH(
       load_config_text(kModel + kGenerator, "run.yaml", {"trace.generator.algorithm=shadow"}),
       Contains("trace.generator.algorithm: expected one of shadowkv, retroinfer, seer, quest, "
@@ -127,6 +128,18 @@ TEST_CASE("trace source: trace.generator is parsed strictly and checked against 
   CHECK_THROWS_WITH(load_config_text(kModel + kGenerator, "run.yaml",
                                      {"trace.generator.geometry.page_tokens=12"}),
                     Contains("trace.generator.geometry.page_tokens") && Contains("power of two"));
+  // Rules between keys, checked after parsing, name where the key was written: its line in the
+  // file, its --set option, or where neither writes it, its closest section written.
+  std::string yaml = kModel + kGenerator;
+  yaml.replace(yaml.find("poor_layers: 1"), 14, "poor_layers: 3");
+  CHECK_THROWS_WITH(load_config_text(yaml, "run.yaml"),
+                    Contains("run.yaml:8:") && Contains("trace.generator.locality.poor_layers"));
+  CHECK_THROWS_WITH(
+      load_config_text(kModel + kGenerator, "run.yaml", {"trace.generator.locality.poor_layers=3"}),
+      StartsWith("--set trace.generator.locality.poor_layers=3: trace.generator.locality"));
+  CHECK_THROWS_WITH(
+      load_config_text(kModel + kGenerator + "    geometry: {budget_ratio: 0}\n", "run.yaml"),
+      StartsWith("run.yaml:9:") && Contains("the budget is zero"));
   // The generator has no model of its own: the run's is used.
   CHECK_THROWS_WITH(
       load_config_text(kModel + kGenerator, "run.yaml", {"trace.generator.model=qwen3-32b"}),
