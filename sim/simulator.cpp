@@ -260,19 +260,27 @@ class HostKvMemory final : public serving::MemoryRule {
   // request's next footprint nor its finishing frees it early. The pages only move between
   // entries, so they fit.
   void start_offload(const serving::RequestState& r) {
+    const std::uint64_t pages = prompt_pages(r);
     budgets_.update(r.id, footprint_(r.id, r.prefill_target));
-    budgets_.admit(offload_key(r.id), {.mandatory_pages = 0,
-                                       .static_pages = prompt_pages(r),
-                                       .summary_pages = 0,
-                                       .dynamic_pages = 0});
-    ++offloads_;
+    budgets_.admit(
+        offload_key(r.id),
+        {.mandatory_pages = 0, .static_pages = pages, .summary_pages = 0, .dynamic_pages = 0});
+    offloading_.emplace(r.id, pages);
+    offloading_pages_ += pages;
+    offloading_peak_pages_ = std::max(offloading_peak_pages_, offloading_pages_);
+    ++offloads_held_;
   }
   void end_offload(std::uint64_t id) {
     budgets_.release(offload_key(id));
     budgets_.rebalance();
-    --offloads_;
+    const auto it = offloading_.find(id);
+    offloading_pages_ -= it->second;
+    offloading_.erase(it);
   }
-  bool releasing() const override { return offloads_ > 0; }
+  bool releasing() const override { return !offloading_.empty(); }
+  // Prompts held past their prefill so far, and the most pages they held at once.
+  std::uint64_t offloads_held() const { return offloads_held_; }
+  std::uint64_t offloading_peak_pages() const { return offloading_peak_pages_; }
   std::uint64_t cache_pages(std::uint64_t id) const { return budgets_.cache_pages(id); }
   double buffer_ratio(std::uint64_t id) const { return budgets_.buffer_ratio(id); }
   std::uint64_t used_pages() const { return budgets_.used_pages(); }
@@ -289,7 +297,8 @@ class HostKvMemory final : public serving::MemoryRule {
   std::uint64_t streams_;
   Reservations host_;  // bytes of host DRAM (over all GPUs) by request id
   double host_per_token_;
-  std::size_t offloads_ = 0;  // prompts whose KV is still being copied to host
+  std::map<std::uint64_t, std::uint64_t> offloading_;  // by id: pages of prompts held for a copy
+  std::uint64_t offloading_pages_ = 0, offloading_peak_pages_ = 0, offloads_held_ = 0;
 };
 
 // Running ahead (docs/simulator.md): the caches the running requests will have at their next
@@ -1046,7 +1055,11 @@ class Simulation {
         busy_ns_ ? batch_weighted_ / static_cast<double>(busy_ns_) : 0.0;
     result_.h2d_bytes = h2d_.bytes_moved();
     result_.d2h_bytes = d2h_.bytes_moved();
-    if (host_memory_) result_.host_kv_peak_bytes = host_memory_->host_peak_bytes();
+    if (host_memory_) {
+      result_.host_kv_peak_bytes = host_memory_->host_peak_bytes();
+      result_.offload_held_prompts = host_memory_->offloads_held();
+      result_.offload_held_peak_bytes = host_memory_->offloading_peak_pages() * result_.page_bytes;
+    }
     if (dense_memory_ && !mech_.recompute)
       result_.host_kv_peak_bytes = dense_memory_->host_peak_bytes();
     if (opt_.timeline) result_.timeline_json = timeline_.finish();

@@ -95,6 +95,10 @@ struct SimResult {
   std::uint64_t decode_only_tokens = 0;
   TimeNs decode_only_ns = 0;
   std::uint64_t kv_used_peak_bytes = 0;
+  // Host-KV modes: prompts whose KV stayed in HBM past their prefill, until its copy to host
+  // ended (a device-to-host link slower than prefill), and the most HBM they held at once.
+  std::uint64_t offload_held_prompts = 0;
+  std::uint64_t offload_held_peak_bytes = 0;
   // Host DRAM for KV over all GPUs (hardware.host_memory_gib × tensor_parallel), and the most of
   // it reserved at once: by the admitted requests' KV in host-KV modes, by the swapped-out
   // requests' KV in modes that swap (dense-offload, serving.preemption=swap). 0 in other modes.

@@ -56,6 +56,14 @@ void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
                        host["kv_reserved_peak_bytes"].get<double>() / (1ull << 30),
                        host["memory_bytes"].get<double>() / (1ull << 30));
   }
+  if (const auto held = s["hbm"]["offload_held_prompts"].get<uint64_t>(); held > 0) {
+    const std::string_view their = held == 1 ? "its" : "their";
+    out << fmt::format(
+        "offload      {} prompt{} stayed in HBM past {} prefill until {} copy to host ended (up "
+        "to {:.2f} GiB at once): hardware.pcie_d2h_gbps is slower than prefill\n",
+        held, held == 1 ? "" : "s", their, their,
+        s["hbm"]["offload_held_peak_bytes"].get<double>() / (1ull << 30));
+  }
   if (const auto rejected = s["requests_rejected"].get<uint64_t>(); rejected > 0) {
     out << fmt::format(
         "rejected     {} request{}: too large for the mode's memory even alone (HBM, and for "

@@ -429,6 +429,15 @@ TEST_CASE("cli: sim says why a run has no statistics", "[unit][cli]") {
   CHECK(fine.out.find("rejected  ") == std::string::npos);
   CHECK(fine.out.find("no request finished") == std::string::npos);
   CHECK(fine.out.find("selected     no page") == std::string::npos);
+  CHECK(fine.out.find("offload  ") == std::string::npos);
+  // A device-to-host link too slow for the prompts' KV (1.25 GiB each) to reach host during
+  // their prefill.
+  const auto slow =
+      run_spin({"sim", "--trace", spin::test::source_path("traces/sample.spt").string(), "--set",
+                "hardware.pcie_d2h_gbps=0.5"});
+  CHECK(slow.status == 0);
+  CHECK(slow.out.find("\noffload      4 prompts stayed in HBM past their prefill until their "
+                      "copy to host ended (up to 3.75 GiB at once)") != std::string::npos);
   // Partitions of 8K tokens on 2K prompts: each touches the static region, none is selected.
   const auto empty = run_spin(
       {"sim", "--set", "trace.path=", "--set", "trace.generator.workload.name=fixed", "--set",

@@ -275,6 +275,10 @@ TEST_CASE("simulator: KV on its way to host holds its HBM until the copy ends", 
             fast.iterations[first_decode_only].kv_used_bytes ==
         4 * (1ull << 30) * 5 / 4);
   CHECK(held.kv_used_peak_bytes > fast.kv_used_peak_bytes);
+  CHECK(fast.offload_held_prompts == 0);
+  CHECK(fast.offload_held_peak_bytes == 0);
+  CHECK(held.offload_held_prompts == 4);
+  CHECK(held.offload_held_peak_bytes == 4 * (1ull << 30) * 5 / 4);
   // With 2.5 GiB of KV pool, a prompt held in HBM keeps the next from being admitted.
   const std::vector<std::string> small = {"hardware.hbm_gib=30",
                                           "serving.gpu_memory_utilization=1"};
