@@ -560,6 +560,10 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
         throw InputError(fmt::format("{}: the belady policy needs set_future for every stream",
                                      where(id, layer, head)));
       }
+      // A request resumed after a preemption starts at a later step: its future's earlier steps
+      // are passed over.
+      while (s.future_step < s.future->steps() && s.future->now(s.future_step) < r.now)
+        ++s.future_step;
       if (s.future_step >= s.future->steps() || s.future->now(s.future_step) != r.now ||
           !std::ranges::equal(s.future->pages(s.future_step), pages)) {
         throw InputError(fmt::format(

@@ -6,7 +6,8 @@
 // Engine::select; for variable clusters the driver replays the cluster appends on a PartitionMap of
 // its own), and hands it to Engine::set_future before replaying the request. The future lists every
 // step of the request in order (an empty selection where the stream selected nothing); the engine
-// checks that the replay selects exactly these pages.
+// checks that the replay selects exactly these pages, passing over the steps before the first one
+// it replays (a request resumed after a preemption skips the steps it ran before).
 //
 // Complexity: push O(pages); finalize O(accesses + highest page).
 #pragma once

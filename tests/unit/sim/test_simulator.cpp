@@ -321,6 +321,23 @@ TEST_CASE("simulator: a host-KV request runs whose final context exceeds HBM", "
   CHECK(run_mode("dense")["requests_rejected"] == 1);
 }
 
+TEST_CASE("simulator: Belady modes resume preempted requests", "[unit][sim]") {
+  // Six 1K prompts growing to 5K tokens on 0.5 GiB of KV pool: their caches outgrow it, and the
+  // newest are preempted; a resumed request's Belady future starts at the step it resumes at.
+  for (const std::string mode : {"oracle:shadowkv", "ideal:shadowkv"}) {
+    INFO(mode);
+    const spin::config::Config c = spin::config::default_config(
+        {"trace.path=", "trace.generator.workload.name=fixed",
+         "trace.generator.workload.prompt_tokens=1024",
+         "trace.generator.workload.output_tokens=4096", "trace.generator.workload.requests=6",
+         "hardware.hbm_gib=28", "serving.gpu_memory_utilization=1", "sim.stream_sampling=0.125",
+         "serving.mode=" + mode});
+    const auto s = spin::sim::summary_json(run(*spin::sim::open_trace_source(c), c));
+    CHECK(s["preemptions"].get<int>() > 0);
+    CHECK(s["requests_finished"] == 6);
+  }
+}
+
 TEST_CASE("simulator: a GPU-only original's cache holds every page", "[unit][sim]") {
   // SeerAttention-R's original keeps all KV in HBM: only a page's first selection misses, no
   // page is evicted and nothing crosses PCIe.
