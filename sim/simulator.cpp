@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "common/error.h"
 #include "common/policy/budget.h"
@@ -246,8 +247,13 @@ class HostKvMemory final : public serving::MemoryRule {
     return true;
   }
   bool grow(const serving::RequestState& r, std::uint32_t context_tokens) override {
+    const policy::RequestFootprint before = budgets_.footprint(r.id);
     const bool ok = budgets_.update(r.id, footprint_(r.id, context_tokens));
-    if (ok) budgets_.rebalance();
+    if (ok) {
+      budgets_.rebalance();
+    } else if (releasing()) {
+      budgets_.update(r.id, before);  // the request waits for the memory being released
+    }
     return ok;
   }
   void release(const serving::RequestState& r) override {
@@ -590,7 +596,7 @@ class Simulation {
     result_.requests.resize(infos.size());
     sizings_.resize(infos.size());
     policies_.resize(infos.size());
-    offload_copies_.assign(infos.size(), 0);
+    prompt_copies_.assign(infos.size(), {});
     for (std::size_t i = 0; i < infos.size(); ++i) {
       const trace::RequestInfo& info = infos[i];
       RequestRecord& rec = result_.requests[i];
@@ -887,7 +893,7 @@ class Simulation {
 
   void after_select(std::uint32_t layer) {
     const TimeNs now = events_.now();
-    if (mech_.host_kv && !plan_.prefills.empty()) offload_chunks(layer);
+    if (mech_.host_kv) offload_chunks();
     pending_ = 2;
     // Page fetches for the decoding requests, on the H2D link.
     const double bytes = layer_miss_bytes_[layer] * mech_.fetch_fraction * share_;
@@ -954,7 +960,7 @@ class Simulation {
     if (mech_.host_kv) {
       // A prompt whose copies to host have not all ended keeps its KV in HBM until they have.
       for (const serving::PrefillChunk& c : plan_.prefills) {
-        if (c.last && offload_copies_[c.id] > 0)
+        if (c.last && prompt_copies_[c.id].in_flight)
           host_memory_->start_offload(scheduler_->request(c.id));
       }
       // Every page a decoding request just filled goes to host; it is in the request's local
@@ -1016,28 +1022,37 @@ class Simulation {
   // ShadowKV, V only), overlapping the rest of the iteration, as ShadowKV offloads layer by
   // layer. A prompt's KV stays in HBM until its last copy ends: where the link keeps up, at its
   // last chunk's iteration's end.
-  void offload_chunks(std::uint32_t layer) {
-    std::uint64_t tokens = 0;
-    std::vector<std::uint64_t> ids;
+  void offload_chunks() {
     for (const serving::PrefillChunk& c : plan_.prefills) {
-      tokens += c.tokens;
-      ids.push_back(c.id);
-      ++offload_copies_[c.id];
+      const double bytes = kv_bytes(c.tokens) / cfg_.model.layers;
+      PromptCopy& copy = prompt_copies_[c.id];
+      if (copy.in_flight) {
+        copy.waiting += bytes;
+      } else {
+        copy_prompt(c.id, bytes);
+      }
     }
-    const TimeNs start = events_.now();
-    to_host(kv_bytes(tokens) / cfg_.model.layers,
-            [this, layer, start, detail = layer_detail(), ids = std::move(ids)] {
-              if (detail)
-                timeline_.span("copy D2H", fmt::format("L{} offload", layer), start, events_.now());
-              for (std::uint64_t id : ids) {
-                if (--offload_copies_[id] == 0 &&
-                    scheduler_->request(id).prefilled == scheduler_->request(id).prefill_target) {
-                  host_memory_->end_offload(id);
-                  if (idle_)
-                    events_.schedule(events_.now(), [this, wake = ++wakes_] { wake_up(wake); });
-                }
-              }
-            });
+  }
+
+  // One copy of a request's prompt KV on the link at a time: what its prefill writes meanwhile
+  // waits and follows as one copy, so that a link slower than prefill carries a copy per
+  // prefilling request rather than one per layer and chunk (the link shares its bandwidth
+  // fairly among its copies, so the bytes arrive when they would have anyway).
+  void copy_prompt(std::uint64_t id, double bytes) {
+    prompt_copies_[id].in_flight = true;
+    to_host(bytes, [this, id, start = events_.now(), detail = layer_detail()] {
+      if (detail) timeline_.span("copy D2H", fmt::format("R{} offload", id), start, events_.now());
+      PromptCopy& copy = prompt_copies_[id];
+      if (copy.waiting > 0) {
+        copy_prompt(id, std::exchange(copy.waiting, 0.0));
+        return;
+      }
+      copy.in_flight = false;
+      const serving::RequestState& r = scheduler_->request(id);
+      if (r.prefilled < r.prefill_target) return;  // its prefill goes on: not held yet
+      host_memory_->end_offload(id);
+      if (idle_) events_.schedule(events_.now(), [this, wake = ++wakes_] { wake_up(wake); });
+    });
   }
 
   SimResult finish() {
@@ -1088,8 +1103,12 @@ class Simulation {
   std::unique_ptr<serving::Scheduler> scheduler_;
   std::vector<std::unique_ptr<RequestSizing>> sizings_;
   std::vector<std::unique_ptr<RequestPolicy>> policies_;
-  std::vector<std::uint32_t> offload_copies_;  // by request: copies of its prompt's KV in flight
-  policy::PolicyStats sampled_layer_mean_;     // sampled runs: what each layer is credited with
+  struct PromptCopy {
+    bool in_flight = false;  // a copy of the prompt's KV to host
+    double waiting = 0;      // bytes written since, to follow it
+  };
+  std::vector<PromptCopy> prompt_copies_;   // by request
+  policy::PolicyStats sampled_layer_mean_;  // sampled runs: what each layer is credited with
 
   // The iteration in flight.
   serving::IterationPlan plan_;

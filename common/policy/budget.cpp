@@ -200,6 +200,10 @@ void BudgetManager::rebalance() {
 
 double BudgetManager::buffer_ratio(std::uint64_t id) const { return entry(id).k; }
 
+const RequestFootprint& BudgetManager::footprint(std::uint64_t id) const {
+  return entry(id).footprint;
+}
+
 std::uint64_t BudgetManager::cache_pages(std::uint64_t id) const {
   const Entry& e = entry(id);
   return policy::cache_pages(e.footprint, e.k);

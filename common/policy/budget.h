@@ -95,6 +95,7 @@ class BudgetManager {
   void rebalance();
 
   double buffer_ratio(std::uint64_t id) const;
+  const RequestFootprint& footprint(std::uint64_t id) const;
   std::uint64_t cache_pages(std::uint64_t id) const;
   std::uint64_t used_pages() const;
   std::uint64_t hbm_pages() const { return hbm_pages_; }

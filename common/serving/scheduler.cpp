@@ -70,12 +70,18 @@ IterationPlan Scheduler::plan(TimeNs now) {
   arrive(now);
   IterationPlan plan;
 
-  // 1. Room for every decoding request's next token; preempt the newest until it fits.
+  // 1. Room for every decoding request's next token; preempt the newest until it fits, or where
+  // memory is being released, let the request wait for it.
+  std::vector<std::uint64_t> waiting;
   for (std::size_t i = 0; i < running_.size();) {
     const RequestState& r = requests_[running_[i]];
     if (r.phase == Phase::kDecode && !memory_.grow(r, r.context_tokens())) {
-      preempt(running_.back(), plan);
-      continue;  // retry i (or stop, if it was the one preempted)
+      if (memory_.releasing()) {
+        waiting.push_back(r.id);
+      } else {
+        preempt(running_.back(), plan);
+        continue;  // retry i (or stop, if it was the one preempted)
+      }
     }
     ++i;
   }
@@ -83,7 +89,8 @@ IterationPlan Scheduler::plan(TimeNs now) {
   // 2. Decoding requests, in admission order.
   for (std::uint64_t id : running_) {
     if (plan.decodes.size() >= limits_.max_batch_requests) break;
-    if (requests_[id].phase == Phase::kDecode) plan.decodes.push_back(id);
+    if (requests_[id].phase == Phase::kDecode && !std::ranges::count(waiting, id))
+      plan.decodes.push_back(id);
   }
 
   // 3. Prefill chunks: running prefills first, then admissions from the queue.

@@ -4,7 +4,8 @@
 //
 // Per iteration (plan, then complete once the backend has run the plan):
 // 1. Every decoding request must be able to grow by one token; when memory says no, the most
-//    recently admitted running request is preempted (vLLM's rule) until it fits. A preempted
+//    recently admitted running request is preempted (vLLM's rule) until it fits, unless memory
+//    is being released (MemoryRule::releasing): then the request skips this iteration. A preempted
 //    decoding request keeps its KV (swapped, or on host) when the limits say so and the memory
 //    rule has room for it (MemoryRule::keep), and then resumes decoding; otherwise it recomputes
 //    (prefills its prompt and generated tokens again).
@@ -64,7 +65,8 @@ class MemoryRule {
   virtual bool fits_alone(const RequestState& r) const = 0;
   // Reserves the request's footprint to start (or resume) prefilling; false if it does not fit now.
   virtual bool admit(const RequestState& r) = 0;
-  // The request's KV is about to hold `context_tokens` tokens; false if memory cannot hold it.
+  // The request's KV is about to hold `context_tokens` tokens; false if memory cannot hold it
+  // (a rule that is releasing() then holds what it held before, for the request to wait).
   virtual bool grow(const RequestState& r, std::uint32_t context_tokens) = 0;
   // Frees what the request holds (finished or preempted).
   virtual void release(const RequestState& r) = 0;
@@ -73,7 +75,8 @@ class MemoryRule {
   // holds until its admit() to resume. False: it is recomputed instead. Called before release(r).
   virtual bool keep(const RequestState&) { return true; }
   // Whether memory is held that frees without a call here (KV still being copied out of HBM):
-  // a request that does not fit while nothing runs waits for it rather than being rejected.
+  // a decoding request that cannot grow waits for it rather than preempting, and a request that
+  // does not fit while nothing runs waits for it rather than being rejected.
   virtual bool releasing() const { return false; }
 };
 

@@ -240,6 +240,22 @@ TEST_CASE("scheduler: with nothing running, a request waits for memory being rel
   CHECK(p.prefills[0].id == 0);
 }
 
+TEST_CASE("scheduler: a decoding request that cannot grow waits for memory being released",
+          "[unit][serving]") {
+  TokenMemory memory(100);
+  Scheduler s({request(0, 0, 50, 3)}, {8, 1000, true}, memory);
+  s.complete(s.plan(0), 1);  // prefilled: 51 tokens from the next iteration
+  memory.hold(50);           // 50 + 50 held: no room to grow, but the 50 are being released
+  IterationPlan p = s.plan(2);
+  CHECK(p.decodes.empty());
+  CHECK(p.preempted.empty());
+  CHECK(s.request(0).phase == Phase::kDecode);
+  CHECK(memory.used() == 100);  // it holds what it held
+  memory.hold(0);
+  p = s.plan(3);
+  CHECK(p.decodes == std::vector<std::uint64_t>{0});
+}
+
 TEST_CASE("scheduler: batch limits cap requests and tokens per iteration", "[unit][serving]") {
   TokenMemory memory(100000);
   std::vector<RequestState> rs;

@@ -290,6 +290,24 @@ TEST_CASE("simulator: KV on its way to host holds its HBM until the copy ends", 
   CHECK(held_small.requests.back().admitted_ns > fast_small.requests.back().admitted_ns + 2e9);
   CHECK(held_small.end_ns > fast_small.end_ns);
 
+  // A lone request whose cache and prompt, still held, do not both fit waits for the copy to
+  // end rather than preempting itself (and losing its cache).
+  const auto lone = [](const std::string& d2h_gbps) {
+    const spin::config::Config c = spin::config::default_config(
+        {"trace.path=", "trace.generator.algorithm=seer", "trace.generator.workload.name=fixed",
+         "trace.generator.workload.prompt_tokens=12000",
+         "trace.generator.workload.output_tokens=32", "trace.generator.workload.requests=1",
+         "serving.mode=spin:seer", "hardware.hbm_gib=30", "serving.gpu_memory_utilization=1",
+         "hardware.pcie_d2h_gbps=" + d2h_gbps});
+    return run(*spin::sim::open_trace_source(c), c);
+  };
+  const spin::sim::SimResult lone_fast = lone("55.2");
+  const spin::sim::SimResult lone_slow = lone("1");
+  CHECK(lone_slow.offload_held_prompts == 1);
+  CHECK(lone_slow.preemptions == 0);
+  CHECK(lone_slow.policy_total.misses == lone_fast.policy_total.misses);
+  CHECK(lone_slow.end_ns > lone_fast.end_ns);
+
   // A swap out runs before the iteration that preempts (as vLLM's): at 1 GB/s, that iteration
   // lasts at least the preempted request's KV (8K tokens or more, 1.34 GB) over the link.
   sets = {"hardware.hbm_gib=30.0126", "serving.gpu_memory_utilization=1",
