@@ -1018,10 +1018,10 @@ class Simulation {
                ns(cfg_.hardware.pcie_latency_us * 1e3), std::move(done));
   }
 
-  // Host-KV modes: the KV the prefill chunks just wrote at `layer` goes to host (of the original
-  // ShadowKV, V only), overlapping the rest of the iteration, as ShadowKV offloads layer by
-  // layer. A prompt's KV stays in HBM until its last copy ends: where the link keeps up, at its
-  // last chunk's iteration's end.
+  // Host-KV modes, as a layer's GEMMs end: the KV the prefill chunks just wrote at that layer
+  // goes to host (of the original ShadowKV, V only), overlapping the rest of the iteration, as
+  // ShadowKV offloads layer by layer. A prompt's KV stays in HBM until its last copy ends: where
+  // the link keeps up, at its last chunk's iteration's end.
   void offload_chunks() {
     for (const serving::PrefillChunk& c : plan_.prefills) {
       const double bytes = kv_bytes(c.tokens) / cfg_.model.layers;
