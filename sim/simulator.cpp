@@ -711,19 +711,17 @@ class Simulation {
       if (--pending_ > 0) return;
       plan_.empty() ? end_iteration() : start_layer(0);
     };
-    const TimeNs latency = ns(cfg_.hardware.pcie_latency_us * 1e3);
-    if (swap_out > 0) {
-      d2h_.start(swap_out * share_, cfg_.hardware.pcie_d2h_gbps, latency, [this, now, layers] {
-        if (opt_.timeline) timeline_.span("copy D2H", "swap out", now, events_.now());
-        layers();
-      });
-    }
-    if (swap_in > 0) {
-      h2d_.start(swap_in * share_, cfg_.hardware.pcie_h2d_gbps, latency, [this, now, layers] {
-        if (opt_.timeline) timeline_.span("copy H2D", "swap in", now, events_.now());
-        layers();
-      });
-    }
+    const auto swap = [&](Link& link, double bytes, double gbps, std::string_view lane,
+                          std::string_view name) {
+      if (bytes <= 0) return;
+      link.start(bytes * share_, gbps, ns(cfg_.hardware.pcie_latency_us * 1e3),
+                 [this, now, layers, lane, name] {
+                   if (opt_.timeline) timeline_.span(lane, name, now, events_.now());
+                   layers();
+                 });
+    };
+    swap(d2h_, swap_out, cfg_.hardware.pcie_d2h_gbps, "copy D2H", "swap out");
+    swap(h2d_, swap_in, cfg_.hardware.pcie_h2d_gbps, "copy H2D", "swap in");
     layers();
   }
 

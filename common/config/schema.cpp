@@ -401,8 +401,8 @@ const Node* Node::find(std::string_view key) const {
 
 const Node* written_at(const std::vector<Node>& trees, std::string_view key_path) {
   // The key itself where any tree writes it, else its closest enclosing section that is written.
-  for (std::string_view path = key_path; !path.empty();
-       path = path.substr(0, std::min(path.size(), path.rfind('.')))) {
+  std::string_view path = key_path;
+  for (;;) {
     for (auto tree = trees.rbegin(); tree != trees.rend(); ++tree) {
       const Node* node = &*tree;
       std::string_view rest = path;
@@ -413,9 +413,10 @@ const Node* written_at(const std::vector<Node>& trees, std::string_view key_path
       }
       if (node != nullptr) return node;
     }
-    if (path.find('.') == std::string_view::npos) break;
+    const std::size_t dot = path.rfind('.');
+    if (dot == std::string_view::npos) return nullptr;
+    path = path.substr(0, dot);
   }
-  return nullptr;
 }
 
 std::string join_path(std::string_view prefix, std::string_view key) {
