@@ -271,19 +271,18 @@ class HostKvMemory final : public serving::MemoryRule {
     budgets_.admit(
         offload_key(r.id),
         {.mandatory_pages = 0, .static_pages = pages, .summary_pages = 0, .dynamic_pages = 0});
-    offloading_.emplace(r.id, pages);
+    ++offloading_;
     offloading_pages_ += pages;
     offloading_peak_pages_ = std::max(offloading_peak_pages_, offloading_pages_);
     ++offloads_held_;
   }
   void end_offload(std::uint64_t id) {
+    offloading_pages_ -= budgets_.footprint(offload_key(id)).static_pages;
+    --offloading_;
     budgets_.release(offload_key(id));
     budgets_.rebalance();
-    const auto it = offloading_.find(id);
-    offloading_pages_ -= it->second;
-    offloading_.erase(it);
   }
-  bool releasing() const override { return !offloading_.empty(); }
+  bool releasing() const override { return offloading_ > 0; }
   // Prompts held past their prefill so far, and the most pages they held at once.
   std::uint64_t offloads_held() const { return offloads_held_; }
   std::uint64_t offloading_peak_pages() const { return offloading_peak_pages_; }
@@ -303,8 +302,9 @@ class HostKvMemory final : public serving::MemoryRule {
   std::uint64_t streams_;
   Reservations host_;  // bytes of host DRAM (over all GPUs) by request id
   double host_per_token_;
-  std::map<std::uint64_t, std::uint64_t> offloading_;  // by id: pages of prompts held for a copy
-  std::uint64_t offloading_pages_ = 0, offloading_peak_pages_ = 0, offloads_held_ = 0;
+  // Prompts held for a copy now, their pages, the most pages held at once, and prompts held so far.
+  std::uint64_t offloading_ = 0, offloading_pages_ = 0, offloading_peak_pages_ = 0,
+                offloads_held_ = 0;
 };
 
 // Running ahead (docs/simulator.md): the caches the running requests will have at their next
