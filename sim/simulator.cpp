@@ -336,7 +336,7 @@ class CacheForecast {
     while (iteration_ < iteration + ahead && !scheduler_->done()) {
       scheduler_->complete(plan_, end);
       plan_ = scheduler_->plan(end);
-      while (plan_.empty() && plan_.resumed.empty() && !scheduler_->done()) {
+      while (plan_.empty() && !scheduler_->done()) {
         const TimeNs next = scheduler_->next_arrival();
         if (next == std::numeric_limits<TimeNs>::max()) return;  // the simulation will throw
         end = std::max(end, next);
@@ -688,7 +688,7 @@ class Simulation {
     for (std::uint64_t id : plan_.resumed) {
       if (!mech_.host_kv) swap_in += swapped(id);
     }
-    if (plan_.empty() && plan_.resumed.empty()) {
+    if (plan_.empty()) {
       if (scheduler_->done()) return;
       // Nothing runs: wait for the next arrival, or for a prompt's KV to leave HBM.
       const TimeNs next = scheduler_->next_arrival();
@@ -704,12 +704,11 @@ class Simulation {
     kv_used_at_start_ = kv_used_bytes();
     result_.kv_used_peak_bytes = std::max(result_.kv_used_peak_bytes, kv_used_at_start_);
     run_policies();
-    // The layers start once both swaps have ended; an iteration that only swaps requests back in
-    // runs none.
+    // The layers start once both swaps have ended.
     pending_ = 1 + (swap_out > 0) + (swap_in > 0);
     const auto layers = [this] {
       if (--pending_ > 0) return;
-      plan_.empty() ? end_iteration() : start_layer(0);
+      start_layer(0);
     };
     const auto swap = [&](Link& link, double bytes, double gbps, std::string_view lane,
                           std::string_view name) {

@@ -110,10 +110,9 @@ IterationPlan Scheduler::plan(TimeNs now) {
     RequestState& r = requests_[id];
     if (r.phase == Phase::kPrefill) add_chunk(r);
   }
-  while (!queue_.empty() && batch < limits_.max_batch_requests) {
+  while (!queue_.empty() && batch < limits_.max_batch_requests && budget > 0) {
     RequestState& r = requests_[queue_.front()];
     const bool resume = r.resumes();
-    if (!resume && budget == 0) break;
     const auto reject = [&] {
       r.phase = Phase::kRejected;
       ++finished_;
@@ -141,6 +140,9 @@ IterationPlan Scheduler::plan(TimeNs now) {
     if (resume) {
       r.phase = Phase::kDecode;
       plan.resumed.push_back(r.id);
+      plan.decodes.push_back(r.id);
+      --budget;
+      ++batch;
     } else {
       r.phase = Phase::kPrefill;
       add_chunk(r);

@@ -13,7 +13,9 @@
 // 3. The rest of the token budget (max_batch_tokens) goes to prefill chunks: requests already
 //    prefilling first, then waiting requests in arrival order (preempted ones first), each
 //    admitted only if memory admits it. A request that memory could not admit blocks those
-//    behind it (FCFS, no overtaking).
+//    behind it (FCFS, no overtaking). A preempted request that kept its KV resumes decoding in
+//    the iteration that admits it (one token of the budget), as vLLM schedules a swapped-in
+//    sequence in the step that swaps it in.
 // A request produces `tokens` tokens: the first when its prefill completes, then one per decode
 // iteration. Requests that can never fit are reported, not retried forever; one that does not fit
 // while nothing runs waits only if memory is being released (MemoryRule::releasing).
@@ -91,8 +93,8 @@ struct IterationPlan {
   std::vector<std::uint64_t> decodes;  // ids of decoding requests, admission order
   std::vector<PrefillChunk> prefills;
   std::vector<std::uint64_t> preempted;  // preempted while planning (already released)
-  std::vector<std::uint64_t> resumed;    // re-admitted without recompute (their KV comes back in
-                                         // this iteration; they decode from the next one)
+  std::vector<std::uint64_t> resumed;    // re-admitted without recompute: their KV comes back
+                                         // before this iteration, and they are in `decodes`
   std::vector<std::uint64_t> rejected;   // can never fit: rejected while planning
   bool empty() const { return decodes.empty() && prefills.empty(); }
   std::uint64_t tokens() const;

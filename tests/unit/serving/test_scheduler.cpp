@@ -156,9 +156,11 @@ TEST_CASE("scheduler: a preempted request keeps its KV only where the memory rul
     std::uint32_t target_after = 0;
     while (!s.done()) {
       const IterationPlan p = s.plan(t);
-      REQUIRE_FALSE((p.empty() && p.resumed.empty()));
+      REQUIRE_FALSE(p.empty());
       if (!p.preempted.empty() && target_after == 0) target_after = s.request(1).prefill_target;
       resumed->insert(resumed->end(), p.resumed.begin(), p.resumed.end());
+      // A resumed request decodes in the iteration that resumes it.
+      for (std::uint64_t id : p.resumed) CHECK(std::ranges::count(p.decodes, id) == 1);
       s.complete(p, ++t);
     }
     CHECK(s.request(1).preemptions == 1);

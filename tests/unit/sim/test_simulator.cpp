@@ -356,6 +356,36 @@ TEST_CASE("simulator: Belady modes resume preempted requests", "[unit][sim]") {
   }
 }
 
+TEST_CASE("simulator: a resumed request decodes in the iteration that resumes it", "[unit][sim]") {
+  // Requests preempted with their KV kept (on host, or swapped out and back) resume decoding in
+  // the iteration that admits them again, as vLLM's swapped-in sequences do, so no iteration is
+  // left without work (before, one that only resumed requests lasted no time in host-KV modes).
+  const auto check = [](const spin::sim::SimResult& r) {
+    REQUIRE(r.preemptions > 0);
+    std::uint64_t decodes = 0;
+    for (const auto& it : r.iterations) {
+      CHECK(it.decodes + it.prefill_tokens > 0);
+      CHECK(it.end_ns > it.start_ns);
+      decodes += it.decodes;
+    }
+    // Every output token but each request's first (emitted by its prefill) is one decode.
+    std::uint64_t expected = 0;
+    for (const auto& q : r.requests) expected += q.output_tokens - 1;
+    CHECK(decodes == expected);
+  };
+  // Host-KV: six 1K prompts growing to 5K tokens on 0.5 GiB of KV pool; their caches outgrow it.
+  const spin::config::Config host_kv = spin::config::default_config(
+      {"trace.path=", "trace.generator.workload.name=fixed",
+       "trace.generator.workload.prompt_tokens=1024", "trace.generator.workload.output_tokens=4096",
+       "trace.generator.workload.requests=6", "hardware.hbm_gib=28",
+       "serving.gpu_memory_utilization=1", "sim.stream_sampling=0.125",
+       "serving.mode=spin:shadowkv"});
+  check(run(*spin::sim::open_trace_source(host_kv), host_kv));
+  // Swap: the dense-offload case of "under memory pressure dense preempts ...".
+  check(run(burst(), config({"hardware.hbm_gib=30.0126", "serving.gpu_memory_utilization=1",
+                             "serving.mode=dense-offload"})));
+}
+
 TEST_CASE("simulator: a GPU-only original's cache holds every page", "[unit][sim]") {
   // SeerAttention-R's original keeps all KV in HBM: only a page's first selection misses, no
   // page is evicted and nothing crosses PCIe.
