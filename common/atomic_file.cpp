@@ -2,6 +2,11 @@
 
 #include <fmt/format.h>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -12,6 +17,54 @@
 #include "common/error.h"
 
 namespace spin {
+namespace {
+
+// The partial files being written, for the signal handler below: a fixed table of C strings that
+// their PartialFiles own. A partial file beyond the 64th at once is still written atomically;
+// only its removal on a signal is lost.
+std::array<std::atomic<const char*>, 64> live_partials{};
+
+// SIGINT, SIGTERM or SIGHUP (Ctrl-C, kill, a closed terminal) while partial files are written:
+// removes them (unlink is async-signal-safe), then dies of the signal as it would have.
+extern "C" void remove_partials_on_signal(int signal) {
+  for (const std::atomic<const char*>& slot : live_partials) {
+    if (const char* path = slot.load(std::memory_order_acquire)) ::unlink(path);
+  }
+  struct sigaction fallback {};
+  fallback.sa_handler = SIG_DFL;
+  ::sigemptyset(&fallback.sa_mask);
+  ::sigaction(signal, &fallback, nullptr);
+  ::raise(signal);
+}
+
+// Installs the handler where the signal has its default action (one ignored, as under nohup, or
+// handled by someone else, is left alone). Three system calls per partial file.
+void install_signal_cleanup() {
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction current {};
+    if (::sigaction(signal, nullptr, &current) != 0 || current.sa_handler != SIG_DFL) continue;
+    struct sigaction cleanup {};
+    cleanup.sa_handler = remove_partials_on_signal;
+    ::sigemptyset(&cleanup.sa_mask);
+    ::sigaction(signal, &cleanup, nullptr);
+  }
+}
+
+// The slot that now holds `path`, or live_partials.size() where all are taken.
+std::size_t track_partial(const char* path) {
+  install_signal_cleanup();
+  for (std::size_t i = 0; i < live_partials.size(); ++i) {
+    const char* empty = nullptr;
+    if (live_partials[i].compare_exchange_strong(empty, path, std::memory_order_acq_rel)) return i;
+  }
+  return live_partials.size();
+}
+
+void untrack_partial(std::size_t slot) {
+  if (slot < live_partials.size()) live_partials[slot].store(nullptr, std::memory_order_release);
+}
+
+}  // namespace
 
 OutputTarget output_target(const std::filesystem::path& file) {
   namespace fs = std::filesystem;
@@ -43,7 +96,15 @@ PartialFile::PartialFile(std::filesystem::path file, std::string_view what) : wh
     fail(file_, "it is a directory");
   }
   stream_.open(partial_, std::ios::binary | std::ios::trunc);
-  if (!stream_) fail(partial_, std::strerror(errno));
+  if (!stream_) {
+    const int error = errno;
+    in_place_ = true;  // not created here (e.g. a folder of that name): not removed either
+    fail(partial_, std::strerror(error));
+  }
+  if (!in_place_) {
+    partial_name_ = partial_.string();
+    live_slot_ = track_partial(partial_name_.c_str());
+  }
 }
 
 void PartialFile::check_written() {
@@ -55,6 +116,7 @@ PartialFile::~PartialFile() {
   stream_.close();
   std::error_code ignored;
   std::filesystem::remove(partial_, ignored);
+  untrack_partial(live_slot_);
 }
 
 void PartialFile::commit() {
@@ -65,13 +127,18 @@ void PartialFile::commit() {
   std::error_code ec;
   std::filesystem::rename(partial_, file_, ec);
   if (ec) fail(file_, ec.message());
+  untrack_partial(live_slot_);
   committed_ = true;
 }
 
 void PartialFile::fail(const std::filesystem::path& path, const std::string& reason) {
   stream_.close();
   std::error_code ignored;
-  if (!in_place_) std::filesystem::remove(partial_, ignored);
+  if (!in_place_) {
+    std::filesystem::remove(partial_, ignored);
+    untrack_partial(live_slot_);
+    in_place_ = true;  // removed: the destructor has nothing left to do
+  }
   throw InputError(fmt::format("cannot write {} to '{}': {}", what_, path.string(), reason));
 }
 

@@ -4,8 +4,11 @@
 // failure), creating an output folder, and refusing an output that is the input.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <string>
 #include <string_view>
 
 namespace spin {
@@ -20,9 +23,12 @@ struct OutputTarget {
 OutputTarget output_target(const std::filesystem::path& file);
 
 // A file written as FILE.partial and renamed to FILE by commit(). Destroyed before commit()
-// (an exception on the way), it removes FILE.partial and leaves FILE as it was. FILE is
-// output_target(file): a link's target, or a device or pipe written in place (no partial file).
-// Errors throw InputError "cannot write <what> to '<path>': <reason>", a directory at FILE too.
+// (an exception on the way), it removes FILE.partial and leaves FILE as it was; so does SIGINT,
+// SIGTERM or SIGHUP while it is written (where the signal had its default action: the process
+// then dies of it as it would have). FILE is output_target(file): a link's target, or a device or
+// pipe written in place (no partial file). Errors throw InputError "cannot write <what> to
+// '<path>': <reason>", a directory at FILE too; a FILE.partial that could not be opened (a folder
+// of that name) is not removed.
 class PartialFile {
  public:
   PartialFile(std::filesystem::path file, std::string_view what);
@@ -41,6 +47,8 @@ class PartialFile {
 
   std::filesystem::path file_;
   std::filesystem::path partial_;
+  std::string partial_name_;  // partial_ as the signal handler reads it
+  std::size_t live_slot_ = SIZE_MAX;
   std::string what_;
   std::ofstream stream_;
   bool in_place_ = false;

@@ -382,6 +382,7 @@ void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool reco
   if (decision_log_) {
     for (std::uint32_t pool = 0; pool < engine.pool_count(0); ++pool) {
       policy::PoolDecisions d = engine.decisions(0, pool);
+      d.request = source_.requests()[request_].id;  // the engine's own id is always 0
       d.pool += index;  // a lane per layer holds one pool; a single lane holds them all
       policy::append_decision_log(log_, d);
     }

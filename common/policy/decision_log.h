@@ -13,6 +13,8 @@
 //   B <key> ...          bypassed misses, ascending key
 //
 // `sel` counts the selected cacheable pages (h + f + b); `static` the selected static-region pages.
+// `req` is the request's id: the engine's RequestId in an engine's own log, the trace's request id
+// in `spin replay`'s.
 // Pool steps appear in the order the driver runs them (for the engine: per request step, pools in
 // ascending pool index).
 #pragma once

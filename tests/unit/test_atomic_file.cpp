@@ -1,6 +1,10 @@
 // PartialFile and write_file_atomically (common/atomic_file.h): nothing half-written is ever at
 // the output's path, and a failure leaves the path as it was.
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <filesystem>
 #include <stdexcept>
 #include <string>
@@ -94,4 +98,38 @@ TEST_CASE("atomic_file: a link's target is written, a device in place", "[unit][
   CHECK_THROWS_WITH(
       spin::write_file_atomically(dir.path(), "x", "the test output"),
       "cannot write the test output to '" + dir.path().string() + "': it is a directory");
+}
+
+TEST_CASE("atomic_file: a folder in the partial file's place is reported and left alone",
+          "[unit][cli]") {
+  spin::test::TempDir dir;
+  std::filesystem::create_directory(dir / "out.txt.partial");
+  CHECK_THROWS_WITH(spin::write_file_atomically(dir / "out.txt", "x", "the test output"),
+                    Catch::StartsWith("cannot write the test output to '" +
+                                      (dir / "out.txt.partial").string() + "'"));
+  CHECK(std::filesystem::is_directory(dir / "out.txt.partial"));
+}
+
+TEST_CASE("atomic_file: a signal while a PartialFile is written removes it", "[unit][cli]") {
+  spin::test::TempDir dir;
+  spin::test::write_file(dir / "out.txt", "old");
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    INFO(signal);
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      // The signals' default actions, as in `spin` (the test runner handles them itself).
+      for (const int s : {SIGINT, SIGTERM, SIGHUP}) std::signal(s, SIG_DFL);
+      PartialFile out(dir / "out.txt", "the test output");
+      out.stream() << "half" << std::flush;
+      std::raise(signal);
+      _exit(0);  // not reached: the signal ends the process
+    }
+    int status = 0;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    CHECK(WIFSIGNALED(status));
+    CHECK(WTERMSIG(status) == signal);
+    CHECK_FALSE(std::filesystem::exists(dir / "out.txt.partial"));
+    CHECK(spin::test::read_file(dir / "out.txt") == "old");
+  }
 }

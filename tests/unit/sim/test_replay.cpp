@@ -38,7 +38,11 @@ TEST_CASE("replay: results and decision log do not depend on the thread count", 
   const std::string log = read_file(dir / "one.log");
   CHECK(log == read_file(dir / "three.log"));
   CHECK(log.starts_with("# spin decision log v1\n"));
-  CHECK(log.find("\nstep 0 req 0 pool 0 ") != std::string::npos);
+  // Each request's steps name it by its trace id.
+  const spin::trace::FileSource source(source_path("traces/sample.spt"));
+  REQUIRE(source.requests().size() > 1);
+  for (const auto& r : source.requests())
+    CHECK(log.find(fmt::format("\nstep 0 req {} pool 0 ", r.id)) != std::string::npos);
 }
 
 TEST_CASE("replay: counts add up and Belady misses no more than any other policy", "[unit][sim]") {
