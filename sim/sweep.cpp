@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -19,6 +21,13 @@
 #include <set>
 #include <sstream>
 #include <thread>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include "common/atomic_file.h"
 #include "common/config/schema.h"
@@ -120,6 +129,9 @@ std::vector<std::string> axis_values(const Node& n, const std::string& key) {
 }
 
 using Assignment = std::vector<std::pair<std::string, std::string>>;
+
+// The generated trace's seed, which `seeds:` sets with `seed`.
+constexpr std::string_view kGeneratorSeed = "trace.generator.seed";
 
 // The most points a sweep may have (a typo in a range should not exhaust the memory).
 constexpr std::size_t kMaxPoints = 100'000;
@@ -247,10 +259,71 @@ CsvTable read_csv(const fs::path& file) {
 }
 
 // shard.json: which shard of the sweep a folder holds, and the sweep's point count (for merge).
-void write_shard_record(const fs::path& dir, const SweepShard& shard, std::size_t sweep_points) {
-  const nlohmann::ordered_json record = {{"shard", fmt::format("{}/{}", shard.index, shard.count)},
-                                         {"sweep_points", sweep_points}};
+// What every point of a sweep shares beyond sweep.yaml, so that merge can tell shards of one
+// sweep from shards run with other overrides or another base file: the --set list, and a hash of
+// the base config's text (empty for the built-in default).
+struct SweepInputs {
+  std::vector<std::string> sets;
+  std::string base_xxh64;
+  bool operator==(const SweepInputs&) const = default;
+};
+
+SweepInputs sweep_inputs(const Sweep& sweep, const std::vector<std::string>& extra_sets) {
+  SweepInputs inputs{extra_sets, ""};
+  if (sweep.base) {
+    const std::string text = read_text_file(*sweep.base);
+    inputs.base_xxh64 = fmt::format("{:016x}", XXH64(text.data(), text.size(), 0));
+  }
+  return inputs;
+}
+
+std::string describe(const SweepInputs& inputs) {
+  return fmt::format("--set [{}], base file {}", fmt::join(inputs.sets, " "),
+                     inputs.base_xxh64.empty() ? "none" : "xxh64 " + inputs.base_xxh64);
+}
+
+void write_shard_record(const fs::path& dir, const SweepShard& shard, std::size_t sweep_points,
+                        const std::optional<SweepInputs>& inputs) {
+  nlohmann::ordered_json record = {{"shard", fmt::format("{}/{}", shard.index, shard.count)},
+                                   {"sweep_points", sweep_points}};
+  if (inputs) {
+    record["sets"] = inputs->sets;
+    record["base_xxh64"] = inputs->base_xxh64;
+  }
   write_file_atomically(dir / "shard.json", record.dump(2) + "\n", "the shard record");
+}
+
+// An exclusive lock on an output folder for as long as it lives, so that two sweeps (or merges)
+// into one folder do not write over each other's files; released when the process ends, however.
+class FolderLock {
+ public:
+  explicit FolderLock(const fs::path& dir) {
+    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd_ < 0)
+      throw InputError(fmt::format("cannot open the output folder '{}': {}", dir.string(),
+                                   std::strerror(errno)));
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int error = errno;
+      ::close(fd_);
+      throw InputError(error == EWOULDBLOCK
+                           ? fmt::format("the output folder '{}' is in use by another spin sweep "
+                                         "or sweep merge; wait for it to end, or write elsewhere",
+                                         dir.string())
+                           : fmt::format("cannot lock the output folder '{}': {}", dir.string(),
+                                         std::strerror(error)));
+    }
+  }
+  ~FolderLock() { ::close(fd_); }
+  FolderLock(const FolderLock&) = delete;
+  FolderLock& operator=(const FolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+// An output folder named by --out: not the empty path (which would write into the current one).
+void check_output_folder(const fs::path& out) {
+  if (out.empty()) throw InputError("--out: expected a folder, got an empty path");
 }
 
 void flatten(const nlohmann::ordered_json& j, const std::string& prefix,
@@ -311,12 +384,15 @@ class Runner {
   Runner(const Sweep& sweep, const fs::path& out, const SweepOptions& options)
       : sweep_(sweep), out_(out), options_(options) {}
 
-  // Removes stale .tmp folders, keeps finished points whose inputs are unchanged, writes
-  // results.csv, and returns the points left to run.
+  // Locks the folder, removes stale .tmp folders, keeps finished points whose inputs are
+  // unchanged, writes results.csv, and returns the points left to run.
   std::deque<const SweepPoint*> prepare() {
+    check_output_folder(out_);
     create_output_folder(out_ / "points", "the sweep's points folder");
+    lock_.emplace(out_);
     write_file_atomically(out_ / "sweep.yaml", read_text_file(sweep_.file), "the sweep file");
-    write_shard_record(out_, options_.shard, sweep_.points.size());
+    write_shard_record(out_, options_.shard, sweep_.points.size(),
+                       sweep_inputs(sweep_, options_.extra_sets));
     for (const auto& entry : fs::directory_iterator(out_ / "points")) {
       if (entry.path().extension() == ".tmp") fs::remove_all(entry.path());
     }
@@ -356,20 +432,29 @@ class Runner {
     return fmt::format("{:016x}", XXH64(text.data(), text.size(), 0));
   }
 
-  // Runs points on `jobs` threads.
+  // Runs points on `jobs` threads. An error outside a point's simulation (its folder or the table
+  // cannot be written) stops every thread from taking more points and is thrown here, after the
+  // points under way have ended.
   SweepStats run() {
     std::deque<const SweepPoint*> todo = prepare();
     std::mutex take;
+    std::exception_ptr error;
     auto work = [&] {
       for (;;) {
         const SweepPoint* p;
         {
           std::lock_guard lock(take);
-          if (todo.empty()) return;
+          if (todo.empty() || error) return;
           p = todo.front();
           todo.pop_front();
         }
-        record(p->index, run_point(*p, inputs_.at(p->index)));
+        try {
+          record(p->index, run_point(*p, inputs_.at(p->index)));
+        } catch (...) {
+          std::lock_guard lock(take);
+          if (!error) error = std::current_exception();
+          return;
+        }
       }
     };
     const unsigned jobs = std::max(1u, options_.jobs);
@@ -377,6 +462,8 @@ class Runner {
     for (unsigned j = 1; j < jobs; ++j) workers.emplace_back(work);
     work();
     workers.clear();
+    if (error) std::rethrow_exception(error);
+    finish();
     return stats_;
   }
 
@@ -425,13 +512,25 @@ class Runner {
 
   SweepStats stats() const { return stats_; }
 
+  // Keeps a finished point's row; results.csv is rewritten at most once a second (a rerun
+  // rebuilds it from the point folders, so a kill loses none) and by finish().
   void record(std::size_t index, Row row) {
     std::lock_guard lock(mutex_);
     ++stats_.ran;
     if (!row.ok) ++stats_.failed;
     rows_[index] = std::move(row);
-    write_results();
+    const auto now = std::chrono::steady_clock::now();
+    if (now - written_ >= std::chrono::seconds(1)) {
+      write_results();
+      written_ = now;
+    }
     report();
+  }
+
+  // Writes results.csv with every row.
+  void finish() {
+    std::lock_guard lock(mutex_);
+    write_results();
   }
 
  private:
@@ -500,6 +599,8 @@ class Runner {
   std::map<size_t, Row> rows_;
   std::map<size_t, std::string> inputs_;
   std::map<std::string, std::string> trace_hashes_;
+  std::chrono::steady_clock::time_point written_ = std::chrono::steady_clock::now();
+  std::optional<FolderLock> lock_;
 };
 
 }  // namespace
@@ -583,24 +684,73 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
             fmt::format("{}: the sweep expands to more than {} points", axis.where(), kMaxPoints));
     }
   }
+  // A --set of a swept key, or of a section holding one, comes after the point's values and
+  // would replace them while results.csv still names them; the sweep's `set:` comes before them,
+  // so only the same key there is refused (the axis would ignore it), a section is the base the
+  // axis changes.
+  std::vector<std::string> overridden = sweep.swept_keys;  // with the generator's seed, below
+  const auto refuse_overriding_swept = [&](const std::string& set, const std::string& where,
+                                           bool after_points) {
+    const std::string key = set.substr(0, set.find('='));
+    for (const std::string& swept : overridden) {
+      if (swept == key || (after_points && swept.starts_with(key + ".")))
+        throw InputError(fmt::format(
+            "{}: {} {} {}, which the sweep sweeps; sweep it or set it, not both", where, set,
+            after_points ? "would override every point's" : "is ignored by every point's", swept));
+    }
+  };
   if (const Node* seeds = root.find("seeds")) {
-    if (std::ranges::find(sweep.swept_keys, "seed") != sweep.swept_keys.end())
-      throw InputError(
-          fmt::format("{}: seeds: key seed is swept by an axis too; give it once", seeds->where()));
+    for (const std::string_view key : {std::string_view("seed"), kGeneratorSeed}) {
+      if (std::ranges::find(sweep.swept_keys, key) != sweep.swept_keys.end())
+        throw InputError(fmt::format("{}: seeds: key {} is swept by an axis too; give it once",
+                                     seeds->where(), key));
+    }
     const std::vector<std::string> values = axis_values(*seeds, "seeds");
     sweep.swept_keys.push_back("seed");
     if (points.size() * values.size() > kMaxPoints)
       throw InputError(
           fmt::format("{}: the sweep expands to more than {} points", seeds->where(), kMaxPoints));
+    overridden.push_back("seed");
+    overridden.emplace_back(kGeneratorSeed);
     std::vector<Assignment> next;
     for (const Assignment& a : points) {
+      // A generated trace is drawn again with each seed, so that the seeds are replicates of the
+      // workload too, not only of the simulation's own choices. (A point whose config is invalid
+      // is reported below.)
+      bool generated = false;
+      try {
+        generated = sweep.config(SweepPoint{0, a}, extra_sets).trace.generator.has_value();
+      } catch (const InputError&) {
+      }
       for (const std::string& s : values) {
         Assignment c = a;
         c.emplace_back("seed", s);
+        if (generated) c.emplace_back(kGeneratorSeed, s);
         next.push_back(std::move(c));
       }
     }
     points = std::move(next);
+  }
+  for (const Node& s : root.find("set") ? root.find("set")->items : std::vector<Node>{})
+    refuse_overriding_swept(value_text(s), s.where(), false);
+  for (const std::string& s : extra_sets) refuse_overriding_swept(s, "--set " + s, true);
+  // Two points of the same values (a value given twice, also as 1 and 1.0) would run one
+  // configuration twice and weigh it double in every mean.
+  std::map<std::string, std::size_t> seen;
+  for (size_t i = 0; i < points.size(); ++i) {
+    std::string canonical;
+    for (const auto& [k, v] : points[i]) {
+      double number = 0;
+      const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), number);
+      canonical +=
+          k + "=" +
+          (ec == std::errc{} && end == v.data() + v.size() ? fmt::format("{}", number) : v) + "\n";
+    }
+    if (const auto [at, fresh] = seen.emplace(canonical, i); !fresh)
+      throw InputError(fmt::format(
+          "{}: points {} and {} have the same values ({}); give each "
+          "value once",
+          file.string(), at->second, i, fmt::join(SweepPoint{i, points[i]}.sets(), ", ")));
   }
   for (size_t i = 0; i < points.size(); ++i) {
     SweepPoint p{i, std::move(points[i])};
@@ -672,6 +822,7 @@ SweepStats run_sweep_mpi(const Sweep& sweep, const fs::path& out, const SweepOpt
       }
       MPI_Send(&next, 1, MPI_LONG_LONG, status.MPI_SOURCE, kAssign, MPI_COMM_WORLD);
     }
+    runner.finish();
     stats = runner.stats();
   } else {
     long long finished = -1;
@@ -726,6 +877,9 @@ std::size_t row_point(const std::string& field, const std::string& where,
 
 MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out) {
   if (shards.empty()) throw InputError("sweep merge: name at least one shard folder");
+  check_output_folder(out);
+  std::optional<SweepInputs> inputs;  // from the first shard.json that records them
+  fs::path inputs_file;
   std::vector<std::string> header;
   fs::path header_file;  // the results.csv that gave `header`
   fs::path points_file;  // the shard.json that gave stats.sweep_points
@@ -754,6 +908,17 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
             record_file.string(), *shard_points, *stats.sweep_points, points_file.string()));
       stats.sweep_points = shard_points;
       points_file = record_file;
+      // The overrides and base file (records of older versions have none).
+      if (record.contains("sets") && record.contains("base_xxh64")) {
+        const SweepInputs these{record["sets"].get<std::vector<std::string>>(),
+                                record["base_xxh64"].get<std::string>()};
+        if (inputs && these != *inputs)
+          throw InputError(fmt::format("{}: run with {}; {}: with {}: not shards of one sweep",
+                                       record_file.string(), describe(these), inputs_file.string(),
+                                       describe(*inputs)));
+        inputs = these;
+        inputs_file = record_file;
+      }
     } else {
       all_recorded = false;
     }
@@ -794,7 +959,14 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
                         "incomplete: running it again restores it)",
                         row.where, point, (shard / folder).string()));
       const auto [at, fresh] = rows.try_emplace(point, row);
-      if (!fresh && at->second.fields != row.fields)
+      // A shard of failed points only has no metric columns: its rows are the others' without
+      // their empty metric fields.
+      const auto padded = [](std::vector<std::string> f, std::size_t size) {
+        f.resize(std::max(f.size(), size));
+        return f;
+      };
+      const std::size_t width = std::max(at->second.fields.size(), row.fields.size());
+      if (!fresh && padded(at->second.fields, width) != padded(row.fields, width))
         throw InputError(fmt::format("{}: point {} differs from its row at {}", row.where, point,
                                      at->second.where));
     }
@@ -803,6 +975,7 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
   // them; a folder merged before is kept where its point.json is the shard's), then the tables.
   // Folders of points the merge does not hold (another sweep's, merged there before) go.
   create_output_folder(out / "points", "the merged sweep's points folder");
+  const FolderLock lock(out);
   remove_points_except(out, [&](size_t index) { return rows.count(index) > 0; });
   for (const auto& [point, row] : rows) {
     const fs::path to = out / row.fields[3];
@@ -832,7 +1005,10 @@ MergeStats merge_sweeps(const std::vector<fs::path>& shards, const fs::path& out
   if (stats.sweep_points) {
     for (std::size_t p = 0; p < *stats.sweep_points; ++p)
       if (!rows.count(p)) stats.missing.push_back(p);
-    write_shard_record(out, SweepShard{}, *stats.sweep_points);
+    write_shard_record(out, SweepShard{}, *stats.sweep_points, inputs);
+  } else {
+    std::error_code ignored;
+    fs::remove(out / "shard.json", ignored);  // a record of an earlier merge there
   }
   return stats;
 }

@@ -6,7 +6,8 @@
 // --set overrides on the base config. Running: each point's output is written into
 // points/pNNNNNN.tmp/ and renamed to points/pNNNNNN/ when complete, with point.json (status and
 // the hash of its inputs: resolved config, trace bytes, program version); results.csv is rewritten
-// atomically after every point. A rerun removes stale .tmp folders, keeps finished points whose
+// atomically at most once a second and at the end. The output folder is locked (flock) while a
+// sweep or merge writes it. A rerun removes stale .tmp folders, keeps finished points whose
 // inputs are unchanged, and runs the rest (failed points are retried), so no point is lost,
 // duplicated or half written.
 #pragma once
@@ -56,7 +57,8 @@ struct SweepOptions {
   std::vector<std::string> extra_sets;
   bool timeline = true;  // write each point's timeline.json (an output, not an input: resume
                          // keeps points finished either way)
-  // Called from the calling thread after each point: (done, failed, skipped, total).
+  // Called after each point, from the thread that ran it, one call at a time: (done, failed,
+  // skipped, total). An exception from it ends the sweep as any error does.
   std::function<void(std::size_t, std::size_t, std::size_t, std::size_t)> progress;
 };
 
@@ -88,10 +90,11 @@ struct MergeStats {
 };
 
 // Joins shard folders into `out`: point folders copied, results.csv rows merged by point. The
-// shards must come from the same sweep (equal sweep.yaml and point count); a point in two shards
-// must agree. Points no shard has are reported, not an error: the merged folder holds the rest.
-// Every shard's rows are checked (point number, folder, agreement) before anything is written:
-// a merge that throws leaves `out` unchanged. Errors name the results.csv and line at fault.
+// shards must come from the same sweep (equal sweep.yaml, and where shard.json records them, the
+// same point count, --set list and base config text); a point in two shards must agree. Points no
+// shard has are reported, not an error: the merged folder holds the rest. Every shard's rows are
+// checked (point number, folder, agreement) before anything is written: a merge that throws leaves
+// `out` unchanged. Errors name the results.csv and line at fault.
 MergeStats merge_sweeps(const std::vector<std::filesystem::path>& shards,
                         const std::filesystem::path& out);
 

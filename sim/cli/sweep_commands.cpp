@@ -34,8 +34,8 @@ int sweep_command(const Args& args) {
       "shard", po::value<std::string>()->value_name("i/N"),
       "run only the points with point % N == i (job arrays; join with spin sweep merge)")(
       "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
-      "override applied to every point, after the sweep's own values (repeatable)")(
-      "dry-run", po::bool_switch(), "list the expanded points and exit")(
+      "override applied to every point, after the sweep's own values (repeatable; not of a swept "
+      "key)")("dry-run", po::bool_switch(), "list the expanded points and exit")(
       "no-timeline", po::bool_switch(),
       "do not write each point's timeline.json (large studies: the Perfetto timelines are most of "
       "the output and ~10% of the run time)")(

@@ -1,6 +1,8 @@
 // Parameter sweeps: expansion, results, resuming after a kill, sharding and merging, failures.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
@@ -418,4 +420,114 @@ TEST_CASE("sweep: every shipped sweep file loads and each point's config validat
     for (const auto& p : s.points) CHECK_NOTHROW(s.config(p));
   }
   CHECK(files >= 9);
+}
+
+TEST_CASE("sweep: overrides of swept keys and points given twice are refused", "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(
+      dir / "s.yaml",
+      sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2]\n      hardware.hbm_gib: [80]\n",
+                 "set: [hardware=h200]\n"));  // a section the axis then changes: fine
+  CHECK(spin::sim::load_sweep(dir / "s.yaml").config({0, {}}).hardware.preset == "h200");
+  // A --set comes after the points' values: of a swept key, or a section holding one, it would
+  // replace them while results.csv names them.
+  for (const std::string set : {"cache.buffer_ratio=3", "cache=null", "hardware=h100-sxm"}) {
+    INFO(set);
+    CHECK_THROWS_WITH(
+        spin::sim::load_sweep(dir / "s.yaml", {set}),
+        Catch::StartsWith(fmt::format("--set {0}: {0} would override every point's", set)));
+  }
+  CHECK_NOTHROW(spin::sim::load_sweep(dir / "s.yaml", {"cache.buckets=32"}));
+  const auto refused = [&](const std::string& text, const std::string& message) {
+    write_file(dir / "t.yaml", text);
+    CHECK_THROWS_WITH(spin::sim::load_sweep(dir / "t.yaml"), Catch::Contains(message));
+  };
+  // `set:` comes before them: the same key there would be ignored.
+  refused(
+      sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2]\n", "set: [cache.buffer_ratio=3]\n"),
+      "t.yaml:2:7: cache.buffer_ratio=3 is ignored by every point's cache.buffer_ratio");
+  // The same values twice, also written as different numbers, would weigh one run double.
+  refused(sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2, 1.0]\n"),
+          "points 0 and 2 have the same values (cache.buffer_ratio=1.0)");
+  refused(sweep_text("  - grid:\n      serving.mode: [dense, dense]\n"), "points 0 and 1");
+  refused(sweep_text("  - grid:\n      cache.buffer_ratio: [1]\n", "seeds: [3, 3]\n"),
+          "points 0 and 1");
+}
+
+TEST_CASE("sweep: seeds draw a generated trace again", "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(dir / "s.yaml",
+             "set: [trace.path=, trace.generator.workload.requests=1]\n"
+             "axes:\n  - grid:\n      cache.buffer_ratio: [1]\nseeds: [3, 4]\n");
+  const spin::sim::Sweep s = spin::sim::load_sweep(dir / "s.yaml");
+  REQUIRE(s.points.size() == 2);
+  CHECK(s.config(s.points[1]).seed == 4);
+  CHECK(s.config(s.points[1]).trace.generator->seed == 4);
+  CHECK(s.swept_keys.back() == "seed");  // one column: the generator's seed follows it
+  CHECK_THROWS_WITH(spin::sim::load_sweep(dir / "s.yaml", {"trace.generator.seed=9"}),
+                    Catch::Contains("would override every point's trace.generator.seed"));
+  // A trace file keeps its selections: only `seed` changes.
+  write_file(dir / "f.yaml",
+             sweep_text("  - grid:\n      cache.buffer_ratio: [1]\n", "seeds: [3, 4]\n"));
+  CHECK(spin::sim::load_sweep(dir / "f.yaml").points[1].sets() ==
+        std::vector<std::string>{"cache.buffer_ratio=1", "seed=4"});
+}
+
+TEST_CASE("sweep: one folder, one writer; an error in a worker reaches the caller", "[unit][sim]") {
+  spin::test::TempDir dir;
+  write_file(dir / "s.yaml", sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2, 3, 4]\n"));
+  const spin::sim::Sweep s = spin::sim::load_sweep(dir / "s.yaml");
+  spin::sim::SweepOptions options;
+  CHECK_THROWS_WITH(spin::sim::run_sweep(s, "", options),
+                    "--out: expected a folder, got an empty path");
+  // Another process (here this one, through another descriptor) holds the folder.
+  std::filesystem::create_directories(dir / "o");
+  const int held = ::open((dir / "o").c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(held >= 0);
+  REQUIRE(::flock(held, LOCK_EX) == 0);
+  CHECK_THROWS_WITH(spin::sim::run_sweep(s, dir / "o", options),
+                    Catch::Contains("is in use by another spin sweep or sweep merge"));
+  ::close(held);
+  // An exception in a worker thread (here from the progress callback) ends the sweep with it,
+  // instead of terminating the process.
+  options.jobs = 2;
+  int calls = 0;
+  options.progress = [&](std::size_t, std::size_t, std::size_t, std::size_t) {
+    if (++calls == 3) throw spin::InputError("the progress line failed");
+  };
+  CHECK_THROWS_WITH(spin::sim::run_sweep(s, dir / "o", options), "the progress line failed");
+  // The points that finished are kept; a rerun completes the table.
+  options.progress = nullptr;
+  const spin::sim::SweepStats again = spin::sim::run_sweep(s, dir / "o", options);
+  CHECK(again.ran + again.skipped == 4);
+  CHECK(again.skipped >= 1);
+  CHECK(lines(read_file(dir / "o" / "results.csv")) == 5);
+}
+
+TEST_CASE("sweep: merge refuses shards run with other overrides, and accepts failed rows",
+          "[unit][sim]") {
+  spin::test::TempDir dir;
+  // Point 1 fails (the weights do not fit in 20 GiB).
+  write_file(dir / "s.yaml", sweep_text("  - grid:\n      hardware.hbm_gib: [80, 20]\n"));
+  const auto sweep = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> args = {"sweep", (dir / "s.yaml").string(), "--out",
+                                     (dir / out).string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_spin(args).status;
+  };
+  REQUIRE(sweep("all", {}) == 1);
+  REQUIRE(sweep("s0", {"--shard", "0/2", "--set", "serving.max_batch_tokens=4096"}) == 0);
+  REQUIRE(sweep("s1", {"--shard", "1/2"}) == 1);  // its only point failed: no metric columns
+  const auto merged = run_spin({"sweep", "merge", (dir / "s0").string(), (dir / "s1").string(),
+                                "--out", (dir / "m").string()});
+  CHECK(merged.status == 2);
+  CHECK(merged.err.find("not shards of one sweep") != std::string::npos);
+  CHECK(merged.err.find("--set [serving.max_batch_tokens=4096]") != std::string::npos);
+  CHECK_FALSE(std::filesystem::exists(dir / "m"));
+  // The failed point's row agrees with the whole sweep's, which has metric columns.
+  const auto with_all = run_spin({"sweep", "merge", (dir / "all").string(), (dir / "s1").string(),
+                                  "--out", (dir / "m").string()});
+  CHECK(with_all.status == 0);
+  CHECK(read_file(dir / "m" / "results.csv") == read_file(dir / "all" / "results.csv"));
+  CHECK(run_spin({"sweep", "merge", (dir / "all").string(), "--out", ""}).status == 2);
 }
