@@ -179,6 +179,47 @@ def read_input(path):
     raise AnalysisError(f"{path}: no such file or folder")
 
 
+# Figures that have no samples in a run that finished no request, which spin writes as 0
+# (docs/simulator.md, "Scheduler"): blank (NaN) in such rows, so that no figure draws them as 0.
+NO_SAMPLE_PREFIXES = ("ttft_s.", "tpot_s.", "throughput_", "decode_only.", "batch_", "hit_ratio")
+
+
+def _blank_unsampled(table, note):
+    df = table.df
+    if "requests_finished" not in df.columns:
+        return table
+    none = pd.to_numeric(df["requests_finished"], errors="coerce") == 0
+    if not none.any():
+        return table
+    df = df.copy()
+    columns = [c for c in df.columns if c.startswith(NO_SAMPLE_PREFIXES)]
+    df[columns] = df[columns].astype(float)
+    df.loc[none, columns] = float("nan")
+    if note:
+        print(f"note: {int(none.sum())} point(s) of {table.description} finished no request "
+              f"(point {', '.join(str(p) for p in df.loc[none, 'point'])}): their latency, "
+              "throughput, batch and hit-ratio figures have no samples and are left out",
+              file=sys.stderr)
+    return table.copy_with(df)
+
+
+def _partial_sweep_note(path, rows):
+    """A note when a sweep folder's results.csv holds fewer points than its shard.json says the
+    shard has (a sweep still running, stopped, or a merge with shards missing), else None."""
+    record = os.path.join(os.path.dirname(os.path.abspath(path)), "shard.json")
+    try:
+        with open(record) as f:
+            doc = json.load(f)
+        index, count = (int(x) for x in str(doc["shard"]).split("/"))
+        expected = len(range(index, int(doc["sweep_points"]), count))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if rows >= expected:
+        return None
+    return (f"note: {path} holds {rows} of its {expected} points: the sweep is unfinished "
+            "(or a merge lacks shards); run it again to complete it")
+
+
 def load(paths, where=(), note=True):
     """One Table from several inputs: rows concatenated; with more than one input a swept key
     `source` (the input's name) tells them apart. `where` filters are applied last."""
@@ -193,6 +234,11 @@ def load(paths, where=(), note=True):
         except UnicodeDecodeError:
             raise AnalysisError(f"{p}: not a text file; expected a sweep folder, a run folder, "
                                 "results.csv or replay.json") from None
+    for t in tables:
+        partial = note and os.path.basename(t.description) == "results.csv" and \
+            _partial_sweep_note(t.description, len(t.df) + len(t.failed))
+        if partial:
+            print(partial, file=sys.stderr)
     if len(tables) == 1:
         table = tables[0]
     else:
@@ -213,6 +259,7 @@ def load(paths, where=(), note=True):
         print(f"note: skipping {len(table.failed)} failed point(s) of {table.description}: "
               + "; ".join(f"point {r.point}: {r.error}" for r in table.failed.itertuples()),
               file=sys.stderr)
+    table = _blank_unsampled(table, note)
     table = apply_where(table, where)
     if table.df.empty:
         raise AnalysisError(f"no ok rows in {table.description}"

@@ -530,6 +530,43 @@ class CommandLineTest(Base):
         self.assertIn("out of memory, badly", page)
 
 
+    def test_runs_without_samples_and_unfinished_sweeps_are_noted(self):
+        """A point that finished no request has its latency, throughput, batch and hit-ratio
+        figures written as 0 for no samples: they are blanked, not drawn at 0. A sweep folder
+        whose shard.json counts more points than results.csv holds is noted as unfinished."""
+        folder = os.path.join(TMP, "without-samples")
+        shutil.copytree(A, folder)
+        with open(os.path.join(folder, "results.csv"), newline="") as f:
+            table = list(csv.reader(f))
+        header = table[0]
+        for c, name in enumerate(header):
+            if name == "requests_finished" or name.startswith(("ttft_s.", "throughput_")):
+                table[1][c] = "0"
+        with open(os.path.join(folder, "results.csv"), "w", newline="") as f:
+            csv.writer(f, lineterminator="\n").writerows(table)
+        with open(os.path.join(folder, "shard.json"), "w") as f:
+            f.write('{"shard": "0/1", "sweep_points": 13}\n')
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            loaded = data.load(folder)
+        self.assertIn("holds 12 of its 13 points: the sweep is unfinished", err.getvalue())
+        self.assertIn("1 point(s) of", err.getvalue())
+        self.assertIn("finished no request (point 0)", err.getvalue())
+        row = loaded.df[loaded.df["point"] == 0].iloc[0]
+        self.assertTrue(row["ttft_s.mean"] != row["ttft_s.mean"])  # NaN
+        self.assertEqual(row["requests_finished"], 0)
+        plot = figures.throughput(loaded, x="cache.buffer_ratio")
+        drawn = [y for ln in plot.fig.axes[0].get_lines() for y in ln.get_ydata()]
+        self.assertNotIn(0.0, drawn)
+        # A complete sweep: no note.
+        with open(os.path.join(folder, "shard.json"), "w") as f:
+            f.write('{"shard": "0/1", "sweep_points": 12}\n')
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            data.load(folder)
+        self.assertNotIn("unfinished", err.getvalue())
+
+
 class RealSweepTest(Base):
     def test_fixture_equals_spin_sweep(self):
         """The fixture is the contract: `spin sweep` over the same grid writes the same
