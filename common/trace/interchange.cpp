@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <bit>
 #include <charconv>
 #include <fstream>
 #include <limits>
@@ -400,7 +401,8 @@ void start_writer(const Fields& f, const std::filesystem::path& out, const Write
                     f.str("type")));
   }
   const TraceHeader header = header_from_json(f);
-  located(f.where(), [&] { w.emplace(out, header, options); });
+  located(f.where(), [&] { validate_header(header); });
+  w.emplace(out, header, options);  // its errors are the output's: not at this line
 }
 
 const char* const kLineTypes = "header, request, partition_map, map_growth, step";
@@ -586,11 +588,13 @@ void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std
     base[r + 1] = base[r] + reader.requests()[r].decode_steps;
   }
   uint64_t page_bytes = 0;
+  const AlgorithmInfo* algorithm = nullptr;
   for_each_selection(
       reader, filter,
       [&](size_t r) {
         const RequestInfo& info = reader.requests()[r];
         const AlgorithmInfo& algo = reader.algorithm_of(r);
+        algorithm = &algo;
         page_bytes = 2ull * algo.page_tokens * h.model.head_dim * h.model.dtype_bytes;
         const uint64_t max_pages =
             (uint64_t{info.prompt_tokens} + info.decode_steps + algo.page_tokens - 1) /
@@ -603,10 +607,16 @@ void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std
       },
       [&](size_t r, uint32_t layer, uint32_t head, uint32_t step,
           const policy::PartitionMapView& view, std::span<const uint32_t> selection) {
+        // The static region's pages are not cache accesses (replay counts them apart).
+        const policy::StaticRegion region = policy::make_static_region(
+            algorithm->sink_tokens, algorithm->local_window_tokens,
+            reader.requests()[r].prompt_tokens + step,
+            static_cast<uint32_t>(std::countr_zero(algorithm->page_tokens)));
         uint32_t next_page = 0;  // pages come in ascending order; each is listed once
         for (uint32_t id : selection) {
           const policy::PageRange p = policy::partition_pages(view, id);
           for (uint32_t page = std::max(p.begin, next_page); page < p.end; ++page) {
+            if (policy::is_static_page(region, page)) continue;
             out.print("{},{},{},{},{},{},{},{}\n", base[r] + step,
                       page_object_id(r, layer, head, page), page_bytes, reader.requests()[r].id,
                       layer, head, step, page);

@@ -172,14 +172,16 @@ int trace_export(const Args& args) {
       // Imported with metadata, the streams left out would read back as empty selections.
       std::cerr << "spin trace export: a CSV of some streams (--request, --layer, --head) has no "
                    "metadata file: it cannot be imported back as a trace\n";
-    } else if (file) {
+    } else if (file && !output_target((*vm)["out"].as<std::string>()).in_place) {
       const std::filesystem::path path = trace::metadata_path_for((*vm)["out"].as<std::string>());
       refuse_input_as_output(input, path, "trace export: --out");
       metadata.emplace(path, "the trace metadata");
       trace::export_metadata_jsonl(reader, metadata->stream(), rows);
     } else {
-      std::cerr << "spin trace export: the CSV went to standard output without its metadata; "
-                   "give --out FILE.csv to get FILE.csv.meta.jsonl for `spin trace import`\n";
+      // Standard output, or a device or pipe (no file to put a metadata file beside).
+      std::cerr << "spin trace export: the CSV went to standard output, a device or a pipe "
+                   "without its metadata; give --out FILE.csv to get FILE.csv.meta.jsonl for "
+                   "`spin trace import`\n";
     }
   } else {
     trace::export_page_refs(reader, filter, out);

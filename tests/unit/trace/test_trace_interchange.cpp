@@ -98,6 +98,13 @@ TEST_CASE("trace interchange: write, read, export JSON Lines, import gives an id
   std::ostringstream again;
   export_jsonl(TraceReader(dir / "b.spt"), again);
   CHECK(again.str() == read_file(dir / "a.jsonl"));
+  // An output that cannot be written is the output's error, not the header line's.
+  std::filesystem::create_directory(dir / "folder.spt");
+  const auto to_folder = run_spin(
+      {"trace", "import", (dir / "a.jsonl").string(), "--out", (dir / "folder.spt").string()});
+  CHECK(to_folder.status == 2);
+  CHECK(to_folder.err == "spin: error: cannot write the trace to '" +
+                             (dir / "folder.spt").string() + "': it is a directory\n");
 }
 
 TEST_CASE("trace export: CSV rows list each selected partition with the pages it maps to",
@@ -128,12 +135,22 @@ TEST_CASE("trace export: page-refs lists each page once per stream step with a s
   export_page_refs(TraceReader(dir / "v.spt"), {.request_id = 42, .layer = 0, .head = 1}, refs);
   const uint64_t p0 = page_object_id(0, 0, 1, 0), p1 = page_object_id(0, 0, 1, 1);
   CHECK(p0 == (uint64_t{1} << 24));
-  // obj_size = 2 · 16 tokens · head_dim 4 · 2 bytes = 256.
+  // obj_size = 2 · 16 tokens · head_dim 4 · 2 bytes = 256. Page 1, the unfinished last page of
+  // a 20- or 22-token context, is in the static region (the local window's last page), which
+  // replay does not count as a cache access either: not listed.
   CHECK(refs.str() == fmt::format("time,obj_id,obj_size,request,layer,head,step,page\n"
-                                  "0,{0},256,42,0,1,0,0\n0,{1},256,42,0,1,0,1\n"
-                                  "2,{0},256,42,0,1,2,0\n2,{1},256,42,0,1,2,1\n",
-                                  p0, p1));
+                                  "0,{0},256,42,0,1,0,0\n2,{0},256,42,0,1,2,0\n",
+                                  p0));
+  CHECK(p1 == p0 + 1);
   CHECK(page_object_id(3, 2, 1, 5) == (uint64_t{3} << 40 | uint64_t{2} << 32 | 1 << 24 | 5));
+
+  // With 16 sink tokens page 0 is static too: nothing is left to list.
+  TraceData sinks = hand_trace(PartitionKind::kVariable);
+  sinks.header.algorithms[0].sink_tokens = 16;
+  write_trace(sinks, dir / "s.spt");
+  std::ostringstream cached;
+  export_page_refs(TraceReader(dir / "s.spt"), {.request_id = 42, .layer = 0, .head = 1}, cached);
+  CHECK(cached.str() == "time,obj_id,obj_size,request,layer,head,step,page\n");
 }
 
 TEST_CASE("trace export: JSON Lines has a header, request, map, growth and step lines",
@@ -204,4 +221,15 @@ TEST_CASE("trace sample: traces/sample.spt opens, verifies and matches its docum
   CHECK(reader.header().algorithms.at(0).partition_tokens == 8);
   CHECK(i.requests >= 2);
   CHECK(i.file_bytes < 1024 * 1024);
+}
+
+TEST_CASE("trace export: a CSV to a device has no metadata file beside it", "[unit][trace]") {
+  if (!std::filesystem::is_character_file("/dev/null")) return;
+  TempDir dir;
+  write_trace(hand_trace(PartitionKind::kFixed), dir / "h.spt");
+  const auto r = run_spin(
+      {"trace", "export", (dir / "h.spt").string(), "--format", "csv", "--out", "/dev/null"});
+  CHECK(r.status == 0);
+  CHECK(contains(r.err, "without its metadata"));
+  CHECK_FALSE(std::filesystem::exists("/dev/null.meta.jsonl"));
 }
