@@ -67,11 +67,16 @@ int sweep_command(const Args& args) {
   so.timeline = !(*vm)["no-timeline"].as<bool>();
   if (vm->count("shard")) so.shard = sim::parse_shard((*vm)["shard"].as<std::string>());
   if ((*vm)["dry-run"].as<bool>()) {
+    std::size_t listed = 0;
     for (const sim::SweepPoint& p : sweep.points) {
       if (p.index % so.shard.count != so.shard.index) continue;
       std::cout << fmt::format("{:>6}  {}\n", p.index, fmt::join(p.sets(), "  "));
+      ++listed;
     }
-    std::cout << fmt::format("{} points\n", sweep.points.size());
+    std::cout << (so.shard.count > 1
+                      ? fmt::format("{} of the sweep's {} points (shard {}/{})\n", listed,
+                                    sweep.points.size(), so.shard.index, so.shard.count)
+                      : fmt::format("{} point{}\n", listed, listed == 1 ? "" : "s"));
     return 0;
   }
   if (!vm->count("out")) throw InputError("spin sweep: --out DIR is required (or --dry-run)");

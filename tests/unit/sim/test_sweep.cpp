@@ -438,6 +438,10 @@ TEST_CASE("sweep: overrides of swept keys and points given twice are refused", "
         Catch::StartsWith(fmt::format("--set {0}: {0} would override every point's", set)));
   }
   CHECK_NOTHROW(spin::sim::load_sweep(dir / "s.yaml", {"cache.buckets=32"}));
+  // --dry-run counts what it lists.
+  const auto dry = run_spin({"sweep", (dir / "s.yaml").string(), "--dry-run", "--shard", "1/2"});
+  CHECK(dry.out.ends_with("\n1 of the sweep's 2 points (shard 1/2)\n"));
+  CHECK(run_spin({"sweep", (dir / "s.yaml").string(), "--dry-run"}).out.ends_with("\n2 points\n"));
   const auto refused = [&](const std::string& text, const std::string& message) {
     write_file(dir / "t.yaml", text);
     CHECK_THROWS_WITH(spin::sim::load_sweep(dir / "t.yaml"), Catch::Contains(message));
