@@ -1,16 +1,22 @@
 #include "sim/sweep.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <exception>
 #include <functional>
@@ -21,13 +27,6 @@
 #include <set>
 #include <sstream>
 #include <thread>
-
-#include <fcntl.h>
-#include <sys/file.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include "common/atomic_file.h"
 #include "common/config/schema.h"
@@ -258,7 +257,6 @@ CsvTable read_csv(const fs::path& file) {
   return table;
 }
 
-// shard.json: which shard of the sweep a folder holds, and the sweep's point count (for merge).
 // What every point of a sweep shares beyond sweep.yaml, so that merge can tell shards of one
 // sweep from shards run with other overrides or another base file: the --set list, and a hash of
 // the base config's text (empty for the built-in default).
@@ -282,6 +280,8 @@ std::string describe(const SweepInputs& inputs) {
                      inputs.base_xxh64.empty() ? "none" : "xxh64 " + inputs.base_xxh64);
 }
 
+// shard.json: which shard of the sweep a folder holds, the sweep's point count and, where known,
+// its inputs (for merge).
 void write_shard_record(const fs::path& dir, const SweepShard& shard, std::size_t sweep_points,
                         const std::optional<SweepInputs>& inputs) {
   nlohmann::ordered_json record = {{"shard", fmt::format("{}/{}", shard.index, shard.count)},
@@ -294,7 +294,8 @@ void write_shard_record(const fs::path& dir, const SweepShard& shard, std::size_
 }
 
 // An exclusive lock on an output folder for as long as it lives, so that two sweeps (or merges)
-// into one folder do not write over each other's files; released when the process ends, however.
+// into one folder do not write over each other's files; the system releases it when the process
+// ends, however it ends.
 class FolderLock {
  public:
   explicit FolderLock(const fs::path& dir) {
