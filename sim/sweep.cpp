@@ -707,6 +707,8 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
                                      seeds->where(), key));
     }
     const std::vector<std::string> values = axis_values(*seeds, "seeds");
+    written_at.emplace("--set seed=", seeds->where());
+    written_at.emplace(fmt::format("--set {}=", kGeneratorSeed), seeds->where());
     sweep.swept_keys.push_back("seed");
     if (points.size() * values.size() > kMaxPoints)
       throw InputError(
@@ -776,6 +778,7 @@ SweepShard parse_shard(const std::string& text) {
   unsigned i = 0, n = 0;
   char slash = 0;
   std::istringstream in(text);
+  in >> std::noskipws;  // " 1/2" is not a shard
   if (!(in >> i >> slash >> n) || slash != '/' || !in.eof() || n == 0 || i >= n)
     throw InputError(fmt::format("--shard {}: expected i/N with 0 <= i < N, e.g. 0/4", text));
   return {i, n};

@@ -115,6 +115,13 @@ TEST_CASE("sweep: malformed files and rejected values name the place", "[unit][s
                          "set:\n  - serving.max_batch_requests=0\n"))
             .find("s.yaml:3:5: point 0 (cache.buckets=8): --set serving.max_batch_requests=0: ") !=
         std::string::npos);
+  CHECK(error(sweep_text("  - grid:\n      cache.buckets: [8]\n", "seeds: [a]\n"))
+            .find("s.yaml:2:8: point 0 (cache.buckets=8, seed=a): --set seed=a: ") !=
+        std::string::npos);
+  // A shard is i/N exactly, without spaces.
+  for (const std::string shard : {" 1/2", "1/2 ", "1 /2"})
+    CHECK_THROWS_WITH(spin::sim::parse_shard(shard), Catch::Contains("expected i/N"));
+  CHECK(spin::sim::parse_shard("1/2").index == 1);
 }
 
 TEST_CASE("sweep: runs every point once, records failures, and keeps finished points on rerun",
