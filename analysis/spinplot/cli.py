@@ -284,6 +284,8 @@ def run(args):
                                     + table.description)
         else:  # pragma: no cover - argparse rejects unknown commands
             raise AnalysisError(f"unknown figure {c}")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise AnalysisError(f"--out {out}: a file is there; expected a folder for the figures")
     written = []
     for plot in plots:
         written += style.save(plot.fig, out, plot.name, fmts)

@@ -481,7 +481,8 @@ class CommandLineTest(Base):
             f.write("x")
         proc = run_in_process(cli.main, "cdf", A, "--out", a_file)
         self.assertEqual(proc.returncode, 2, proc.stderr)
-        self.assertIn("plot.py: error:", proc.stderr)
+        self.assertIn(f"plot.py: error: --out {a_file}: a file is there; expected a folder",
+                      proc.stderr)
 
     def test_help_for_every_subcommand(self):
         """--help of plot.py, of each subcommand and of report.py: exit 0, with the defaults."""
