@@ -4,7 +4,6 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
-#include <bit>
 #include <charconv>
 #include <fstream>
 #include <limits>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/policy/partition.h"
 
 namespace spin::trace {
 namespace {
@@ -588,13 +588,11 @@ void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std
     base[r + 1] = base[r] + reader.requests()[r].decode_steps;
   }
   uint64_t page_bytes = 0;
-  const AlgorithmInfo* algorithm = nullptr;
   for_each_selection(
       reader, filter,
       [&](size_t r) {
         const RequestInfo& info = reader.requests()[r];
         const AlgorithmInfo& algo = reader.algorithm_of(r);
-        algorithm = &algo;
         page_bytes = 2ull * algo.page_tokens * h.model.head_dim * h.model.dtype_bytes;
         const uint64_t max_pages =
             (uint64_t{info.prompt_tokens} + info.decode_steps + algo.page_tokens - 1) /
@@ -608,10 +606,10 @@ void export_page_refs(const TraceReader& reader, const StreamFilter& filter, std
       [&](size_t r, uint32_t layer, uint32_t head, uint32_t step,
           const policy::PartitionMapView& view, std::span<const uint32_t> selection) {
         // The static region's pages are not cache accesses (replay counts them apart).
-        const policy::StaticRegion region = policy::make_static_region(
-            algorithm->sink_tokens, algorithm->local_window_tokens,
-            reader.requests()[r].prompt_tokens + step,
-            static_cast<uint32_t>(std::countr_zero(algorithm->page_tokens)));
+        const AlgorithmInfo& algo = reader.algorithm_of(r);
+        const policy::StaticRegion region =
+            policy::static_region({algo.sink_tokens, algo.local_window_tokens}, algo.page_tokens,
+                                  reader.requests()[r].prompt_tokens + step);
         uint32_t next_page = 0;  // pages come in ascending order; each is listed once
         for (uint32_t id : selection) {
           const policy::PageRange p = policy::partition_pages(view, id);
