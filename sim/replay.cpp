@@ -1,5 +1,6 @@
 #include "sim/replay.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -50,11 +51,14 @@ ReplayResult replay(const trace::TraceSource& source, const ReplayOptions& optio
   result.requests = n;
   result.layers.assign(header.model.layers, {});
   options.cache.policy_params();  // an unknown policy fails before any work
-  if (!source.header().algorithms.empty()) {
-    result.page_bytes = policy::page_bytes({header.model.layers, header.model.kv_heads,
-                                            header.model.head_dim, header.model.dtype_bytes},
-                                           header.algorithms.front().page_tokens);
+  for (const trace::AlgorithmInfo& a : header.algorithms) {
+    result.page_bytes.push_back(
+        policy::page_bytes({header.model.layers, header.model.kv_heads, header.model.head_dim,
+                            header.model.dtype_bytes},
+                           a.page_tokens));
   }
+  std::ranges::sort(result.page_bytes);
+  result.page_bytes.erase(std::ranges::unique(result.page_bytes).begin(), result.page_bytes.end());
 
   // The log goes to FILE.partial, renamed to FILE once complete: a failed replay leaves nothing
   // at FILE.

@@ -34,8 +34,10 @@ struct ReplayOptions {
 struct ReplayResult {
   std::string policy;
   std::uint64_t requests = 0;
-  std::uint64_t request_steps = 0;          // decode steps over all requests
-  std::uint64_t page_bytes = 0;             // bytes of one page (K and V of one stream)
+  std::uint64_t request_steps = 0;  // decode steps over all requests
+  // Bytes of one page (K and V of one stream), ascending: one entry unless the trace's
+  // algorithms have different page sizes.
+  std::vector<std::uint64_t> page_bytes;
   std::vector<policy::PolicyStats> layers;  // [layers], summed over requests
   policy::PolicyStats total;
   // Metadata of the request whose two-level tables peaked highest (requests replay one at a

@@ -24,15 +24,21 @@ void check_trace_matches_model(std::string_view trace_name, const trace::ModelSh
   compare("head_dim", t.head_dim, m.head_dim);
   compare("dtype_bytes", t.dtype_bytes, m.dtype_bytes());
   if (diffs.empty()) return;
-  const std::string config_model = m.preset.empty() ? std::string("(inline)")
-                                   : m.preset == t.name
-                                       ? fmt::format("'{}' with changed keys", m.preset)
-                                       : fmt::format("'{}'", m.preset);
-  throw InputError(fmt::format(
-      "trace {} was recorded for model '{}' but the config's model is {}: {}; use a config whose "
-      "model matches the trace{}",
-      trace_name, t.name, config_model, fmt::join(diffs, "; "),
-      fix.empty() ? "" : fmt::format(" (e.g. {})", fix)));
+  const std::string how = fix.empty() ? "" : fmt::format(" (e.g. {})", fix);
+  if (m.preset == t.name) {
+    // One name, two shapes: one side changed the preset's keys (e.g. trace gen --set
+    // generator.model.layers=4).
+    throw InputError(fmt::format(
+        "trace {} and the config both name model '{}', but with different shapes: {}; use a "
+        "config whose model matches the trace{}",
+        trace_name, t.name, fmt::join(diffs, "; "), how));
+  }
+  const std::string config_model =
+      m.preset.empty() ? std::string("(inline)") : fmt::format("'{}'", m.preset);
+  throw InputError(
+      fmt::format("trace {} was recorded for model '{}' but the config's model is {}: {}; use a "
+                  "config whose model matches the trace{}",
+                  trace_name, t.name, config_model, fmt::join(diffs, "; "), how));
 }
 
 }  // namespace spin::sim

@@ -4,7 +4,9 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -331,7 +333,10 @@ void write_metadata(const TraceReader& reader, size_t r, Out& out, bool with_gro
 class LineReader {
  public:
   explicit LineReader(const std::filesystem::path& path) : path_(path.string()), in_(path) {
-    if (!in_) throw InputError(fmt::format("cannot open {}", path_));
+    if (std::filesystem::is_directory(path)) {
+      throw InputError(fmt::format("cannot open {}: it is a directory", path_));
+    }
+    if (!in_) throw InputError(fmt::format("cannot open {}: {}", path_, std::strerror(errno)));
   }
   // The next line without its end-of-line; false at the end of the file.
   bool next(std::string& line) {

@@ -216,6 +216,22 @@ int run_cli(const Args& args) {
   }
 }
 
+namespace {
+
+// The option `option` (as Boost names it: "--file") without its dashes, if it takes a positional
+// argument.
+std::optional<std::string> positional_name(const po::positional_options_description& positional,
+                                           std::string option) {
+  option.erase(0, option.find_first_not_of('-'));
+  const unsigned positions = positional.max_total_count();
+  for (unsigned i = 0; i < positions && i < 16; ++i) {
+    if (positional.name_for_position(i) == option) return option;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::optional<po::variables_map> parse_options(const Args& args, std::string_view name,
                                                std::string_view synopsis, std::string_view about,
                                                const po::options_description& options,
@@ -244,14 +260,21 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
     po::notify(vm);
   } catch (const po::required_option& e) {
     // A missing positional argument: its option name (--file) is not what the usage line shows.
-    std::string option = e.get_option_name();
-    option.erase(0, option.find_first_not_of('-'));
-    const unsigned positions = positional.max_total_count();
-    for (unsigned i = 0; i < positions && i < 16; ++i) {
-      if (positional.name_for_position(i) == option) {
-        throw InputError(fmt::format("spin {}: an argument is missing; usage: spin {} {}", name,
-                                     name, synopsis));
-      }
+    if (positional_name(positional, e.get_option_name())) {
+      throw InputError(
+          fmt::format("spin {}: an argument is missing; usage: spin {} {}", name, name, synopsis));
+    }
+    throw InputError(fmt::format("spin {}: {}; see spin {} --help", name, e.what(), name));
+  } catch (const po::too_many_positional_options_error&) {
+    throw InputError(
+        fmt::format("spin {}: too many arguments; usage: spin {} {}", name, name, synopsis));
+  } catch (const po::multiple_occurrences& e) {
+    // A positional argument given also as its option (replay A --trace B), or twice.
+    if (const auto option = positional_name(positional, e.get_option_name())) {
+      throw InputError(fmt::format(
+          "spin {}: --{} is given twice (the positional argument is --{} too: give one); usage: "
+          "spin {} {}",
+          name, *option, *option, name, synopsis));
     }
     throw InputError(fmt::format("spin {}: {}; see spin {} --help", name, e.what(), name));
   } catch (const po::error& e) {

@@ -1,6 +1,7 @@
 #include "sim/cli/replay_commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <unistd.h>
 #include <algorithm>
@@ -42,7 +43,8 @@ nlohmann::ordered_json result_json(const sim::ReplayResult& r, const std::string
           {"policy", r.policy},
           {"requests", r.requests},
           {"request_steps", r.request_steps},
-          {"page_bytes", r.page_bytes},
+          {"page_bytes", r.page_bytes.size() == 1 ? nlohmann::ordered_json(r.page_bytes.front())
+                                                  : nlohmann::ordered_json(r.page_bytes)},
           {"total", stats_json(r.total)},
           {"layers", layers},
           {"peak_metadata_bytes",
@@ -80,11 +82,15 @@ void print_table(const sim::ReplayResult& r, std::ostream& out) {
                        : fmt::format("two-level {} (directory {} + segments {})",
                                      bytes(m.two_level()), bytes(m.directory), bytes(m.segments));
   out << fmt::format(
-      "\n{} requests, {} decode steps, policy {}, page {} B.\n"
+      "\n{} requests, {} decode steps, policy {}, {}.\n"
       "Peak page-table metadata of one request: {} vs a flat table {}; slot state {}; host "
       "tables {} (pinned).\n",
-      r.requests, r.request_steps, r.policy, r.page_bytes, table, bytes(m.flat_page_table),
-      bytes(m.slot_state), bytes(m.host_page_table + m.partition_offsets));
+      r.requests, r.request_steps, r.policy,
+      r.page_bytes.size() == 1
+          ? fmt::format("page {} B", r.page_bytes.front())
+          : fmt::format("pages of {} B (by algorithm)", fmt::join(r.page_bytes, " B, ")),
+      table, bytes(m.flat_page_table), bytes(m.slot_state),
+      bytes(m.host_page_table + m.partition_offsets));
 }
 
 void write_json(const nlohmann::ordered_json& j, const std::filesystem::path& path) {

@@ -218,6 +218,14 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
   CHECK(error_of({"trace", "info"}) ==
         "spin: error: spin trace info: an argument is missing; usage: spin trace info FILE "
         "[--json] [--verify]\n");
+  // A positional argument given twice, or one too many: the usage, not Boost's wording.
+  CHECK(error_of({"replay", "a.spt", "--trace", "b.spt"}) ==
+        "spin: error: spin replay: --trace is given twice (the positional argument is --trace "
+        "too: give one); usage: spin replay [TRACE] [--config FILE] [--set KEY=VALUE]... "
+        "[options]\n");
+  CHECK(error_of({"trace", "info", "a.spt", "b.spt"}) ==
+        "spin: error: spin trace info: too many arguments; usage: spin trace info FILE [--json] "
+        "[--verify]\n");
   // An output folder that is a file: the path and why, as an input error (not an internal one).
   spin::test::write_file(dir / "file", "x");
   CHECK(error_of({"sim", "--out", (dir / "file").string()}).find("Not a directory") !=

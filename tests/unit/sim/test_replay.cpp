@@ -7,6 +7,7 @@
 #include "common/trace/file_source.h"
 #include "sim/replay.h"
 #include "tests/support.h"
+#include "tests/unit/trace/trace_fixtures.h"
 
 using spin::test::read_file;
 using spin::test::run_spin;
@@ -52,7 +53,8 @@ TEST_CASE("replay: counts add up and Belady misses no more than any other policy
     INFO(policy);
     CHECK(r.total.accesses == belady.total.accesses);
     CHECK(r.total.hits + r.total.misses == r.total.accesses);
-    CHECK(r.total.fetched_bytes == r.total.misses * r.page_bytes);
+    REQUIRE(r.page_bytes.size() == 1);
+    CHECK(r.total.fetched_bytes == r.total.misses * r.page_bytes.front());
     CHECK(belady.total.misses <= r.total.misses);
     uint64_t layer_hits = 0;
     for (const auto& l : r.layers) layer_hits += l.hits;
@@ -60,6 +62,35 @@ TEST_CASE("replay: counts add up and Belady misses no more than any other policy
   }
   // Keeping only the previous step's pages must lose to a 4x buffer.
   CHECK(replay_sample("prev-step", 1).total.hits < replay_sample("bucketed-lru", 1).total.hits);
+}
+
+TEST_CASE("replay: a trace whose algorithms have two page sizes reports both", "[unit][sim]") {
+  // fixed8 and clusters have 8-token pages, token 16-token ones; one request each.
+  spin::test::TempDir dir;
+  spin::test::write_file(dir / "mixed.spt", spin::test::small_trace_bytes(3));
+  const spin::trace::FileSource source(dir / "mixed.spt");
+  const spin::trace::ModelShape& m = source.header().model;
+  const uint64_t small = 2ull * 8 * m.head_dim * m.dtype_bytes;
+  spin::sim::ReplayOptions options;
+  const auto r = spin::sim::replay(source, options);
+  CHECK(r.page_bytes == std::vector<uint64_t>{small, 2 * small});
+  // Each request's misses are fetched at its own algorithm's page size: neither size alone.
+  CHECK(r.total.fetched_bytes > r.total.misses * small);
+  CHECK(r.total.fetched_bytes < r.total.misses * 2 * small);
+  // The command lists both sizes, in the table and in the JSON.
+  const auto cli =
+      run_spin({"replay", (dir / "mixed.spt").string(), "--out", (dir / "run").string(), "--set",
+                "model.layers=2", "--set", "model.query_heads=4", "--set", "model.kv_heads=2",
+                "--set", "model.head_dim=16"});
+  INFO(cli.err);
+  REQUIRE(cli.status == 0);
+  std::string text = cli.out;  // the table's notes are wrapped: unwrap them
+  for (size_t at; (at = text.find("\n  ")) != std::string::npos;) text.replace(at, 3, " ");
+  INFO(text);
+  CHECK(text.find(fmt::format("pages of {} B, {} B (by algorithm)", small, 2 * small)) !=
+        std::string::npos);
+  const auto json = nlohmann::json::parse(read_file(dir / "run" / "replay.json"));
+  CHECK(json["page_bytes"] == nlohmann::json::array({small, 2 * small}));
 }
 
 TEST_CASE("replay: a bigger buffer never lowers the exact-LRU hit count", "[unit][sim]") {
@@ -108,9 +139,9 @@ TEST_CASE("replay command: a trace recorded for another model shape is refused w
   CHECK(r.err.find("layers ") != std::string::npos);
   CHECK(r.err.find("in the config") != std::string::npos);
   CHECK(r.err.find("(e.g. --set model.layers=") != std::string::npos);
-  // The preset's name is the trace's: the message says that keys of it were changed.
-  CHECK(r.err.find("recorded for model 'qwen3-14b' but the config's model is 'qwen3-14b' with "
-                   "changed keys: layers 40 in the trace, 7 in the config") != std::string::npos);
+  // The preset's name is the trace's: the message says that the shapes of one name differ.
+  CHECK(r.err.find("and the config both name model 'qwen3-14b', but with different shapes: "
+                   "layers 40 in the trace, 7 in the config") != std::string::npos);
   const auto other = run_spin({"replay", "--set", "model=qwen3-32b"});
   CHECK(other.err.find("recorded for model 'qwen3-14b' but the config's model is 'qwen3-32b': ") !=
         std::string::npos);
