@@ -40,6 +40,27 @@ std::optional<std::string> closest_match(std::string_view word, const Range& can
   return best;
 }
 
+// "one of a, b, c": the names a value may take, for messages.
+template <std::ranges::input_range Range>
+std::string one_of(const Range& names) {
+  std::string out = "one of ";
+  bool first = true;
+  for (const auto& n : names) {
+    if (!first) out += ", ";
+    out += std::string_view(n);
+    first = false;
+  }
+  return out;
+}
+
+// "; did you mean 'y'?" where `word` is a plausible typo of a candidate (closest_match), else "";
+// for messages that go on after the word.
+template <std::ranges::input_range Range>
+std::string did_you_mean(std::string_view word, const Range& candidates) {
+  const std::optional<std::string> match = closest_match(word, candidates);
+  return match ? "; did you mean '" + *match + "'?" : std::string();
+}
+
 // `text` as a YAML double-quoted scalar, e.g. a"b → "a\"b": the string as it is, never read
 // as a mapping, a number or an escape sequence (a value written into a --set override).
 std::string yaml_quoted(std::string_view text);

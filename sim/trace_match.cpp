@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -12,11 +13,11 @@ namespace spin::sim {
 void check_trace_matches_model(std::string_view trace_name, const trace::ModelShape& t,
                                const config::ModelConfig& m) {
   std::vector<std::string> diffs;
-  std::string fix;
+  std::vector<std::string> sets;  // the --set options that give the config the trace's shape
   const auto compare = [&](std::string_view key, uint32_t in_trace, uint32_t in_config) {
     if (in_trace == in_config) return;
     diffs.push_back(fmt::format("{} {} in the trace, {} in the config", key, in_trace, in_config));
-    if (fix.empty() && key != "dtype_bytes") fix = fmt::format("--set model.{}={}", key, in_trace);
+    if (key != "dtype_bytes") sets.push_back(fmt::format("--set model.{}={}", key, in_trace));
   };
   compare("layers", t.layers, m.layers);
   compare("query_heads", t.query_heads, m.query_heads);
@@ -24,7 +25,21 @@ void check_trace_matches_model(std::string_view trace_name, const trace::ModelSh
   compare("head_dim", t.head_dim, m.head_dim);
   compare("dtype_bytes", t.dtype_bytes, m.dtype_bytes());
   if (diffs.empty()) return;
-  const std::string how = fix.empty() ? "" : fmt::format(" (e.g. {})", fix);
+  if (t.dtype_bytes != m.dtype_bytes()) {
+    for (const config::EnumName<config::Dtype>& d : config::kDtypeNames) {
+      if (config::dtype_bytes(d.value) == t.dtype_bytes) {
+        sets.push_back(fmt::format("--set model.dtype={}", d.name));
+        break;
+      }
+    }
+  }
+  // A trace of a preset model, run with another preset: the trace's preset is the fix.
+  const std::vector<std::string> presets = config::preset_names("models");
+  const bool trace_preset =
+      m.preset != t.name && std::find(presets.begin(), presets.end(), t.name) != presets.end();
+  const std::string how = trace_preset   ? fmt::format(" (e.g. --set model={})", t.name)
+                          : sets.empty() ? std::string()
+                                         : fmt::format(" (e.g. {})", fmt::join(sets, " "));
   if (m.preset == t.name) {
     // One name, two shapes: one side changed the preset's keys (e.g. trace gen --set
     // generator.model.layers=4).

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "common/error.h"
 #include "common/trace/file_source.h"
 #include "sim/trace_match.h"
@@ -18,6 +20,12 @@ std::unique_ptr<trace::TraceSource> open_trace_source(const config::Config& conf
     throw InputError(
         "trace: the config gives no trace source; expected trace.path (a trace file) or "
         "trace.generator (a synthetic generator, docs/trace-generators.md)");
+  }
+  if (std::error_code ec; !std::filesystem::exists(*t.path, ec)) {
+    throw InputError(
+        fmt::format("trace.path: no trace file {} (given by the config's trace.path "
+                    "or --trace)",
+                    t.path->string()));
   }
   auto file = std::make_unique<trace::FileSource>(*t.path);
   check_trace_matches_model(t.path->string(), file->header().model, config.model);

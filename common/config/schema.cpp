@@ -687,15 +687,15 @@ std::filesystem::path parse_path(const Node& node, const FieldRef& field) {
 
 std::size_t parse_choice(const Node& node, const FieldRef& field,
                          const std::vector<std::string_view>& names) {
-  if (node.kind != Node::Kind::kScalar) fail_type(node, field, choice_phrase(names));
+  if (node.kind != Node::Kind::kScalar) fail_type(node, field, one_of(names));
   const auto it = std::find(names.begin(), names.end(), node.text);
   if (it != names.end()) return static_cast<std::size_t>(it - names.begin());
   if (const auto match = closest_match(node.text, names)) {
     fail_value(node, field,
-               fmt::format("unknown value {}; did you mean '{}'? (expected {})", got(node), *match,
-                           choice_phrase(names)));
+               fmt::format("unknown value '{}'; did you mean '{}'? (expected {})",
+                           printable(node.text), *match, one_of(names)));
   }
-  fail_type(node, field, choice_phrase(names));
+  fail_type(node, field, one_of(names));
 }
 
 const std::vector<Node>& parse_list(const Node& node, const FieldRef& field,
@@ -710,10 +710,6 @@ std::string integer_phrase(const Constraints& c, bool plural) {
 
 std::string number_phrase(const Constraints& c, bool plural) {
   return fmt::format("{}{}", plural ? "numbers" : "a number", bounds_phrase(c, false));
-}
-
-std::string choice_phrase(const std::vector<std::string_view>& names) {
-  return fmt::format("one of {}", fmt::join(names, ", "));
 }
 
 std::string format_unsigned(std::uint64_t value) { return fmt::format("{}", value); }
@@ -764,10 +760,21 @@ std::string format_string(std::string_view value) {
 
 }  // namespace detail
 
+namespace {
+
+// The preset key's description, in `spin config keys` and in resolved configs.
+std::string preset_description(std::string_view family) {
+  return fmt::format(
+      "preset this section starts from (spin --list {}); keys given next to it override its "
+      "values; \"\" = none",
+      family);
+}
+
+}  // namespace
+
 void Emitter::presets(const std::string& name, std::string_view family) {
-  lines_.push_back(
-      {indent_, fmt::format("preset: {}", detail::format_string(name)),
-       fmt::format("preset these keys start from (spin --list {}); \"\" = none", family)});
+  lines_.push_back({indent_, fmt::format("preset: {}", detail::format_string(name)),
+                    preset_description(family)});
 }
 
 std::string render_yaml(const std::vector<Emitter::Line>& lines) {
@@ -794,9 +801,7 @@ void KeyLister::presets(const std::string& name, std::string_view family) {
   has_presets_ = true;
   rows_.push_back({join_path(prefix_, "preset"),
                    fmt::format("a preset name (spin --list {})", family),
-                   detail::format_string(name),
-                   "preset this section starts from; keys given next to it override its values; "
-                   "\"\" = none"});
+                   detail::format_string(name), preset_description(family)});
 }
 
 }  // namespace spin::config

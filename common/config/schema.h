@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/text.h"
 
 namespace spin::config {
 
@@ -257,7 +258,6 @@ const std::vector<Node>& parse_list(const Node& node, const FieldRef& field,
 // or in the plural for list elements: "integers >= 1".
 std::string integer_phrase(const Constraints& c, bool plural);
 std::string number_phrase(const Constraints& c, bool plural);
-std::string choice_phrase(const std::vector<std::string_view>& names);
 
 // A value in YAML: numbers shortest round-trip, strings quoted only where YAML needs it.
 std::string format_unsigned(std::uint64_t value);
@@ -321,7 +321,7 @@ struct Codec<E> {
     return enum_names(E{})[parse_choice(n, f, names())].value;
   }
   static std::string format(E v) { return std::string(name_of(v)); }
-  static std::string phrase(const Constraints&) { return choice_phrase(names()); }
+  static std::string phrase(const Constraints&) { return one_of(names()); }
 };
 
 template <Number T>

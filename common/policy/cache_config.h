@@ -2,15 +2,19 @@
 // parameters, the pool scope and the buffer ratio (DESIGN.md §4.2–4.4; docs/policy.md).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "common/config/schema.h"
 #include "common/policy/engine.h"
 #include "common/policy/policy_registry.h"
+#include "common/text.h"
 
 namespace spin::policy {
 
@@ -51,12 +55,12 @@ struct CacheConfig {
   template <class V>
   void visit(V& v) {
     v.field("policy", policy, "replacement policy of the HBM page cache (spin --list policies)");
-    v.check("policy", "a registered replacement policy (spin --list policies)", [&] {
-      for (const PolicyInfo& p : policy_registry().list()) {
-        if (p.name == policy) return true;
-      }
-      return false;
-    });
+    std::vector<std::string_view> policies;
+    for (const PolicyInfo& p : policy_registry().list()) policies.push_back(p.name);
+    v.check("policy",
+            "a registered replacement policy, " + one_of(policies) + " (spin --list policies)" +
+                did_you_mean(policy, policies),
+            [&] { return std::ranges::find(policies, policy) != policies.end(); });
     v.field("buckets", buckets, "bucketed LRU: number of age buckets B",
             config::at_least(1).at_most(1 << 24));
     v.field("bucket_width_steps", bucket_width_steps,

@@ -39,7 +39,9 @@ constexpr std::array<KindName, 6> kKinds = {{
      {"oracle:<algo>", "as spin, with the Belady cache (the policy bound)"},
      true},
     {ModeKind::kIdeal,
-     {"ideal:<algo>", "as oracle, with free transfers: no time, no PCIe bytes (the envelope)"},
+     {"ideal:<algo>",
+      "as oracle, with free fetches: no time, no host-to-HBM bytes (the envelope); offloads as "
+      "spin"},
      true},
 }};
 
@@ -105,6 +107,18 @@ bool is_mode(std::string_view text) {
   } catch (const InputError&) {
     return false;
   }
+}
+
+std::vector<std::string> mode_names() {
+  std::vector<std::string> names;
+  for (const KindName& k : kKinds) {
+    if (!k.needs_algorithm) {
+      names.emplace_back(kind_word(k));
+      continue;
+    }
+    for (std::string_view a : kAlgorithms) names.push_back(fmt::format("{}:{}", kind_word(k), a));
+  }
+  return names;
 }
 
 std::span<const std::string_view> mode_algorithms() { return kAlgorithms; }

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace spin::serving {
 
@@ -38,6 +39,9 @@ Mode parse_mode(std::string_view text);
 
 // Whether `text` parses (for config checks).
 bool is_mode(std::string_view text);
+
+// Every mode's full name ("dense", ..., "ideal:token"), for suggestions.
+std::vector<std::string> mode_names();
 
 // The algorithms a mode may name, and the mode kinds with a one-line description each
 // (spin --list modes).

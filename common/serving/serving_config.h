@@ -9,6 +9,7 @@
 
 #include "common/config/schema.h"
 #include "common/serving/mode.h"
+#include "common/text.h"
 
 namespace spin::serving {
 
@@ -45,7 +46,8 @@ struct ServingConfig {
     v.field("mode", mode,
             "the served system: dense, dense-offload, sparse-original:<algo>, spin:<algo>, "
             "oracle:<algo>, ideal:<algo> (spin --list modes); <algo> must be in the trace");
-    v.check("mode", "a mode such as spin:shadowkv (spin --list modes)",
+    v.check("mode",
+            "a mode such as spin:shadowkv (spin --list modes)" + did_you_mean(mode, mode_names()),
             [&] { return is_mode(mode); });
     v.field("max_batch_requests", max_batch_requests,
             "most requests in one iteration (decoding plus prefilling)", config::at_least(1));

@@ -38,14 +38,13 @@ const std::array<std::pair<std::string_view, std::string_view>, 4> kWorkloads = 
 }};
 
 template <class Names>
-std::string name_list(const Names& names) {
-  std::string out;
+std::vector<std::string_view> name_list(const Names& names) {
+  std::vector<std::string_view> out;
   for (const auto& n : names) {
-    if (!out.empty()) out += ", ";
     if constexpr (requires { n.name; }) {
-      out += n.name;
+      out.push_back(n.name);
     } else {
-      out += n.first;
+      out.push_back(n.first);
     }
   }
   return out;
@@ -60,12 +59,12 @@ bool power_of_two(uint32_t x) { return x != 0 && (x & (x - 1)) == 0; }
 }  // namespace
 
 std::span<const AlgorithmSpec> algorithms() { return kAlgorithms; }
-std::string workload_names() { return name_list(kWorkloads); }
+std::vector<std::string_view> workload_names() { return name_list(kWorkloads); }
 bool known_workload(std::string_view name) {
   return std::any_of(kWorkloads.begin(), kWorkloads.end(),
                      [&](const auto& w) { return w.first == name; });
 }
-std::string algorithm_names() { return name_list(kAlgorithms); }
+std::vector<std::string_view> algorithm_names() { return name_list(kAlgorithms); }
 bool known_algorithm(std::string_view name) {
   return std::any_of(kAlgorithms.begin(), kAlgorithms.end(),
                      [&](const AlgorithmSpec& a) { return a.name == name; });
@@ -84,8 +83,8 @@ AlgorithmSpec resolve_algorithm(const GeneratorConfig& config, std::string_view 
   }
   if (found == nullptr) {
     fail(path, "algorithm",
-         fmt::format("unknown algorithm '{}'; expected one of: {}", config.algorithm,
-                     name_list(kAlgorithms)));
+         fmt::format("unknown algorithm '{}'; expected {}{}", config.algorithm,
+                     one_of(algorithm_names()), did_you_mean(config.algorithm, algorithm_names())));
   }
   AlgorithmSpec spec = *found;
   AlgorithmInfo& info = spec.info;
@@ -127,11 +126,10 @@ void validate(const GeneratorConfig& config, const config::ModelConfig& model,
               std::string_view path) {
   resolve_algorithm(config, path);
   const WorkloadSection& w = config.workload;
-  bool known = false;
-  for (const auto& [name, description] : kWorkloads) known = known || name == w.name;
-  if (!known) {
+  if (!known_workload(w.name)) {
     fail(path, "workload.name",
-         fmt::format("unknown workload '{}'; expected one of: {}", w.name, name_list(kWorkloads)));
+         fmt::format("unknown workload '{}'; expected {}{}", w.name, one_of(workload_names()),
+                     did_you_mean(w.name, workload_names())));
   }
   if (w.name == "list" && (w.list.empty() || w.list.size() % 3 != 0)) {
     fail(path, "workload.list", "expected (arrival_us, prompt_tokens, output_tokens) triples");

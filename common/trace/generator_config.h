@@ -28,15 +28,16 @@
 
 #include "common/config/model.h"
 #include "common/config/schema.h"
+#include "common/text.h"
 #include "common/trace/trace.h"
 
 namespace spin::gen {
 
 // "longbench-v2, longgenbench, fixed, list" and whether `name` is one of them.
-std::string workload_names();
+std::vector<std::string_view> workload_names();
 bool known_workload(std::string_view name);
 // "shadowkv, retroinfer, seer, quest, token" and whether `name` is one of them.
-std::string algorithm_names();
+std::vector<std::string_view> algorithm_names();
 bool known_algorithm(std::string_view name);
 // Whether algorithm `name` has variable-size partitions (clusters); false for an unknown name.
 bool variable_partitions(std::string_view name);
@@ -122,7 +123,9 @@ struct WorkloadSection {
     v.field("list", list,
             "workload list: flat (arrival_us, prompt_tokens, output_tokens) triples, one per "
             "request");
-    v.check("name", "one of " + workload_names() + " (spin --list workloads)",
+    v.check("name",
+            one_of(workload_names()) + " (spin --list workloads)" +
+                did_you_mean(name, workload_names()),
             [this] { return known_workload(name); });
     v.check("list", "no list with workload " + name + " (the list goes with workload list)",
             [this] { return name == "list" || list.empty(); });
@@ -256,7 +259,9 @@ struct GeneratorConfig {
     v.field("algorithm", algorithm,
             "sparse-attention algorithm: shadowkv, retroinfer, seer, quest or token "
             "(spin --list trace-algorithms)");
-    v.check("algorithm", "one of " + algorithm_names() + " (spin --list trace-algorithms)",
+    v.check("algorithm",
+            one_of(algorithm_names()) + " (spin --list trace-algorithms)" +
+                did_you_mean(algorithm, algorithm_names()),
             [this] { return known_algorithm(algorithm); });
     v.field("seed", seed, "seed of every random choice; same config and seed, same trace");
     v.field("geometry", geometry, "overrides of the algorithm's partition geometry and budget");

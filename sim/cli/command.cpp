@@ -150,9 +150,18 @@ int dispatch(const Registry& reg, const Args& args) {
       throw InputError(fmt::format("spin {}: a command is missing; choose one of:\n{}", args[0],
                                    fmt::join(group, "\n")));
     }
+    // A typo of a command of the group typed, or of a command or group name.
+    std::vector<std::string> names;
+    for (const Command& c : reg.commands()) {
+      names.push_back(c.name);
+      if (const size_t space = c.name.find(' '); space != std::string::npos)
+        names.push_back(c.name.substr(0, space));
+    }
+    const std::string typed = !group.empty() && args.size() > 1 ? args[0] + " " + args[1] : args[0];
     throw InputError(
-        fmt::format("unknown command '{}'; run spin --help for the list",
-                    fmt::join(args.begin(), args.begin() + std::min<size_t>(args.size(), 2), " ")));
+        fmt::format("unknown command '{}'; run spin --help for the list{}",
+                    fmt::join(args.begin(), args.begin() + std::min<size_t>(args.size(), 2), " "),
+                    did_you_mean(typed, names)));
   }
   return command->run(Args(args.begin() + static_cast<std::ptrdiff_t>(words), args.end()));
 }
@@ -265,6 +274,13 @@ std::optional<po::variables_map> parse_options(const Args& args, std::string_vie
           fmt::format("spin {}: an argument is missing; usage: spin {} {}", name, name, synopsis));
     }
     throw InputError(fmt::format("spin {}: {}; see spin {} --help", name, e.what(), name));
+  } catch (const po::unknown_option& e) {
+    std::vector<std::string> names;
+    for (const auto& o : visible.options()) {
+      if (!o->long_name().empty()) names.push_back("--" + o->long_name());
+    }
+    throw InputError(fmt::format("spin {}: {}; see spin {} --help{}", name, e.what(), name,
+                                 did_you_mean(e.get_option_name(), names)));
   } catch (const po::too_many_positional_options_error&) {
     throw InputError(
         fmt::format("spin {}: too many arguments; usage: spin {} {}", name, name, synopsis));

@@ -7,7 +7,9 @@
 #include <optional>
 
 #include "common/atomic_file.h"
+#include "common/config/schema.h"
 #include "common/error.h"
+#include "common/text.h"
 #include "common/trace/reader.h"
 #include "sim/cli/stopwatch.h"
 #include "traces/gen/generator.h"
@@ -205,8 +207,10 @@ int bench_gen(const Args& args) {
   require_at_least("bench gen", "steps", (*vm)["steps"].as<uint32_t>(), 1);
   require_at_least("bench gen", "prompt-tokens", (*vm)["prompt-tokens"].as<uint32_t>(), 1);
   if (vm->count("algorithm") && !gen::known_algorithm((*vm)["algorithm"].as<std::string>())) {
-    throw InputError(fmt::format("bench gen: --algorithm: expected one of {}, got '{}'",
-                                 gen::algorithm_names(), (*vm)["algorithm"].as<std::string>()));
+    const std::string typed = (*vm)["algorithm"].as<std::string>();
+    throw InputError(fmt::format("bench gen: --algorithm: expected {}, got '{}'{}",
+                                 one_of(gen::algorithm_names()), typed,
+                                 did_you_mean(typed, gen::algorithm_names())));
   }
   std::cout << fmt::format("{:<11} {:>14} {:>9} {:>9} {:>13}\n", "algorithm", "selections",
                            "wall s", "cpu s", "M sel/cpu-s");

@@ -226,7 +226,10 @@ class LineFigureTest(Base):
         table = data.load(A, ["cache.policy=bucketed-lru"])
         subset = [r for r in rows(A) if r["cache.policy"] == "bucketed-lru"]
         plot = figures.pcie(table, x="cache.buffer_ratio")
-        self.assertIn("KiB", plot.fig.axes[0].get_ylabel())
+        top = max(float(r["h2d_bytes_per_output_token"]) for r in subset)
+        unit = next(u for u, size in style.BYTE_UNITS if top >= size)
+        self.assertIn(f"({unit})", plot.fig.axes[0].get_ylabel())
+        self.assertLess(top / dict(style.BYTE_UNITS)[unit], 1024)
         self.check_lines(plot, subset, "cache.buffer_ratio", "h2d_bytes_per_output_token",
                          ["serving.mode"], mode_col=True)
         plot = figures.batch(table, x="cache.buffer_ratio")

@@ -123,15 +123,6 @@ TEST_CASE("replay command: writes the resolved config and JSON equal to the tabl
   CHECK(resolved.find("buffer_ratio: 3") != std::string::npos);
 }
 
-TEST_CASE("replay command: a bad policy name is a config error naming the option and the key",
-          "[unit][sim]") {
-  const auto r = run_spin({"replay", "--policy", "lur"});
-  CHECK(r.status == 2);
-  CHECK(r.err ==
-        "spin: error: --policy lur: cache.policy: expected a registered replacement "
-        "policy (spin --list policies)\n");
-}
-
 TEST_CASE("replay command: a trace recorded for another model shape is refused with the fix",
           "[unit][sim]") {
   const auto r = run_spin({"replay", "--set", "model.layers=7"});
@@ -142,9 +133,17 @@ TEST_CASE("replay command: a trace recorded for another model shape is refused w
   // The preset's name is the trace's: the message says that the shapes of one name differ.
   CHECK(r.err.find("and the config both name model 'qwen3-14b', but with different shapes: "
                    "layers 40 in the trace, 7 in the config") != std::string::npos);
+  // Every key that differs is in the fix; a trace of a preset names the preset; a dtype too.
+  CHECK(run_spin({"replay", "--set", "model.layers=7", "--set", "model.head_dim=64"})
+            .err.find("(e.g. --set model.layers=40 --set model.head_dim=128)") !=
+        std::string::npos);
   const auto other = run_spin({"replay", "--set", "model=qwen3-32b"});
   CHECK(other.err.find("recorded for model 'qwen3-14b' but the config's model is 'qwen3-32b': ") !=
         std::string::npos);
+  CHECK(other.err.find("(e.g. --set model=qwen3-14b)") != std::string::npos);
+  CHECK(run_spin({"replay", "--set", "model.dtype=fp8"})
+            .err.find("dtype_bytes 2 in the trace, 1 in the config; use a config whose model "
+                      "matches the trace (e.g. --set model.dtype=bf16)") != std::string::npos);
 }
 
 TEST_CASE("bench core: --page-tables chooses the layouts timed, and a bad one is refused",
