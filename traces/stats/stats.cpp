@@ -173,11 +173,19 @@ void StatsCollector::begin_pool(const trace::RequestInfo& request, uint32_t laye
   p.page_log2 = static_cast<uint32_t>(std::countr_zero(p.algorithm->page_tokens));
   const uint64_t context = uint64_t{request.prompt_tokens} + request.decode_steps;
   p.pages = policy::pages_for_tokens(context, p.page_log2);
+
   const uint32_t partitions =
       p.algorithm->partition_kind == trace::PartitionKind::kFixed
           ? trace::fixed_partition_count(request.prompt_tokens, request.decode_steps,
                                          p.algorithm->partition_tokens)
           : 0;  // variable: grown on demand
+  if (const uint64_t most = uint64_t{p.heads} * std::max<uint64_t>(p.pages, partitions);
+      most > kMaxPoolEntries) {
+    throw InputError(fmt::format(
+        "trace stats: request id {} has {} KV heads x {} pages ({} partitions) in a layer, more "
+        "than the {} (head, page) or (head, partition) entries a pool's statistics may hold",
+        request.id, p.heads, p.pages, partitions, kMaxPoolEntries));
+  }
   p.last_step.resize(p.heads);
   for (auto& v : p.last_step) v.assign(partitions, kNever);
   p.by_step.assign(request.decode_steps, 0);

@@ -22,7 +22,9 @@
 //
 // Complexity: O(1) per selected partition plus O(log T) per page access (a Fenwick tree over
 // access times T, renumbered when full, so T <= 2 · keys + 4096); memory per pool O(keys + steps
-// + partitions · heads). One pool is analysed at a time; not thread-safe.
+// + partitions · heads), with at most kMaxPoolEntries (head, page) keys and (head, partition)
+// entries per pool (a longer context is an InputError: 2^28 are 8 KV heads at 268 M tokens of
+// 8-token pages). One pool is analysed at a time; not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,8 @@
 #include "common/trace/trace.h"
 
 namespace spin::stats {
+
+inline constexpr uint64_t kMaxPoolEntries = uint64_t{1} << 28;
 
 struct StatsOptions {
   std::vector<double> capacity_multiples = {1, 1.5, 2, 3, 4, 5, 8};

@@ -80,6 +80,18 @@ TEST_CASE(
   CHECK(all_row.ends_with(" -"));  // ws(16)
 }
 
+TEST_CASE("trace stats: a context too long for a pool's arrays is refused before they are made",
+          "[unit][gen][stats]") {
+  // 8 heads x 2^25 1-token pages is 2^28 entries, the limit; one more token is refused.
+  stats::StatsCollector c(header(8, 1, 1, 0, 0));
+  VectorStream s{{{{0}, {0}, {0}, {0}, {0}, {0}, {0}, {0}}}};
+  const trace::RequestInfo r{7, 0, (1u << 25), 1, 1, 0};
+  CHECK_THROWS_WITH(c.add_layer(r, 0, s),
+                    "trace stats: request id 7 has 8 KV heads x 33554433 pages (33554433 "
+                    "partitions) in a layer, more than the 268435456 (head, page) or (head, "
+                    "partition) entries a pool's statistics may hold");
+}
+
 TEST_CASE("trace stats: hits at each capacity equal a naive LRU cache's, static pages excluded",
           "[unit][gen][stats]") {
   // 2 heads, 2-token partitions on 4-token pages, 4 sink and 4 window tokens.
