@@ -18,7 +18,8 @@ struct DeviceCommandName {
 inline constexpr std::array<DeviceCommandName, 2> kDeviceCommands{{
     {"gpu info", "list the CUDA devices of this machine"},
     {"bench gpu",
-     "measure gather-copy vs DMA copies, the residency kernel and decode attention on the GPU"},
+     "measure gather-copy vs DMA copies, the residency kernel, decode and prefill attention, "
+     "selection and the dense GEMMs on the GPU"},
 }};
 
 void register_device_commands(cli::Registry& registry);

@@ -26,7 +26,9 @@ void upload(DeviceArray<T>& array, const std::vector<T>& host) {
 
 GpuResidency::GpuResidency(std::span<const GpuPoolSpec> pools, std::uint32_t segment_pages_log2,
                            Staging staging)
-    : specs_(pools.begin(), pools.end()), staging_(staging) {
+    : specs_(pools.begin(), pools.end()),
+      staging_(staging),
+      segment_pages_log2_(segment_pages_log2) {
   if (segment_pages_log2 > 24) throw std::invalid_argument("segment_pages_log2 > 24");
   std::uint64_t slots = 0, directory = 0, segments = 0;
   std::uint32_t max_extent = 0;
@@ -39,6 +41,12 @@ GpuResidency::GpuResidency(std::span<const GpuPoolSpec> pools, std::uint32_t seg
       throw std::invalid_argument(
           "gpu residency: a pool needs streams, directory entries and "
           "capacity <= max_extent");
+    }
+    if (s.policy.kind == policy::PolicyKind::kBucketedLru &&
+        (s.policy.bucket_shift >= 32 || s.policy.buckets == 0)) {
+      throw std::invalid_argument(
+          fmt::format("gpu residency: buckets {} and bucket shift {}: expected >= 1 and < 32",
+                      s.policy.buckets, s.policy.bucket_shift));
     }
     any_aux_ = any_aux_ || policy::policy_uses_aux(s.policy.kind);
     slots += s.max_extent;
@@ -143,6 +151,7 @@ void GpuResidency::plan(std::span<const std::uint32_t> now,
                     "expected {} and {}",
                     now.size(), selections.size(), specs_.size(), streams_));
   }
+  fence_.wait();       // the last run may still read the inputs and views uploaded below
   if (views_dirty_) {  // capacity edits: keep the device's resident counts
     d_views_.download(std::span<policy::PoolView>(views_));
     for (std::size_t p = 0; p < specs_.size(); ++p) {
@@ -159,7 +168,19 @@ void GpuResidency::plan(std::span<const std::uint32_t> now,
   std::vector<policy::StaticRegion> regions;
   std::vector<std::size_t> offsets_at;
   h_page_offsets_.assign(1, 0);
-  for (const StreamSelection& s : selections) {
+  std::uint32_t pool = 0;
+  for (std::size_t i = 0; i < selections.size(); ++i) {
+    const StreamSelection& s = selections[i];
+    while (i >= pool_first_stream_[pool + 1]) ++pool;
+    // A page past the stream's directory would index the next stream's row (or past the end).
+    const std::uint64_t pages =
+        policy::pages_for_tokens(s.map.stored_tokens, s.map.page_tokens_log2);
+    if (pages > std::uint64_t{specs_[pool].directory_entries} << segment_pages_log2_) {
+      throw std::invalid_argument(fmt::format(
+          "gpu residency: stream {} has {} pages, more than its pool's {} directory entries of "
+          "{} pages",
+          i, pages, specs_[pool].directory_entries, 1u << segment_pages_log2_));
+    }
     ids.insert(ids.end(), s.ids.begin(), s.ids.end());
     id_offsets.push_back(static_cast<std::uint32_t>(ids.size()));
     std::uint64_t bound = 0;
@@ -256,7 +277,10 @@ void GpuResidency::plan(std::span<const std::uint32_t> now,
   }
 }
 
-void GpuResidency::run(CUstream_st* stream) { launch_residency(params_, stream); }
+void GpuResidency::run(CUstream_st* stream) {
+  launch_residency(params_, stream);
+  fence_.record(stream);
+}
 
 void GpuResidency::download() {
   SPIN_CUDA_CHECK(cudaDeviceSynchronize());

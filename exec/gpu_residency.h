@@ -4,9 +4,10 @@
 // ResidencyParams), runs it, and reads the decisions back for logs and tests.
 //
 // Call order: construct → { [set_capacity] → plan(step) → run() → [download() → decisions()] }*.
-// plan() is synchronous (uploads); run() only launches on the given stream; download()
-// synchronises. The fetch list of the last run stays on the device (fetch_host_page(),
-// fetch_slot(), fetch_list_size()) for launch_gather, holes included.
+// plan() is synchronous (uploads; it first waits for the last run, whatever its stream, so that
+// the uploads never overwrite what a queued kernel reads); run() only launches on the given
+// stream; download() synchronises. The fetch list of the last run stays on the device
+// (fetch_host_page(), fetch_slot(), fetch_list_size()) for launch_gather, holes included.
 //
 // Mirrors the policy engine (common/policy/engine.h): a pool's extent is the largest capacity it
 // was given (set_capacity, as Engine::set_cache_pages grows a pool), slots start empty, and keys
@@ -94,6 +95,7 @@ class GpuResidency {
   std::vector<GpuPoolSpec> specs_;
   std::uint32_t streams_ = 0;
   Staging staging_ = Staging::kSelection;
+  std::uint32_t segment_pages_log2_ = 0;
   std::uint32_t max_extent_ = 0;
   std::uint64_t stage_limit_bytes_ = 0;
   bool any_aux_ = false;
@@ -139,6 +141,7 @@ class GpuResidency {
   std::uint32_t list_size_ = 0;
   ResidencyParams params_{};
   bool views_dirty_ = true;
+  LaunchFence fence_;  // the last run, which plan() waits for
   // Host copies of the last step.
   std::vector<std::uint32_t> h_now_;
   std::vector<std::uint32_t> h_page_offsets_;

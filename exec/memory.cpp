@@ -51,7 +51,37 @@ void DeviceBuffer::fill(int value) {
 MappedHostBuffer::MappedHostBuffer(std::size_t bytes) : bytes_(bytes) {
   if (bytes == 0) return;
   SPIN_CUDA_CHECK(cudaHostAlloc(&host_, bytes, cudaHostAllocMapped | cudaHostAllocPortable));
-  SPIN_CUDA_CHECK(cudaHostGetDevicePointer(&device_, host_, 0));
+  try {
+    SPIN_CUDA_CHECK(cudaHostGetDevicePointer(&device_, host_, 0));
+  } catch (...) {  // the destructor of a half-made object does not run
+    report_free_error(cudaFreeHost(host_), "cudaFreeHost");
+    throw;
+  }
+}
+
+LaunchFence::~LaunchFence() {
+  if (event_ != nullptr) report_free_error(cudaEventDestroy(event_), "cudaEventDestroy");
+}
+
+LaunchFence& LaunchFence::operator=(LaunchFence&& other) noexcept {
+  if (this != &other) {
+    if (event_ != nullptr) report_free_error(cudaEventDestroy(event_), "cudaEventDestroy");
+    event_ = std::exchange(other.event_, nullptr);
+    pending_ = std::exchange(other.pending_, false);
+  }
+  return *this;
+}
+
+void LaunchFence::record(CUstream_st* stream) {
+  if (event_ == nullptr) SPIN_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming));
+  SPIN_CUDA_CHECK(cudaEventRecord(event_, stream));
+  pending_ = true;
+}
+
+void LaunchFence::wait() {
+  if (!pending_) return;
+  SPIN_CUDA_CHECK(cudaEventSynchronize(event_));
+  pending_ = false;
 }
 
 MappedHostBuffer::~MappedHostBuffer() {

@@ -94,6 +94,28 @@ class MappedHostBuffer {
   std::size_t bytes_ = 0;
 };
 
+// The end of the last launch of an object that uploads its inputs in plan() and launches on a
+// caller's stream in run(): plan() waits for it, so that its synchronous uploads (on the legacy
+// default stream, which a cudaStreamNonBlocking stream does not wait for) never overwrite inputs
+// that a kernel still queued or running may read. record() after each launch; wait() before
+// the next upload (returns at once when nothing is pending). Movable, not copyable.
+class LaunchFence {
+ public:
+  LaunchFence() = default;
+  ~LaunchFence();
+  LaunchFence(LaunchFence&& other) noexcept { *this = std::move(other); }
+  LaunchFence& operator=(LaunchFence&& other) noexcept;
+  LaunchFence(const LaunchFence&) = delete;
+  LaunchFence& operator=(const LaunchFence&) = delete;
+
+  void record(CUstream_st* stream);
+  void wait();
+
+ private:
+  cudaEvent_t event_ = nullptr;  // created at the first record()
+  bool pending_ = false;
+};
+
 // HBM slots of one page each: the page cache's physical storage.
 class HbmPagePool {
  public:

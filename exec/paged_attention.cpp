@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
@@ -10,6 +11,7 @@ namespace spin::exec {
 void DecodeAttention::plan(const DecodeAttentionShape& shape, std::span<const std::uint32_t> indptr,
                            std::span<const std::uint32_t> last_page_tokens,
                            const DecodeAttentionOptions& options) {
+  fence_.wait();  // the last run may still read what this plan replaces
   if (shape.head_dim != kAttentionHeadDim) {
     throw std::invalid_argument(
         fmt::format("decode attention: head_dim {} is not supported (only {})", shape.head_dim,
@@ -87,10 +89,12 @@ void DecodeAttention::plan(const DecodeAttentionShape& shape, std::span<const st
       continue;
     }
     const std::uint32_t first = partials;
-    for (std::uint32_t b = 0; b < tokens[r]; b += split) {
-      const std::uint32_t e = tokens[r] - b > split ? b + split : tokens[r];
-      work_.push_back(
-          DecodeWorkItem{r, b, e, partials++, static_cast<std::uint32_t>(merge_.size())});
+    // In 64 bits: b + split may pass 2^32 on a row of over 2^31 tokens.
+    for (std::uint64_t b = 0; b < tokens[r]; b += split) {
+      const std::uint64_t e = std::min<std::uint64_t>(b + split, tokens[r]);
+      work_.push_back(DecodeWorkItem{r, static_cast<std::uint32_t>(b),
+                                     static_cast<std::uint32_t>(e), partials++,
+                                     static_cast<std::uint32_t>(merge_.size())});
     }
     merge_.push_back(DecodeMergeItem{r, first, partials});
   }
@@ -139,6 +143,7 @@ void DecodeAttention::run(const DecodeAttentionArgs& args, CUstream_st* stream) 
                                 options_.l2_prefetch_chunks,
                                 options_.fused_merge ? 1u : 0u};
   launch_decode_attention(p, stream);
+  fence_.record(stream);
 }
 
 void dense_page_lists(std::span<const std::uint32_t> tokens, std::uint32_t kv_heads,

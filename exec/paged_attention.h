@@ -9,10 +9,10 @@
 //
 // Call order: construct → { plan(shape, indptr, last_page_tokens) → run(args)* }*. A plan holds
 // for any inputs with the same list lengths (the pages, slots and queries may change between
-// runs). plan() is synchronous (uploads; O(rows + work items) host work); run() is asynchronous
-// on the given stream. Split rule: the ideal item = the total tokens spread over the blocks that
-// fit on the device at once (one wave), at least kMinSplitTokens; each row gets
-// max(1, round(tokens / ideal)) items of equal size in whole pages (or items of
+// runs). plan() is synchronous (it waits for the last run, then uploads; O(rows + work items) host
+// work); run() is asynchronous on the given stream. Split rule: the ideal item = the total tokens
+// spread over the blocks that fit on the device at once (one wave), at least kMinSplitTokens; each
+// row gets max(1, round(tokens / ideal)) items of equal size in whole pages (or items of
 // options.split_tokens, rounded up to pages, when set); a row of one item writes its output
 // directly. Memory: 20 bytes per work item, 16 per merged row, and (head_dim + 1) · group · 4
 // bytes per partial. Runs of one plan must not overlap in time (the fused merge's per-row
@@ -89,6 +89,7 @@ class DecodeAttention {
   DeviceArray<std::uint32_t> merge_arrivals_;
   DeviceArray<float> partial_out_;
   DeviceArray<float> partial_lse_;
+  mutable LaunchFence fence_;  // the last run, which plan() waits for
 };
 
 // The dense baseline's lists: row r (request r / kv_heads, head r % kv_heads) lists the

@@ -12,6 +12,7 @@ namespace spin::exec {
 void PrefillAttention::plan(const PrefillAttentionShape& shape, std::span<const std::uint32_t> cu_q,
                             std::span<const std::uint32_t> cu_k,
                             const PrefillAttentionOptions& options) {
+  fence_.wait();  // the last run may still read what this plan replaces
   if (shape.head_dim != kPrefillHeadDim) {
     throw std::invalid_argument(
         fmt::format("prefill attention: head_dim {} is not supported (only {})", shape.head_dim,
@@ -131,6 +132,7 @@ void PrefillAttention::run(const PrefillAttentionArgs& args, CUstream_st* stream
                                  options_.tiling,
                                  options_.lazy_rescale ? 1u : 0u};
   launch_prefill_attention(p, stream);
+  fence_.record(stream);
 }
 
 }  // namespace spin::exec

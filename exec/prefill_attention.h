@@ -12,9 +12,9 @@
 // to keys 0 .. kv_len − q_len + i. A request with q_len = 0 is allowed and does nothing.
 //
 // Call order: construct → { plan(shape, cu_q, cu_k) → run(args)* }*. A plan holds for any inputs
-// with the same offsets. plan() is synchronous (one upload; O(tiles · log tiles) host work);
-// run() is asynchronous on the given stream and may overlap other runs of the same plan. Memory:
-// 20 bytes per tile on the device.
+// with the same offsets. plan() is synchronous (it waits for the last run, then uploads; O(tiles ·
+// log tiles) host work); run() is asynchronous on the given stream and may overlap other runs of
+// the same plan. Memory: 20 bytes per tile on the device.
 #pragma once
 
 #include <cstdint>
@@ -79,6 +79,7 @@ class PrefillAttention {
   double causal_pairs_ = 0;
   std::vector<PrefillTile> tiles_;
   DeviceArray<PrefillTile> d_tiles_;
+  mutable LaunchFence fence_;  // the last run, which plan() waits for
 };
 
 }  // namespace spin::exec

@@ -36,6 +36,7 @@ void check_indptr(std::span<const std::uint32_t> indptr, std::uint32_t rows, con
 
 void Selection::plan(const SelectionShape& shape, std::span<const std::uint32_t> indptr,
                      std::span<const std::uint32_t> k, const SelectionOptions& options) {
+  fence_.wait();  // the last run may still read what this plan replaces
   if (static_cast<std::uint32_t>(shape.algorithm) >
       static_cast<std::uint32_t>(SelectionAlgorithm::kRetroInfer)) {
     throw std::invalid_argument(fmt::format("selection: unknown algorithm {}",
@@ -124,6 +125,7 @@ void Selection::score(const SelectionArgs& args, CUstream_st* stream) const {
                   seer ? 1u : shape_.group,
                   shape_.algorithm == SelectionAlgorithm::kQuest ? 1u : 0u},
       stream);
+  fence_.record(stream);
 }
 
 void Selection::select(const SelectionArgs& args, CUstream_st* stream) const {
@@ -132,6 +134,7 @@ void Selection::select(const SelectionArgs& args, CUstream_st* stream) const {
                                    args.selected, shape_.rows(), staged_elems_, topk_threads_,
                                    shape_.algorithm == SelectionAlgorithm::kSeer ? 1u : 0u},
                         stream);
+  fence_.record(stream);
 }
 
 void Selection::run(const SelectionArgs& args, CUstream_st* stream) const {
@@ -141,6 +144,7 @@ void Selection::run(const SelectionArgs& args, CUstream_st* stream) const {
 
 void SummaryBuilder::plan(SelectionAlgorithm algorithm, std::uint32_t page_tokens,
                           std::span<const SummaryJob> jobs) {
+  fence_.wait();  // the last run may still read what this plan replaces
   if (static_cast<std::uint32_t>(algorithm) >
       static_cast<std::uint32_t>(SelectionAlgorithm::kRetroInfer)) {
     throw std::invalid_argument(
@@ -168,6 +172,7 @@ void SummaryBuilder::run(const SummaryBuildArgs& args, CUstream_st* stream) cons
                                           args.slots, d_jobs_.data(), args.summaries, args.w_k,
                                           job_count_, page_tokens_log2_, algorithm_},
                        stream);
+  fence_.record(stream);
 }
 
 std::vector<SummaryJob> partition_summary_jobs(std::span<const std::uint32_t> tokens,
@@ -197,6 +202,7 @@ std::vector<SummaryJob> partition_summary_jobs(std::span<const std::uint32_t> to
 void ClusterPages::plan(std::span<const std::uint32_t> indptr,
                         std::span<const std::uint32_t> cluster_tokens, std::uint32_t page_tokens,
                         std::span<const std::uint32_t> selected_indptr) {
+  fence_.wait();  // the last run may still read what this plan replaces
   if (indptr.empty()) throw std::invalid_argument("cluster pages: indptr is empty");
   const std::uint32_t rows = static_cast<std::uint32_t>(indptr.size() - 1);
   check_indptr(indptr, rows, "cluster pages");
@@ -247,6 +253,7 @@ void ClusterPages::run(const ClusterPagesArgs& args, CUstream_st* stream) const 
                                           args.cluster_tokens, d_page_indptr_.data(), args.pages,
                                           args.page_count, rows_, page_tokens_log2_},
                        stream);
+  fence_.record(stream);
 }
 
 }  // namespace spin::exec

@@ -11,12 +11,12 @@
 //
 // Call order: construct → { plan(shape, indptr, k) → run(args)* }*. A plan holds for any inputs
 // with the same partition counts and k (queries and summaries change between runs). plan() is
-// synchronous (uploads; O(rows + work items) host work); run() is asynchronous on the given
-// stream and launches the score kernel (Seer: after the gate-query kernel) and the top-k kernel.
-// k_r = min(k[r], partitions of row r): k above a row's partition count is clamped (a budget
-// larger than a short context selects everything), 0 selects nothing. The selection's CSR
-// offsets are selected_indptr() (host) and device_selected_indptr(). Runs of one plan share its
-// score buffer: run them on one stream.
+// synchronous (it waits for the last run, then uploads; O(rows + work items) host work); run() is
+// asynchronous on the given stream and launches the score kernel (Seer: after the gate-query
+// kernel) and the top-k kernel. k_r = min(k[r], partitions of row r): k above a row's partition
+// count is clamped (a budget larger than a short context selects everything), 0 selects nothing.
+// The selection's CSR offsets are selected_indptr() (host) and device_selected_indptr(). Runs of
+// one plan share its score buffer: run them on one stream.
 //
 // Work split: the score kernel's items are (row, partition range) of equal size in multiples of
 // 32 partitions; the ideal size gives each block of one wave (occupancy API) kScoreItemsPerBlock
@@ -109,6 +109,7 @@ class Selection {
   DeviceArray<ScoreWorkItem> d_work_;
   DeviceArray<float> scores_;
   DeviceArray<std::uint16_t> gate_q_;
+  mutable LaunchFence fence_;  // the last run, which plan() waits for
 };
 
 // Device pointers of one summary build.
@@ -138,6 +139,7 @@ class SummaryBuilder {
   std::uint32_t page_tokens_log2_ = 0;
   std::uint32_t job_count_ = 0;
   DeviceArray<SummaryJob> d_jobs_;
+  mutable LaunchFence fence_;  // the last run, which plan() waits for
 };
 
 // Prefill jobs: stream s stores tokens[s] tokens with its page list at slots[list_begin[s] ..];
@@ -177,6 +179,7 @@ class ClusterPages {
   DeviceArray<std::uint32_t> d_indptr_;
   DeviceArray<std::uint32_t> d_out_indptr_;
   DeviceArray<std::uint32_t> d_page_indptr_;
+  mutable LaunchFence fence_;  // the last run, which plan() waits for
 };
 
 }  // namespace spin::exec

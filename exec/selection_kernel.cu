@@ -520,18 +520,11 @@ void launch_selection_topk(const TopkParams& params, CUstream_st* stream) {
       throw_cuda_error(cudaErrorInvalidValue, "selection top-k: staged_elems above kTopkMaxStaged",
                        __FILE__, __LINE__);
     }
-    static const bool raised = [] {
-      SPIN_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel<true, kTopkThreadsSmall>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(kTopkMaxStaged * 4)));
-      SPIN_CUDA_CHECK(cudaFuncSetAttribute(topk_kernel<true, kTopkThreadsLarge>,
-                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(kTopkMaxStaged * 4)));
-      return true;
-    }();
-    (void)raised;
     const auto kernel =
         large ? topk_kernel<true, kTopkThreadsLarge> : topk_kernel<true, kTopkThreadsSmall>;
+    // At every launch, as the attribute belongs to the current device (as in prefill).
+    SPIN_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(kTopkMaxStaged * 4)));
     kernel<<<params.rows, params.threads, params.staged_elems * 4, stream>>>(params);
   } else {
     const auto kernel =

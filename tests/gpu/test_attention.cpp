@@ -223,6 +223,24 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("decode attention: page sizes 1, 4, 64, 256 and 4096 tokens", "[gpu][attention]") {
+  // Pages below the 8-token chunk (several pages per chunk and the L2 prefetch's lane math),
+  // and above it (several chunks per page, items that split inside a page).
+  std::mt19937_64 rng(25);
+  for (const std::uint32_t page_tokens : {1u, 4u, 64u, 256u, 4096u}) {
+    const DecodeAttentionShape shape{4, 8, 5, kHeadDim, page_tokens};
+    std::vector<std::uint32_t> tokens(shape.rows());
+    for (std::uint32_t r = 0; r < shape.rows(); ++r) {
+      tokens[r] = 1 + static_cast<std::uint32_t>(rng() % 6000);
+      if (r % 7 == 3) tokens[r] = 1 + static_cast<std::uint32_t>(rng() % page_tokens);
+    }
+    const Problem p = make_problem(shape, tokens, false, rng);
+    std::vector<DecodeAttentionOptions> variants = kAutoSplit;
+    variants.push_back({std::max(page_tokens, 64u), true, 2, false});  // many items per row
+    check_problem(p, variants);
+  }
+}
+
 TEST_CASE("decode attention: split-KV items merge to the unsplit output", "[gpu][attention]") {
   std::mt19937_64 rng(22);
   for (const std::uint32_t page_tokens : {8u, 32u}) {

@@ -9,15 +9,18 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/policy/budget.h"
 #include "common/policy/engine.h"
 #include "common/policy/partition.h"
+#include "exec/cuda_check.h"
 #include "exec/gather.h"
 #include "exec/gpu_residency.h"
 #include "exec/memory.h"
@@ -50,6 +53,21 @@ struct Scenario {
   std::uint32_t max_select = 48;  // random selections: up to this many ids per stream and step
   std::uint32_t hot = 40;         // random selections: hot-set size per stream
   std::uint32_t empty_every = 0;  // random selections: every k-th step selects nothing (0: never)
+  // Launch on a non-blocking stream held by a 20 ms host function before each kernel, and plan
+  // the next step at once: only the last step is downloaded and compared (plan() must wait for
+  // the queued launch before it uploads over its inputs).
+  bool queued_launches = false;
+};
+
+// A cudaStreamNonBlocking stream, destroyed with the scenario.
+struct NonBlockingStream {
+  cudaStream_t stream = nullptr;
+  NonBlockingStream() {
+    SPIN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  }
+  ~NonBlockingStream() { cudaStreamDestroy(stream); }
+  NonBlockingStream(const NonBlockingStream&) = delete;
+  NonBlockingStream& operator=(const NonBlockingStream&) = delete;
 };
 
 // Where selections come from: ids per (request, step, layer, head), and variable cluster growth.
@@ -216,6 +234,8 @@ std::uint64_t run_lockstep(const Scenario& s, SelectionSource& source) {
 
   std::uint64_t compared = 0;
   std::uint64_t hits = 0, fetches = 0, victims = 0, bypassed = 0;
+  std::unique_ptr<NonBlockingStream> queue;
+  if (s.queued_launches) queue = std::make_unique<NonBlockingStream>();
   for (std::uint32_t step = 0; step < s.steps; ++step) {
     const std::uint32_t context = s.prompt_tokens + step;
     std::vector<StreamSelection> selections;
@@ -262,7 +282,18 @@ std::uint64_t run_lockstep(const Scenario& s, SelectionSource& source) {
     engine.check_invariants();
 
     gpu.plan(now, selections, s.gather ? slot_base : kSkipEntry);
-    gpu.run();
+    if (queue) {
+      SPIN_CUDA_CHECK(cudaLaunchHostFunc(
+          queue->stream, [](void*) { std::this_thread::sleep_for(std::chrono::milliseconds(20)); },
+          nullptr));
+      gpu.run(queue->stream);
+      if (step + 1 < s.steps) {  // the next plan() comes while this launch waits
+        engine_log.clear();
+        continue;
+      }
+    } else {
+      gpu.run();
+    }
     if (s.gather) {
       hbm->fill(0xA5);
       spin::exec::launch_gather(spin::exec::GatherParams{
@@ -270,7 +301,9 @@ std::uint64_t run_lockstep(const Scenario& s, SelectionSource& source) {
           gpu.fetch_list_size(), spin::exec::GatherDirection::kHostToDevice});
     }
     gpu.download();
-    std::string gpu_log = step == 0 ? std::string(policy::kDecisionLogHeader) : std::string();
+    std::string gpu_log =
+        step == 0 || queue ? std::string(policy::kDecisionLogHeader) : std::string();
+    if (queue && step > 0) engine_log.insert(0, policy::kDecisionLogHeader);
     for (std::uint32_t r = 0; r < s.requests; ++r) {
       for (std::uint32_t p = 0; p < pools; ++p) {
         const auto& c = gpu.counts(r * pools + p);
@@ -362,11 +395,11 @@ TEST_CASE(
       {policy::PartitionKind::kFixed, 8, 8},    // a partition is a page
       {policy::PartitionKind::kFixed, 16, 1},   // token-level selection
       {policy::PartitionKind::kFixed, 8, 24}};  // partitions span pages
-  const policy::PolicyParams policies[] = {{policy::PolicyKind::kBucketedLru, 64, 0},
-                                           {policy::PolicyKind::kBucketedLru, 4, 1},
-                                           {policy::PolicyKind::kExactLru, 0, 0},
-                                           {policy::PolicyKind::kFifo, 0, 0},
-                                           {policy::PolicyKind::kPreviousStep, 0, 0}};
+  const policy::PolicyParams policies[] = {
+      {policy::PolicyKind::kBucketedLru, 64, 0},   {policy::PolicyKind::kBucketedLru, 4, 1},
+      {policy::PolicyKind::kBucketedLru, 1024, 0}, {policy::PolicyKind::kBucketedLru, 300, 3},
+      {policy::PolicyKind::kExactLru, 0, 0},       {policy::PolicyKind::kFifo, 0, 0},
+      {policy::PolicyKind::kPreviousStep, 0, 0}};
   std::uint64_t seed = 1;
   std::uint64_t compared = 0;
   for (const auto& geometry : geometries) {
@@ -486,6 +519,16 @@ TEST_CASE(
        300,
        4,
        0},
+      // Over 256 buckets: the oldest-first count, then radix passes without digit skipping.
+      {"1024 buckets of 4 steps, large pools",
+       {policy::PolicyKind::kBucketedLru, 1024, 2},
+       policy::PoolScope::kRequest,
+       8,
+       60,
+       300,
+       200,
+       2,
+       0},
       {"exact lru, large pools",
        {policy::PolicyKind::kExactLru, 0, 0},
        policy::PoolScope::kRequest,
@@ -536,4 +579,49 @@ TEST_CASE(
     RandomSelections source(s, seed++);
     CHECK(run_lockstep(s, source) > 0);
   }
+}
+
+TEST_CASE("residency kernel: plan() waits for a launch still queued on a non-blocking stream",
+          "[gpu][residency]") {
+  // Each step's kernel waits 20 ms behind a host function while the next step is planned; the
+  // capacities change along the way (the views are uploaded again). The last step's decisions,
+  // after every earlier step ran on its own inputs, must be the engine's.
+  Scenario s;
+  s.name = "queued launches";
+  s.geometry = {policy::PartitionKind::kFixed, 8, 8};
+  s.static_region = {16, 64};
+  s.scope = policy::PoolScope::kRequestLayer;
+  s.steps = 30;
+  s.expect_victims = false;
+  s.queued_launches = true;
+  RandomSelections source(s, 91);
+  CHECK(run_lockstep(s, source) > 0);
+}
+
+TEST_CASE("residency kernel: a stream longer than its pool's directory is refused by plan()",
+          "[gpu][residency]") {
+  // One directory entry of 64 pages; a map of 100 pages would index past the directory.
+  GpuPoolSpec spec;
+  spec.streams = 1;
+  spec.max_extent = 16;
+  spec.capacity = 16;
+  spec.directory_entries = 1;
+  GpuResidency gpu(std::span<const GpuPoolSpec>(&spec, 1), 6);
+  const policy::PartitionGeometry geometry{policy::PartitionKind::kFixed, 8, 8};
+  policy::PartitionMap map(geometry);
+  map.set_stored_tokens(100 * 8);
+  const std::vector<std::uint32_t> ids = {70};
+  const std::vector<StreamSelection> selections = {
+      StreamSelection{map.view(), policy::static_region({0, 0}, 8, 800), ids, 0}};
+  const std::vector<std::uint32_t> now = {1};
+  CHECK_THROWS_WITH(gpu.plan(now, selections),
+                    "gpu residency: stream 0 has 100 pages, more than its pool's 1 directory "
+                    "entries of 64 pages");
+  // Within the directory it plans.
+  policy::PartitionMap fits(geometry);
+  fits.set_stored_tokens(64 * 8);
+  const std::vector<std::uint32_t> in_range = {3};
+  const std::vector<StreamSelection> ok = {
+      StreamSelection{fits.view(), policy::static_region({0, 0}, 8, 512), in_range, 0}};
+  CHECK_NOTHROW(gpu.plan(now, ok));
 }
