@@ -18,9 +18,13 @@ import json
 import math
 import os
 import random
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -35,6 +39,7 @@ except ImportError:
           "python3-torch (scripts/bootstrap.sh does)", file=sys.stderr)
     sys.exit(1)
 
+from spin_capture import Capture, CaptureError, CaptureOptions, rules  # noqa: E402
 from spin_capture import hooks, tiny_llama  # noqa: E402
 from spin_capture import cli  # noqa: E402
 
@@ -200,6 +205,15 @@ def run_cli_in_process(args):
     return status, out.getvalue(), err.getvalue()
 
 
+def half_runs_on_cpu():
+    try:
+        torch.nn.functional.linear(torch.ones(1, 2, dtype=torch.half),
+                                   torch.ones(2, 2, dtype=torch.half))
+    except RuntimeError:
+        return False
+    return True
+
+
 def make_prompts(lengths, seed):
     rng = random.Random(seed)
     return [[rng.randrange(CONFIG["vocab_size"]) for _ in range(n)] for n in lengths]
@@ -230,6 +244,12 @@ class CaptureTest(unittest.TestCase):
     def setUp(self):
         self.assertEqual(self.result.returncode, 0, self.result.stderr)
 
+    def write(self, name, data: bytes):
+        path = os.path.join(self.dir, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
     def test_selections_equal_the_rules_applied_by_hand(self):
         lines = read_jsonl(self.out)
         names = list(ALGOS)
@@ -247,8 +267,9 @@ class CaptureTest(unittest.TestCase):
         lines = read_jsonl(self.out)
         header = lines[0]
         self.assertEqual(header["type"], "header")
+        # The served KV cache's element size (bf16), not that of the float32 the capture ran in.
         self.assertEqual(header["model"], {"name": "tiny-llama", "layers": 3, "query_heads": 4,
-                                           "kv_heads": 2, "head_dim": 16, "dtype_bytes": 4})
+                                           "kv_heads": 2, "head_dim": 16, "dtype_bytes": 2})
         algos = {a["name"]: a for a in header["algorithms"]}
         for name, a in ALGOS.items():
             got = algos[name]
@@ -330,6 +351,33 @@ class CaptureTest(unittest.TestCase):
         back = [json.loads(x) for x in exported.stdout.splitlines()]
         self.assertEqual(back, read_jsonl(self.out))
 
+    def test_spin_replay_runs_the_default_capture_with_the_models_keys(self):
+        # docs/trace-capture.md: replay needs a config whose model keys match the trace.
+        spt = os.path.join(self.dir, "replay.spt")
+        imported = subprocess.run([SPIN, "trace", "import", self.out, "--out", spt],
+                                  capture_output=True, text=True)
+        self.assertEqual(imported.returncode, 0, imported.stderr)
+        model = ["--set", "model.layers=3", "--set", "model.query_heads=4",
+                 "--set", "model.kv_heads=2", "--set", "model.head_dim=16"]
+        replay = subprocess.run([SPIN, "replay", spt, *model, "--set", "model.dtype=bf16"],
+                                capture_output=True, text=True)
+        self.assertEqual(replay.returncode, 0, replay.stderr)
+        self.assertIn("6 requests, 60 decode steps", replay.stdout)
+        # --dtype-bytes 1 is an fp8 cache.
+        out = os.path.join(self.dir, "fp8.jsonl")
+        status, _, err = run_cli_in_process(
+            ["--tiny-llama", "--tiny-config", json.dumps(CONFIG), "--random-prompts", "1",
+             "--prompt-tokens", "40", "--max-steps", "2", "--dtype-bytes", "1", "--quiet",
+             "--out", out])
+        self.assertEqual(status, 0, err)
+        self.assertEqual(read_jsonl(out)[0]["model"]["dtype_bytes"], 1)
+        imported = subprocess.run([SPIN, "trace", "import", out, "--out", spt],
+                                  capture_output=True, text=True)
+        self.assertEqual(imported.returncode, 0, imported.stderr)
+        replay = subprocess.run([SPIN, "replay", spt, *model, "--set", "model.dtype=fp8"],
+                                capture_output=True, text=True)
+        self.assertEqual(replay.returncode, 0, replay.stderr)
+
     def test_hook_leaves_the_model_output_unchanged(self):
         model = tiny_llama.build(tiny_llama.TinyLlamaConfig(**CONFIG), seed=SEED)
         ids = torch.tensor([self.prompts[0][:40]])
@@ -388,7 +436,52 @@ class CaptureTest(unittest.TestCase):
             (["--algorithm", "token", "--partition-tokens", "2"],
              "token-level selection needs partition tokens = 1"),
             (["--prompt", "hello"], "needs a tokenizer"),
-            (["--max-steps", "0"], "--max-steps: expected >= 1"),
+            (["--max-steps", "0"], "--max-steps: expected an integer in [1, 4294967295], got 0"),
+            # The import format's limits (traces/README.md), checked before the capture.
+            (["--seed", "-1"], "--seed: expected an integer in [0, 18446744073709551615]"),
+            (["--seed", str(2**64)], "--seed: expected an integer in [0, 18446744073709551615]"),
+            (["--arrival-interval-us", str(10**15 + 1)],
+             "--arrival-interval-us: expected an integer in [0, 1000000000000000]"),
+            (["--random-prompts", "3", "--arrival-interval-us", str(6 * 10**14)],
+             "prompt 3 would arrive at 1200000000000000 us"),
+            (["--max-steps", str(2**32 - 1)],
+             "--max-steps 4294967295: with a prompt of 40 tokens a request would reach"),
+            (["--budget", str(2**32)], "an integer in [1, 4294967295]"),
+            (["--page-tokens", str(2**32)], "is not a power of two in [1, 4294967295]"),
+            (["--partition-tokens", str(2**32)], "is not an integer in [1, 4294967295]"),
+            (["--sink-tokens", str(2**32)], "is not an integer in [0, 4294967295]"),
+            (["--local-window-tokens", str(2**32)], "is not an integer in [0, 4294967295]"),
+            # Output targets, checked before the model loads.
+            (["--out", self.dir], f"{self.dir} is a directory, expected a file"),
+            (["--out", os.path.join(self.dir, "none", "x.jsonl")], "none does not exist"),
+            (["--out", "/proc/x.jsonl"], "--out /proc/x.jsonl: cannot create a file in /proc"),
+            (["--spt", os.path.join(self.dir, "t-{algorithm}.spt")],
+             "--out and --spt: give {algorithm} in both"),
+            (["--out", os.path.join(self.dir, "bad-{algorithm}.jsonl"), "--spt", "t.spt"],
+             "--out and --spt: give {algorithm} in both"),
+            # Models, devices and dtypes.
+            (["--tokenizer", "/tok"], "--tokenizer applies to --hf-model and --hf-config only"),
+            (["--device", "foo"], "--device foo: not a device this torch can use"),
+            *([(["--device", "cuda"], "--device cuda: not a device this torch can use")]
+              if not torch.cuda.is_available() else []),
+            *([(["--dtype", "float16", "--device", "cpu"],
+                "--dtype float16 on --device cpu: the model cannot run")]
+              if not half_runs_on_cpu() else []),
+            *[(["--tiny-config", json.dumps(dict(CONFIG, **{key: value}))],
+               f"--tiny-config: {key} must be an integer >= 1, got {value}")
+              for key, value in (("num_key_value_heads", 0), ("head_dim", -2), ("vocab_size", 0),
+                                 ("hidden_size", 0), ("num_hidden_layers", 0))],
+            # Prompts and id lists.
+            (["--dataset", self.write("latin1.jsonl", b'{"p": [1]}\n{"p": "caf\xe9"}\n'),
+              "--field", "p"], "latin1.jsonl:2: not UTF-8 (byte 0xe9)"),
+            (["--prompt-file", self.write("latin1.txt", b"one\ntwo\ncaf\xe9\n")],
+             "latin1.txt:3: not UTF-8 (byte 0xe9)"),
+            (["--dataset", self.write("bools.jsonl", b'{"p": [true, false, 1]}\n'), "--field", "p"],
+             "bools.jsonl:1: field 'p': token 0 is true, not a token id in [0, 256)"),
+            (["--dataset", self.write("empty.jsonl", b'{"p": [1]}\n\n{"p": []}\n'), "--field",
+              "p"], "empty.jsonl:3: field 'p' has no tokens"),
+            (["--kv-heads", "0-100000"], "--kv-heads: the range '0-100000' holds 100001 ids"),
+            (["--kv-heads", "0-1000"], "KV head(s) [2, 3, ..., 1000] (999 ids) do not exist"),
         ]
         for extra, message in cases:
             with self.subTest(extra=extra):
@@ -396,7 +489,11 @@ class CaptureTest(unittest.TestCase):
                 self.assertEqual(status, 2, err)
                 self.assertIn(message, err)
                 self.assertTrue(err.startswith("capture.py: error: "), err)
+                self.assertLess(len(err), 1000)
                 self.assertFalse(os.path.exists(os.path.join(self.dir, "bad.jsonl")))
+        status, _, err = run_cli_in_process(base + ["--dtype-bytes", "3"])
+        self.assertEqual(status, 2)
+        self.assertIn("argument --dtype-bytes: invalid choice: 3 (choose from 1, 2)", err)
         status, _, err = run_cli_in_process(["--random-prompts", "1", "--out", "x.jsonl"])
         self.assertEqual(status, 2)
         self.assertIn("give exactly one model", err)
@@ -409,6 +506,93 @@ class CaptureTest(unittest.TestCase):
                  "--out", os.path.join(self.dir, "hf.jsonl")])
             self.assertEqual(status, 2)
             self.assertIn("--hf-model needs the transformers package", err)
+
+    def test_tokenized_text_is_checked_against_the_vocabulary(self):
+        args = cli.build_parser().parse_args(["--tiny-llama", "--prompt", "hi", "--out", "x"])
+        tokenizer = lambda text: {"input_ids": [1, 300]}  # noqa: E731
+        with self.assertRaisesRegex(CaptureError, r"--prompt #1: token 1 is 300, not a token id "
+                                                  r"in \[0, 256\)"):
+            cli.load_prompts(args, tokenizer, 256)
+
+    def test_an_output_that_cannot_be_written_leaves_nothing(self):
+        folder = tempfile.mkdtemp(dir=self.dir)
+        base = ["--tiny-llama", "--tiny-config", json.dumps(CONFIG), "--random-prompts", "1",
+                "--prompt-tokens", "40", "--max-steps", "2", "--algorithm", "quest,token",
+                "--quiet", "--out", os.path.join(folder, "x-{algorithm}.jsonl")]
+        os.mkdir(os.path.join(folder, "x-token.jsonl"))
+        status, _, err = run_cli_in_process(base)
+        self.assertEqual(status, 2, err)
+        self.assertIn("x-token.jsonl is a directory, expected a file", err)
+        self.assertEqual(os.listdir(folder), ["x-token.jsonl"])
+        # A failure while writing (here: the second trace's partial file cannot be created)
+        # removes the partial files written and writes no trace.
+        os.rmdir(os.path.join(folder, "x-token.jsonl"))
+        model = tiny_llama.build(tiny_llama.TinyLlamaConfig(**CONFIG), seed=SEED)
+        options = CaptureOptions(algorithms=[rules.algorithm("quest"), rules.algorithm("token")],
+                                 max_steps=2)
+        blocker = os.path.join(folder, "x-token.jsonl.partial")
+        with self.assertRaisesRegex(CaptureError, "cannot write .*x-token.jsonl: Is a directory"):
+            Capture(model, options).run([self.prompts[0][:40]],
+                                        os.path.join(folder, "x-{algorithm}.jsonl"),
+                                        progress=lambda prompt, step: os.makedirs(blocker,
+                                                                                  exist_ok=True))
+        self.assertEqual(os.listdir(folder), ["x-token.jsonl.partial"])
+
+    def test_a_link_fifo_or_device_output_is_written_as_spin_writes_it(self):
+        folder = tempfile.mkdtemp(dir=self.dir)
+        base = ["--tiny-llama", "--tiny-config", json.dumps(CONFIG), "--random-prompts", "1",
+                "--prompt-tokens", "40", "--max-steps", "2", "--quiet"]
+        link, target = os.path.join(folder, "link.jsonl"), os.path.join(folder, "target.jsonl")
+        os.symlink("target.jsonl", link)  # dangling: its target is created
+        status, _, err = run_cli_in_process(base + ["--out", link])
+        self.assertEqual(status, 0, err)
+        self.assertEqual(os.readlink(link), "target.jsonl")
+        self.assertEqual(read_jsonl(target)[0]["type"], "header")
+        fifo = os.path.join(folder, "fifo")
+        os.mkfifo(fifo)
+        received = []
+        reader = threading.Thread(target=lambda: received.append(open(fifo).read()), daemon=True)
+        reader.start()
+        status, _, err = run_cli_in_process(base + ["--out", fifo])
+        reader.join(timeout=30)
+        self.assertEqual(status, 0, err)
+        self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
+        self.assertEqual(json.loads(received[0].splitlines()[0])["type"], "header")
+        self.assertEqual(sorted(os.listdir(folder)), ["fifo", "link.jsonl", "target.jsonl"])
+
+    def test_sigterm_and_sighup_remove_the_temporary_folder(self):
+        def start(folder, ignore_hup=False):
+            def child_signals():
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN if ignore_hup else signal.SIG_DFL)
+            child = subprocess.Popen(
+                [sys.executable, CAPTURE, "--tiny-llama", "--random-prompts", "1",
+                 "--prompt-tokens", "40", "--max-steps", "1000000", "--quiet",
+                 "--out", os.path.join(folder, "t.jsonl")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=child_signals)
+            deadline = time.time() + 60
+            while not os.listdir(folder) and time.time() < deadline:
+                time.sleep(0.05)
+            self.assertTrue(os.listdir(folder)[0].startswith(".spin-capture-"))
+            return child
+
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            with self.subTest(signal=signum):
+                folder = tempfile.mkdtemp(dir=self.dir)
+                child = start(folder)
+                child.send_signal(signum)
+                _, err = child.communicate(timeout=60)
+                self.assertEqual(child.returncode, 128 + signum, err)
+                self.assertEqual(os.listdir(folder), [])
+        # An ignored signal (nohup) stays ignored.
+        folder = tempfile.mkdtemp(dir=self.dir)
+        child = start(folder, ignore_hup=True)
+        child.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertIsNone(child.poll())
+        child.terminate()
+        child.communicate(timeout=60)
+        self.assertEqual(os.listdir(folder), [])
 
     def test_help_explains_every_option(self):
         result = run_capture(["--help"])

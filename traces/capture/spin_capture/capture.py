@@ -14,9 +14,11 @@ the dense-attention trajectory). Requests are decoded one at a time (batch 1, no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +40,7 @@ class CaptureOptions:
     stop_at_eos: bool = False
     eos_token_ids: tuple[int, ...] = ()
     model_name: str = "model"
-    dtype_bytes: int | None = None  # None: the element size of the model's keys
+    dtype_bytes: int = 2  # of a K or V element in the served KV cache: 2 (bf16/fp16) or 1 (fp8)
     arrival_interval_us: int = 0  # prompt i arrives at i * this
     source: str = ""  # extra free text for the header's source field
     header_seed: int = 0  # the header's seed field
@@ -61,15 +63,65 @@ class CaptureOptions:
             raise CaptureError(f"unknown decode mode '{self.decode}'; known: greedy, sample")
         if self.decode == "sample" and not self.temperature > 0:
             raise CaptureError(f"the sampling temperature must be > 0, got {self.temperature}")
+        if self.dtype_bytes not in (1, 2):
+            raise CaptureError(f"dtype bytes must be 2 (a bf16/fp16 KV cache) or 1 (fp8), the "
+                               f"element size spin's model.dtype allows, got {self.dtype_bytes}")
         for what, values in (("layer", self.layers), ("KV head", self.kv_heads)):
             if values is not None:
                 if not values:
                     raise CaptureError(f"the list of {what}s is empty")
-                if len(set(values)) != len(values):
-                    raise CaptureError(f"a {what} is listed twice: {values}")
+                twice = [x for x, n in Counter(values).items() if n > 1]
+                if twice:
+                    raise CaptureError(f"{what} {twice[0]} is listed twice")
                 if min(values) < 0:
-                    raise CaptureError(f"{what} ids must be >= 0: {values}")
+                    raise CaptureError(f"{what} ids must be >= 0, got {min(values)}")
         return self
+
+
+def id_text(ids: list[int]) -> str:
+    """A list of ids for a message: short lists whole, long ones by their ends and count."""
+    if len(ids) <= 8:
+        return str(ids)
+    return f"[{ids[0]}, {ids[1]}, ..., {ids[-1]}] ({len(ids)} ids)"
+
+
+def output_paths(out_path: str, names: list[str]) -> list[str]:
+    """The files an output path names: one per algorithm where it contains '{algorithm}'."""
+    if "{algorithm}" not in out_path:
+        return [out_path]
+    return [out_path.replace("{algorithm}", name) for name in names]
+
+
+def output_target(path: str) -> tuple[str, bool]:
+    """(the file to write, whether to write it in place), as spin's writer does (traces/README.md,
+    "Interchange"): a symbolic link's target is written and the link stays; a path that exists and
+    is neither a regular file nor a directory (a FIFO, a device) is written in place; any other
+    through PATH.partial, renamed once complete."""
+    try:
+        target = os.path.realpath(path, strict=os.path.exists(path))
+    except OSError:  # e.g. /dev/stdout on a pipe: /proc/self/fd/1 links to no path
+        target = path
+    in_place = os.path.exists(target) and not os.path.isfile(target) and not os.path.isdir(target)
+    return target, in_place
+
+
+def check_output(path: str, name: str) -> None:
+    """Fails now, rather than after the capture, where `path` cannot be written; `name` starts
+    the message."""
+    target, in_place = output_target(path)
+    if os.path.isdir(target):
+        raise CaptureError(f"{name}: {target} is a directory, expected a file")
+    if in_place:
+        if not os.access(target, os.W_OK):
+            raise CaptureError(f"{name}: {target} is not writable")
+        return
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise CaptureError(f"{name}: the directory {folder} does not exist")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise CaptureError(f"{name}: cannot create a file in {folder}: {e.strerror}") from None
 
 
 @dataclass
@@ -78,7 +130,6 @@ class Geometry:
     query_heads: int
     kv_heads: int
     head_dim: int
-    dtype_bytes: int
 
 
 class Capture:
@@ -110,7 +161,7 @@ class Capture:
             if layer in self._prefill_seen:
                 raise CaptureError(f"layer {layer}'s attention ran twice in one forward pass")
             self._prefill_seen[layer] = (query.shape[1], key.shape[1], query.shape[3],
-                                         key.element_size(), query.shape[2], key.shape[2])
+                                         query.shape[2], key.shape[2])
             return
         if layer not in self._wanted:
             return
@@ -146,20 +197,19 @@ class Capture:
                 f"no attention call was intercepted while {type(self.model).__name__} ran: its "
                 "attention does not go through the hooked attention function (hooks.py)")
         prompt = ids.shape[1]
-        shapes = {v[:4] for v in self._prefill_seen.values()}
+        shapes = {v[:3] for v in self._prefill_seen.values()}
         if len(shapes) != 1:
             raise CaptureError(f"the layers' attention shapes differ (query heads, KV heads, head "
-                               f"dim, bytes): {sorted(shapes)}; the trace needs one geometry")
-        hq, hkv, dim, elem = shapes.pop()
+                               f"dim): {sorted(shapes)}; the trace needs one geometry")
+        hq, hkv, dim = shapes.pop()
         for layer, v in sorted(self._prefill_seen.items()):
-            if v[4] != prompt or v[5] != prompt:
+            if v[3] != prompt or v[4] != prompt:
                 raise CaptureError(
-                    f"layer {layer}: prefill of {prompt} tokens gave {v[4]} queries and {v[5]} "
+                    f"layer {layer}: prefill of {prompt} tokens gave {v[3]} queries and {v[4]} "
                     "keys; the capture needs causal self-attention over an empty cache")
         if hq % hkv != 0:
             raise CaptureError(f"{hq} query heads are not a multiple of {hkv} KV heads")
-        geometry = Geometry(sorted(self._prefill_seen), hq, hkv, dim,
-                            self.options.dtype_bytes or elem)
+        geometry = Geometry(sorted(self._prefill_seen), hq, hkv, dim)
         if self.geometry is None:
             self._set_geometry(geometry)
         elif geometry.layers != self.geometry.layers or geometry.query_heads != hq:
@@ -171,13 +221,14 @@ class Capture:
         layers = self.options.layers if self.options.layers is not None else g.layers
         missing = [x for x in layers if x not in g.layers]
         if missing:
-            raise CaptureError(f"--layers: layer(s) {missing} do not exist: the model has "
-                               f"{len(g.layers)} attention layers ({g.layers[0]}-{g.layers[-1]})")
+            raise CaptureError(f"--layers: layer(s) {id_text(missing)} do not exist: the model "
+                               f"has {len(g.layers)} attention layers ({g.layers[0]}-"
+                               f"{g.layers[-1]})")
         heads = self.options.kv_heads if self.options.kv_heads is not None else list(
             range(g.kv_heads))
         bad = [h for h in heads if h >= g.kv_heads]
         if bad:
-            raise CaptureError(f"--kv-heads: KV head(s) {bad} do not exist: the model has "
+            raise CaptureError(f"--kv-heads: KV head(s) {id_text(bad)} do not exist: the model has "
                                f"{g.kv_heads} KV heads (0-{g.kv_heads - 1})")
         self._layers, self._heads = list(layers), list(heads)
         self._wanted = set(layers)
@@ -196,22 +247,27 @@ class Capture:
 
     def run(self, prompts: list[list[int]], out_path: str, progress=None) -> dict:
         """Captures every prompt (lists of token ids) and writes the JSON Lines trace to out_path
-        (atomically: out_path appears only when complete). An out_path containing
-        '{algorithm}' gives one trace per algorithm, the name put in its place. Returns a
-        summary."""
+        (atomically: out_path appears only when complete; see output_target). An out_path
+        containing '{algorithm}' gives one trace per algorithm, the name put in its place.
+        Returns a summary."""
         if not prompts:
             raise CaptureError("no prompt given")
         for i, p in enumerate(prompts):
             if len(p) < 1:
                 raise CaptureError(f"prompt {i} is empty")
+        algos = self.options.algorithms
+        paths = output_paths(out_path, [a.name for a in algos])
+        for path in paths:
+            check_output(path, path)
+        # The step lines wait in a hidden folder beside the first output that is a regular file.
+        tmp_dir = next((os.path.dirname(target) for target, in_place in map(output_target, paths)
+                        if not in_place), None)
         undo = hooks.install(self.model, self.recorder)
         device = self._device()
         generator = torch.Generator().manual_seed(self.options.seed)
-        algos = self.options.algorithms
         requests = []
-        out_dir = os.path.dirname(os.path.abspath(out_path))
         try:
-            with tempfile.TemporaryDirectory(dir=out_dir, prefix=".spin-capture-") as tmp:
+            with tempfile.TemporaryDirectory(dir=tmp_dir, prefix=".spin-capture-") as tmp:
                 for pi, prompt in enumerate(prompts):
                     files = [open(os.path.join(tmp, f"{pi}-{a}.jsonl"), "w")
                              for a in range(len(algos))]
@@ -222,15 +278,15 @@ class Capture:
                         requests.append((pi * len(algos) + a, pi, len(prompt), steps, spec.name,
                                          files[a].name))
                 if "{algorithm}" in out_path:
-                    for spec in algos:
-                        self._write(out_path.replace("{algorithm}", spec.name),
-                                    [r for r in requests if r[4] == spec.name], [spec])
+                    outputs = [(path, [r for r in requests if r[4] == spec.name], [spec])
+                               for path, spec in zip(paths, algos)]
                 else:
-                    self._write(out_path, requests, algos)
+                    outputs = [(out_path, requests, algos)]
+                self._write_outputs(outputs)
         finally:
             undo()
             self._phase = "idle"
-        return self._summary(out_path, requests)
+        return self._summary(paths, requests)
 
     def _capture_prompt(self, pi, prompt, files, device, generator, progress) -> int:
         algos = self.options.algorithms
@@ -279,14 +335,37 @@ class Capture:
             "type": "header", "format": "spin-trace", "version": "1.0",
             "model": {"name": o.model_name, "layers": len(self._layers),
                       "query_heads": len(self._heads) * group, "kv_heads": len(self._heads),
-                      "head_dim": g.head_dim, "dtype_bytes": g.dtype_bytes},
+                      "head_dim": g.head_dim, "dtype_bytes": o.dtype_bytes},
             "algorithms": [a.header_entry() for a in (algorithms or o.algorithms)],
             "source": desc, "seed": o.header_seed,
         }
 
-    def _write(self, out_path: str, requests, algorithms) -> None:
-        partial = out_path + ".partial"
-        with open(partial, "w") as out:
+    def _write_outputs(self, outputs) -> None:
+        """outputs: (path, requests, algorithms) of each trace. Each is written to PATH.partial
+        (see output_target) and the partial files are renamed only once all are complete: a
+        failure leaves no partial file and no new output, and is a CaptureError naming the path."""
+        pending = []  # (path, partial, target) written or being written, not yet renamed
+        try:
+            for path, requests, algorithms in outputs:
+                target, in_place = output_target(path)
+                if in_place:
+                    self._write(target, requests, algorithms)
+                else:
+                    pending.append((path, target + ".partial", target))
+                    self._write(target + ".partial", requests, algorithms)
+            while pending:
+                path, partial, target = pending[0]
+                os.replace(partial, target)
+                pending.pop(0)
+        except OSError as e:
+            raise CaptureError(f"cannot write {path}: {e.strerror or e}") from None
+        finally:
+            for _, partial, _ in pending:
+                with contextlib.suppress(OSError):
+                    os.remove(partial)
+
+    def _write(self, file: str, requests, algorithms) -> None:
+        with open(file, "w") as out:
             out.write(json.dumps(self._header(algorithms), separators=(",", ":")) + "\n")
             for rid, pi, prompt_tokens, steps, algo, path in requests:
                 line = {"type": "request", "id": rid,
@@ -297,12 +376,9 @@ class Capture:
                 with open(path) as f:
                     for chunk in iter(lambda: f.read(1 << 20), ""):
                         out.write(chunk)
-        os.replace(partial, out_path)
 
-    def _summary(self, out_path, requests) -> dict:
-        outs = ([out_path.replace("{algorithm}", a.name) for a in self.options.algorithms]
-                if "{algorithm}" in out_path else [out_path])
-        return {"out": outs, "requests": len(requests),
+    def _summary(self, paths, requests) -> dict:
+        return {"out": paths, "requests": len(requests),
                 "prompts": len({r[1] for r in requests}),
                 "decode_steps": sum(r[3] for r in requests) // max(1, len(self.options.algorithms)),
                 "layers": list(self._layers), "kv_heads": list(self._heads),

@@ -7,15 +7,22 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 from . import rules
-from .capture import Capture, CaptureOptions
+from .capture import Capture, CaptureOptions, check_output, output_paths
 from .rules import CaptureError
 
 PROG = "capture.py"
+
+# Limits of the trace format (traces/README.md, "Data model"), checked before the capture runs.
+U32_MAX = 2**32 - 1  # header fields: budget, page, partition, sink and local-window tokens
+U64_MAX = 2**64 - 1  # the header's seed
+MAX_ARRIVAL_US = 10**15  # a request's arrival_us
+MAX_IDS = 65535  # layers or KV heads a trace holds
 
 DESCRIPTION = """\
 Captures an attention-access trace from a real model: hooks the attention of a Hugging Face
@@ -54,6 +61,9 @@ def parse_id_list(text: str, option: str) -> list[int]:
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
+                if hi - lo >= MAX_IDS:
+                    raise CaptureError(f"{option}: the range '{part}' holds {hi - lo + 1} ids; a "
+                                       f"trace holds at most {MAX_IDS} layers or KV heads")
                 out.extend(range(lo, hi + 1))
             else:
                 out.append(int(part))
@@ -71,7 +81,7 @@ def parse_budget(text: str, option: str = "--budget") -> dict:
             ratio = float(t[:-1]) / 100.0
         elif t.isdigit():
             tokens = int(t)
-            if tokens < 1:
+            if not 1 <= tokens <= U32_MAX:
                 raise ValueError
             return {"budget_tokens": tokens, "budget_ratio": 0.0}
         else:
@@ -80,8 +90,8 @@ def parse_budget(text: str, option: str = "--budget") -> dict:
             raise ValueError
     except ValueError:
         raise CaptureError(f"{option}: '{text}' is not a budget: expected a token count (an "
-                           "integer >= 1, e.g. 2048) or a ratio of the context in (0, 1] (e.g. "
-                           "0.0156 or 1.56%)") from None
+                           f"integer in [1, {U32_MAX}], e.g. 2048) or a ratio of the context in "
+                           "(0, 1] (e.g. 0.0156 or 1.56%)") from None
     return {"budget_tokens": 0, "budget_ratio": ratio}
 
 
@@ -107,11 +117,12 @@ def non_negative(field_name: str, power_of_two: bool = False, minimum: int = 0):
     def convert(value: str, option: str) -> dict:
         try:
             n = int(value)
-            if n < minimum or (power_of_two and (n & (n - 1)) != 0):
+            if not minimum <= n <= U32_MAX or (power_of_two and (n & (n - 1)) != 0):
                 raise ValueError
         except ValueError:
-            want = "a power of two" if power_of_two else f"an integer >= {minimum}"
-            raise CaptureError(f"{option}: '{value}' is not {want}") from None
+            want = "a power of two" if power_of_two else "an integer"
+            raise CaptureError(f"{option}: '{value}' is not {want} in [{minimum}, "
+                               f"{U32_MAX}]") from None
         return {field_name: n}
 
     return convert
@@ -135,11 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--tiny-llama: sizes overriding TinyLlamaConfig, e.g. "
                         "'{\"num_hidden_layers\":4,\"head_dim\":32}'")
     m.add_argument("--tokenizer", metavar="PATH",
-                   help="tokenizer for text prompts (default: --hf-model's)")
+                   help="tokenizer for text prompts (default: --hf-model's; not with "
+                        "--tiny-llama, which has none)")
     m.add_argument("--device", default=None,
                    help="torch device (default: cuda if available, else cpu)")
     m.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
-                   help="model dtype (auto: the checkpoint's for --hf-model, float32 otherwise)")
+                   help="the dtype the model computes in (auto: the checkpoint's for --hf-model, "
+                        "float32 otherwise); the trace's element size is --dtype-bytes")
 
     d = p.add_argument_group("prompts (at least one source; all are used, in this order)")
     d.add_argument("--prompt", action="append", metavar="TEXT", help="a text prompt (repeatable)")
@@ -193,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="next token: argmax (default) or sampled")
     g.add_argument("--temperature", type=float, default=1.0, help="--decode sample: temperature")
     g.add_argument("--seed", type=int, default=0,
-                   help="seed of random weights, random prompts and sampling (default 0)")
+                   help="seed of random weights, random prompts and sampling, in [0, 2^64) "
+                        "(default 0)")
     g.add_argument("--stop-at-eos", action="store_true",
                    help="end a request before a step whose input is an end-of-sequence token "
                         "(default: always --max-steps steps)")
@@ -203,13 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the JSON Lines trace; a name containing {algorithm} gives one trace "
                         "per algorithm (e.g. t-{algorithm}.jsonl)")
     o.add_argument("--model-name", help="the header's model name (default: from the model)")
-    o.add_argument("--dtype-bytes", type=int, metavar="B",
-                   help="the header's bytes per K or V element (default: the model's key dtype)")
+    o.add_argument("--dtype-bytes", type=int, choices=(1, 2), default=2, metavar="B",
+                   help="the header's bytes per K or V element of the served KV cache, whatever "
+                        "--dtype the capture computes in: 2 (bf16/fp16, default) or 1 (fp8), as "
+                        "spin's model.dtype")
     o.add_argument("--arrival-interval-us", type=int, default=0, metavar="US",
-                   help="prompt i's requests arrive at i * US microseconds (default 0)")
+                   help="prompt i's requests arrive at i * US microseconds, at most 10^15 "
+                        "(default 0)")
     o.add_argument("--spt", metavar="FILE.spt",
                    help="also run `spin trace import` to write this binary trace ({algorithm} "
-                        "as in --out, required there when --out has it)")
+                        "as in --out: in both or in neither)")
     o.add_argument("--spin", metavar="PATH",
                    help="the spin binary for --spt (default: build/spin of this checkout, "
                         "else spin on PATH)")
@@ -242,6 +259,9 @@ def load_model(args, device):
                            f"--tiny-llama (got {', '.join(chosen) if chosen else 'none'})")
     if args.tiny_config and not args.tiny_llama:
         raise CaptureError("--tiny-config applies to --tiny-llama only")
+    if args.tokenizer and args.tiny_llama:
+        raise CaptureError("--tokenizer applies to --hf-model and --hf-config only: --tiny-llama "
+                           "has no tokenizer (give token-id prompts or --random-prompts)")
     if args.tiny_llama:
         from . import tiny_llama  # noqa: PLC0415
         overrides = {}
@@ -323,27 +343,55 @@ def tokenize(text: str, tokenizer, chat: bool, where: str) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
+def prompt_ids(value, tokenizer, chat: bool, vocab: int, where: str) -> list[int]:
+    """A prompt's token ids: text is tokenized, a list taken as ids; every id must be in the
+    model's vocabulary."""
+    if isinstance(value, str):
+        value = tokenize(value, tokenizer, chat, where)
+    if not isinstance(value, list):
+        raise CaptureError(f"{where} must be a string or a list of token ids, got a "
+                           f"{type(value).__name__}")
+    if not value:
+        raise CaptureError(f"{where} has no tokens")
+    for i, t in enumerate(value):
+        if type(t) is not int or not 0 <= t < vocab:
+            raise CaptureError(f"{where}: token {i} is {json.dumps(t, default=repr)}, not a token "
+                               f"id in [0, {vocab}) (the model's vocabulary)")
+    return value
+
+
+def utf8(data: bytes, path: str, line: int = 1) -> str:
+    """`data`, read from `path` from line `line` on, as text."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line += data.count(b"\n", 0, e.start)
+        raise CaptureError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x})") from None
+
+
 def load_prompts(args, tokenizer, vocab: int) -> list[list[int]]:
     prompts: list[list[int]] = []
     for i, text in enumerate(args.prompt or []):
-        prompts.append(tokenize(text, tokenizer, args.chat_template, f"--prompt #{i + 1}"))
+        prompts.append(prompt_ids(text, tokenizer, args.chat_template, vocab, f"--prompt #{i + 1}"))
     for path in args.prompt_file or []:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                text = utf8(f.read(), path)
         except OSError as e:
             raise CaptureError(f"--prompt-file {path}: {e.strerror}") from None
-        prompts.append(tokenize(text, tokenizer, args.chat_template, f"--prompt-file {path}"))
+        prompts.append(prompt_ids(text, tokenizer, args.chat_template, vocab,
+                                  f"--prompt-file {path}"))
     if args.limit is not None and args.limit < 1:
         raise CaptureError(f"--limit: expected >= 1, got {args.limit}")
     if args.dataset:
         try:
-            f = open(args.dataset, encoding="utf-8")
+            f = open(args.dataset, "rb")
         except OSError as e:
             raise CaptureError(f"--dataset {args.dataset}: {e.strerror}") from None
         with f:
             count = 0
-            for n, line in enumerate(f, 1):
+            for n, raw in enumerate(f, 1):
+                line = utf8(raw, args.dataset, n)
                 if not line.strip():
                     continue
                 if args.limit is not None and count >= args.limit:
@@ -355,15 +403,8 @@ def load_prompts(args, tokenizer, vocab: int) -> list[list[int]]:
                     raise CaptureError(f"{where}: not a JSON object: {e}") from None
                 if not isinstance(record, dict) or args.field not in record:
                     raise CaptureError(f"{where}: no field '{args.field}' (--field)")
-                value = record[args.field]
-                if isinstance(value, str):
-                    prompts.append(tokenize(value, tokenizer, args.chat_template, where))
-                elif isinstance(value, list) and all(isinstance(t, int) and 0 <= t < vocab
-                                                     for t in value):
-                    prompts.append(list(value))
-                else:
-                    raise CaptureError(f"{where}: field '{args.field}' must be a string or a list "
-                                       f"of token ids in [0, {vocab})")
+                prompts.append(prompt_ids(record[args.field], tokenizer, args.chat_template, vocab,
+                                          f"{where}: field '{args.field}'"))
                 count += 1
     if args.random_prompts < 0:
         raise CaptureError(f"--random-prompts: expected >= 0, got {args.random_prompts}")
@@ -390,9 +431,6 @@ def load_prompts(args, tokenizer, vocab: int) -> list[list[int]]:
         if n < 1:
             raise CaptureError(f"--max-prompt-tokens: expected >= 1, got {n}")
         prompts = [p if len(p) <= n else p[:n // 2] + p[len(p) - (n - n // 2):] for p in prompts]
-    for i, p in enumerate(prompts):
-        if not p:
-            raise CaptureError(f"prompt {i} has no tokens")
     return prompts
 
 
@@ -425,34 +463,68 @@ def default_spin() -> str | None:
     return shutil.which("spin")
 
 
+def resolve_device(name: str | None):
+    import torch  # noqa: PLC0415
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+        torch.zeros(1, device=device)
+    except (RuntimeError, AssertionError) as e:  # AssertionError: torch without CUDA
+        raise CaptureError(f"--device {name}: not a device this torch can use: {e}") from None
+    return device
+
+
+def check_trace_limits(args, prompts: list[list[int]]) -> None:
+    """The import format's limits that depend on the prompts (traces/README.md)."""
+    last = (len(prompts) - 1) * args.arrival_interval_us
+    if last > MAX_ARRIVAL_US:
+        raise CaptureError(f"--arrival-interval-us {args.arrival_interval_us}: prompt "
+                           f"{len(prompts)} would arrive at {last} us, after the trace format's "
+                           f"limit of {MAX_ARRIVAL_US} us")
+    longest = max(len(p) for p in prompts)
+    if longest + args.max_steps >= U32_MAX:
+        raise CaptureError(f"--max-steps {args.max_steps}: with a prompt of {longest} tokens a "
+                           f"request would reach {longest + args.max_steps} tokens; the trace "
+                           f"format allows fewer than {U32_MAX}")
+
+
 def run(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import torch  # noqa: PLC0415
 
     algorithms = algorithms_from(args)
-    if args.max_steps < 1:
-        raise CaptureError(f"--max-steps: expected >= 1, got {args.max_steps}")
-    if args.dtype_bytes is not None and args.dtype_bytes < 1:
-        raise CaptureError(f"--dtype-bytes: expected >= 1, got {args.dtype_bytes}")
-    if args.arrival_interval_us < 0:
-        raise CaptureError(f"--arrival-interval-us: expected >= 0, got {args.arrival_interval_us}")
+    names = [a.name for a in algorithms]
+    for option, value, lo, hi in (("--max-steps", args.max_steps, 1, U32_MAX),
+                                  ("--seed", args.seed, 0, U64_MAX),
+                                  ("--arrival-interval-us", args.arrival_interval_us, 0,
+                                   MAX_ARRIVAL_US)):
+        if not lo <= value <= hi:
+            raise CaptureError(f"{option}: expected an integer in [{lo}, {hi}], got {value}")
     layers = parse_id_list(args.layers, "--layers") if args.layers else None
     heads = parse_id_list(args.kv_heads, "--kv-heads") if args.kv_heads else None
-    out_dir = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(out_dir):
-        raise CaptureError(f"--out {args.out}: the directory {out_dir} does not exist")
+    if args.spt and ("{algorithm}" in args.out) != ("{algorithm}" in args.spt):
+        raise CaptureError("--out and --spt: give {algorithm} in both (one trace per algorithm) "
+                           "or in neither")
+    for option, pattern in (("--out", args.out), ("--spt", args.spt)):
+        for path in output_paths(pattern, names) if pattern else []:
+            check_output(path, f"{option} {path}")
     spin = None
-    if args.spt and "{algorithm}" in args.out and "{algorithm}" not in args.spt:
-        raise CaptureError("--spt: --out writes one trace per algorithm ({algorithm}), so --spt "
-                           "must contain {algorithm} too")
     if args.spt:
         spin = args.spin or default_spin()
         if not spin or not os.access(spin, os.X_OK):
             raise CaptureError("--spt needs the spin binary: give --spin PATH (e.g. build/spin)")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
 
     model, tokenizer, name, eos, vocab, source = load_model(args, device)
+    try:  # one token through the model: a dtype the device cannot compute in fails here
+        with torch.no_grad():
+            model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device))
+    except RuntimeError as e:
+        raise CaptureError(f"--dtype {args.dtype} on --device {device}: the model cannot run: "
+                           f"{e}") from None
     prompts = load_prompts(args, tokenizer, vocab)
+    check_trace_limits(args, prompts)
     options = CaptureOptions(
         algorithms=algorithms, max_steps=args.max_steps, layers=layers, kv_heads=heads,
         gqa_reduce=args.gqa_reduce, decode=args.decode, temperature=args.temperature,
@@ -471,11 +543,7 @@ def run(argv=None) -> int:
     summary["device"] = str(device)
     print(json.dumps(summary))
     if args.spt:
-        for spec in algorithms if "{algorithm}" in args.out else [None]:
-            src, dst = args.out, args.spt
-            if spec is not None:
-                src, dst = src.replace("{algorithm}", spec.name), dst.replace("{algorithm}",
-                                                                              spec.name)
+        for src, dst in zip(output_paths(args.out, names), output_paths(args.spt, names)):
             result = subprocess.run([spin, "trace", "import", src, "--out", dst])
             if result.returncode != 0:
                 raise CaptureError(f"`{spin} trace import {src} --out {dst}` failed with exit "
@@ -483,9 +551,22 @@ def run(argv=None) -> int:
     return 0
 
 
+def exit_on_signal(signum, frame):
+    """SIGTERM or SIGHUP: exits as Ctrl-C does, through the with/finally blocks that remove the
+    capture's temporary and partial files."""
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
+    # Only where the signal has its default action (one ignored, as under nohup, stays ignored).
+    previous = {signum: signal.signal(signum, exit_on_signal)
+                for signum in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(signum) == signal.SIG_DFL}
     try:
         return run(argv)
     except CaptureError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

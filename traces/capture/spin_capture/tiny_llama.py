@@ -34,6 +34,18 @@ class TinyLlamaConfig:
     eos_token_id: int = -1  # none by default
 
     def validate(self) -> "TinyLlamaConfig":
+        for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                    "num_attention_heads", "num_key_value_heads", "head_dim"):
+            value = getattr(self, key)
+            if type(value) is not int or value < 1:
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+        for key in ("rope_theta", "rms_norm_eps"):
+            value = getattr(self, key)
+            if type(value) not in (int, float) or not value > 0:
+                raise ValueError(f"{key} must be a number > 0, got {value!r}")
+        if type(self.eos_token_id) is not int or not -1 <= self.eos_token_id < self.vocab_size:
+            raise ValueError(f"eos_token_id must be -1 (none) or a token id in [0, "
+                             f"{self.vocab_size}), got {self.eos_token_id!r}")
         if self.num_attention_heads % self.num_key_value_heads != 0:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
         if self.head_dim % 2 != 0:
