@@ -216,14 +216,18 @@ def cdf(table, metric, group=None, name=None, logx=False, title=None, **_):
         drawn = []
         for row, vals in zip(rows, values):
             label, primary = data.row_label(table, row, group)
-            colour, ls, _ = palette.style(primary if group else label)
+            colour, ls, mk = palette.style(primary if group else label)
             v = np.sort(vals) / div
             frac = np.arange(1, len(v) + 1) / max(len(v), 1)
             # the step up from 0 at the smallest value, then one step per request
             px = np.concatenate([v[:1], v])
             py = np.concatenate([[0.0] if len(v) else [], frac])
+            # Past the line styles, series of one colour are told apart by a few markers.
+            marks = {}
+            if palette.used[colour] > len(style.LINESTYLES):
+                marks = dict(marker=mk, markevery=max(1, len(px) // 6), markersize=4)
             (artist,) = ax.plot(px, py, drawstyle="steps-post", color=colour, linestyle=ls,
-                                label=label)
+                                label=label, **marks)
             drawn.append(dict(label=label, panel=0, x=px, y=py, artist=artist, x_div=div,
                               y_div=1.0, point=int(row["point"]), n=len(v)))
         ax.set_xlabel(xlabel)

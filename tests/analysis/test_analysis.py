@@ -312,6 +312,17 @@ class CdfTest(Base):
                 self.assertClose(ys, [0.0] + [(i + 1) / len(want) for i in range(len(want))])
                 self.assertColourOfMode(line, r["serving.mode"])
 
+    def test_cdf_series_of_one_colour_differ_in_line_style_or_marker(self):
+        """cdf: six points of one mode (more than the four line styles) are all distinct."""
+        plot = figures.cdf(data.load(A), "ttft")
+        by_colour = {}
+        for line in plot.fig.axes[0].get_lines():
+            key = (line.get_linestyle(), line.get_marker())
+            by_colour.setdefault(matplotlib.colors.to_hex(line.get_color()), []).append(key)
+        self.assertEqual(max(len(v) for v in by_colour.values()), 6)
+        for styles in by_colour.values():
+            self.assertEqual(len(set(styles)), len(styles), styles)
+
     def test_cdf_of_a_single_run_folder(self):
         """cdf: a run folder (spin sim --out) is an input too."""
         plot = figures.cdf(data.load(RUN), "ttft")
