@@ -248,6 +248,7 @@ int bench_gen(const Args& args) {
     }
     std::cout << fmt::format("{:<11} {:>14} {:>9.3f} {:>9.3f} {:>13.1f}\n", spec.name, selections,
                              wall, cpu, static_cast<double>(selections) / cpu / 1e6);
+    warn_if_short("bench gen", "--steps, --prompt-tokens", cpu);
   }
   return 0;
 }

@@ -296,7 +296,7 @@ int bench_trace(const Args& args) {
   opts.add_options()("selections", po::value<uint64_t>()->default_value(100'000'000),
                      "selected partitions to generate (rounded up to whole requests)")(
       "seed", po::value<uint64_t>()->default_value(1), "generator seed")(
-      "repeat", po::value<int>()->default_value(3), "decode passes; the best is reported")(
+      "repeats", po::value<int>()->default_value(3), "decode passes; the best is reported")(
       "zstd-level", po::value<int>()->default_value(trace::WriterOptions{}.zstd_level),
       "zstd level of the chunks (0 = stored raw)")(
       "chunk-selections",
@@ -309,14 +309,15 @@ int bench_trace(const Args& args) {
       "partitions = pages, budget 1.56% of the context, 8 KV heads, 4 layers, 512 decode steps "
       "per request; docs/trace-generators.md) to a temporary file, timing only the writer, then "
       "decodes it on one thread, all streams and a 1/8 sample. Prints write speed, bytes per "
-      "selected partition and decode speed (docs/benchmarks.md).",
+      "selected partition and decode speed (docs/benchmarks.md). Times are wall clock (the "
+      "writer's file I/O is part of its work): run it on an otherwise idle machine.",
       opts);
   if (!vm) return 0;
   const uint64_t want = (*vm)["selections"].as<uint64_t>();
   const uint64_t seed = (*vm)["seed"].as<uint64_t>();
-  const int repeat = (*vm)["repeat"].as<int>();
+  const int repeat = (*vm)["repeats"].as<int>();
   require_at_least("bench trace", "selections", static_cast<std::int64_t>(want), 1);
-  require_at_least("bench trace", "repeat", repeat, 1);
+  require_at_least("bench trace", "repeats", repeat, 1);
   trace::WriterOptions wopts;
   wopts.zstd_level = (*vm)["zstd-level"].as<int>();
   wopts.chunk_selections = (*vm)["chunk-selections"].as<uint64_t>();

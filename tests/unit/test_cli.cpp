@@ -245,8 +245,8 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
          "spin bench gen: --prompt-tokens: expected at least 1, got 0"},
         {{"bench", "trace", "--selections", "0"},
          "spin bench trace: --selections: expected at least 1, got 0"},
-        {{"bench", "trace", "--repeat", "0"},
-         "spin bench trace: --repeat: expected at least 1, got 0"}}) {
+        {{"bench", "trace", "--repeats", "0"},
+         "spin bench trace: --repeats: expected at least 1, got 0"}}) {
     const auto r = run_spin(args);
     CHECK(r.status == 2);
     CHECK(r.out.empty());

@@ -507,6 +507,13 @@ TEST_CASE("bench sim: prints the exact and sampled runs with their errors", "[un
   CHECK(r.out.find("exact                         1") != std::string::npos);
   CHECK(r.out.find("sampled 1/64") != std::string::npos);
   CHECK(r.out.find("0.00%     0.00%     0.00%     0.00%") != std::string::npos);  // exact vs exact
+  CHECK(r.out.find("cpu s") != std::string::npos);
+  // One-token outputs have no TPOT and the hit ratio of nothing: no error, not NaN.
+  const auto one = run_spin({"bench", "sim", "--requests", "1", "--max-output-tokens", "1",
+                             "--threads", "1", "--sampling", "2"});
+  REQUIRE(one.status == 0);
+  CHECK(one.out.find("nan") == std::string::npos);
+  CHECK(one.out.find("0.00%     0.00%       n/a       n/a") != std::string::npos);
 }
 
 TEST_CASE("bench sim: --skip-single-thread and --sampling choose the runs", "[unit][sim]") {
