@@ -52,7 +52,8 @@ std::uint32_t budget_tokens(const BudgetParams& params, std::uint32_t context_to
 // Pages one stream may select in one step: K = ceil(budget / g) partitions; fixed partitions
 // K × max_pages_per_partition(g, page_tokens); variable clusters (g = mean cluster tokens)
 // ceil(budget / page_tokens) + ceil(cluster_headroom_pages × K); at most the stream's pages.
-// A selection above it is still served (by bypass), so this is a sizing rule, not a limit.
+// A selection above it is still served (by bypass), so this is a sizing rule, not a limit: for
+// variable clusters a step's clusters may hold more than the budget (docs/policy.md §6).
 std::uint32_t mandatory_pages_per_stream(const BudgetParams& params,
                                          const PartitionGeometry& geometry,
                                          std::uint32_t context_tokens);
