@@ -31,8 +31,13 @@ void validate(const BudgetParams& params) {
 }
 
 std::uint32_t budget_tokens(const BudgetParams& params, std::uint32_t context_tokens) {
-  const double wanted = params.kind == BudgetKind::kRatio ? std::ceil(params.ratio * context_tokens)
-                                                          : static_cast<double>(params.tokens);
+  double wanted = static_cast<double>(params.tokens);
+  if (params.kind == BudgetKind::kRatio) {
+    // ceil(ratio · context), where a product that rounds just above an integer (0.07 · 800 =
+    // 56.000000000000007) does not add a token: one fewer is enough if it is that share already.
+    wanted = std::ceil(params.ratio * context_tokens);
+    if (wanted >= 1 && (wanted - 1) / context_tokens >= params.ratio) wanted -= 1;
+  }
   return wanted < context_tokens ? static_cast<std::uint32_t>(wanted) : context_tokens;
 }
 

@@ -56,6 +56,24 @@ TEST_CASE("budget: mandatory pages per stream for the paper's algorithms", "[uni
   CHECK(f.dynamic_pages == 40 * 8 * (16384 - (2 + 8)));
 }
 
+TEST_CASE("budget: a ratio's token count is the ceiling of the exact product", "[unit][policy]") {
+  BudgetParams p;
+  p.ratio = 0.07;  // 0.07 · 800 is 56.000000000000007 in doubles: 56 tokens, not 57
+  CHECK(budget_tokens(p, 800) == 56);
+  CHECK(budget_tokens(p, 801) == 57);  // 56.07
+  p.ratio = 0.0156;
+  CHECK(budget_tokens(p, 131072) == 2045);  // 2044.7
+  // Every ratio of whole per-mille against every context up to 5000: ceil of the exact
+  // product, computed in integers.
+  for (std::uint32_t permille = 1; permille <= 1000; ++permille) {
+    p.ratio = permille / 1000.0;
+    for (std::uint32_t c = 1; c <= 5000; c += 7) {
+      INFO(permille << " per mille of " << c);
+      REQUIRE(budget_tokens(p, c) == (std::uint64_t{permille} * c + 999) / 1000);
+    }
+  }
+}
+
 TEST_CASE("budget: a cache never exceeds the pages outside the static region", "[unit][policy]") {
   // Token-level top-2048 at a 16K context: M = 2048 pages a stream, against 1024 pages of which
   // 2 are static (the unfinished page and the local window's). (1 + k)·M would be 5 × 2048.
