@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
+#include <limits>
 #include <optional>
 
 #include "common/atomic_file.h"
@@ -214,6 +216,7 @@ int bench_gen(const Args& args) {
   }
   std::cout << fmt::format("{:<11} {:>14} {:>9} {:>9} {:>13}\n", "algorithm", "selections",
                            "wall s", "cpu s", "M sel/cpu-s");
+  double shortest_cpu = std::numeric_limits<double>::infinity();
   for (const gen::AlgorithmSpec& spec : gen::algorithms()) {
     if (vm->count("algorithm") && (*vm)["algorithm"].as<std::string>() != spec.name) continue;
     gen::GeneratorConfig config;
@@ -248,8 +251,9 @@ int bench_gen(const Args& args) {
     }
     std::cout << fmt::format("{:<11} {:>14} {:>9.3f} {:>9.3f} {:>13.1f}\n", spec.name, selections,
                              wall, cpu, static_cast<double>(selections) / cpu / 1e6);
-    warn_if_short("bench gen", "--steps, --prompt-tokens", cpu);
+    shortest_cpu = std::min(shortest_cpu, cpu);
   }
+  warn_if_short("bench gen", "--steps, --prompt-tokens", shortest_cpu);
   return 0;
 }
 
