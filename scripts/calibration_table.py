@@ -41,7 +41,7 @@ def targets(algorithm, o):
     if algorithm == "token":
         ok += [0.5 <= o["overlap"] <= 0.7, h[8] >= 0.88]
     else:
-        ok += [0.02 <= m[2] / pages <= 0.35, 0.1 <= m[4] / m[2] <= 0.5]
+        ok += [0.02 <= m[2] / pages <= 0.35, 0.15 <= m[4] / m[2] <= 0.5]
     return all(ok)
 
 

@@ -94,8 +94,12 @@ AlgorithmSpec resolve_algorithm(const GeneratorConfig& config, std::string_view 
   };
   take(info.partition_tokens, g.partition_tokens);
   take(info.page_tokens, g.page_tokens);
-  if (g.budget_ratio >= 0) info.budget_ratio = g.budget_ratio;
-  take(info.budget_tokens, g.budget_tokens);
+  // A budget under geometry replaces the algorithm's whole budget (ratio and tokens): the key
+  // not given counts 0, so that a token budget can become a ratio alone, and the reverse.
+  if (g.budget_ratio >= 0 || g.budget_tokens != 0) {
+    info.budget_ratio = std::max(g.budget_ratio, 0.0);
+    info.budget_tokens = g.budget_tokens;
+  }
   take(info.sink_tokens, g.sink_tokens);
   take(info.local_window_tokens, g.local_window_tokens);
   take(info.reindex_interval_tokens, g.reindex_interval_tokens);
@@ -117,6 +121,23 @@ AlgorithmSpec resolve_algorithm(const GeneratorConfig& config, std::string_view 
     }
     if (info.reindex_interval_tokens == 0) {
       fail(path, "geometry.reindex_interval_tokens", "expected >= 1 for variable partitions");
+    }
+    // The budget counts clusters of the nominal size: it must be a length clusters can have.
+    if (info.partition_tokens < spec.cluster_min_tokens ||
+        info.partition_tokens > spec.cluster_max_tokens) {
+      fail(path, "geometry.partition_tokens",
+           fmt::format("the nominal cluster size {} (the budget counts clusters of it) is outside "
+                       "the cluster lengths {}..{}: set partition_tokens to their mean",
+                       info.partition_tokens, spec.cluster_min_tokens, spec.cluster_max_tokens));
+    }
+    // Tokens generated since the last re-index are in no cluster: the local window must hold
+    // them, or they could never be selected.
+    if (info.local_window_tokens < info.reindex_interval_tokens) {
+      fail(path, "geometry.local_window_tokens",
+           fmt::format("expected at least reindex_interval_tokens ({}), got {}: the tokens "
+                       "generated since the last re-index are in no cluster, and only the local "
+                       "window reaches them",
+                       info.reindex_interval_tokens, info.local_window_tokens));
     }
   }
   return spec;

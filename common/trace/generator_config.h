@@ -68,10 +68,13 @@ struct GeometrySection {
             config::at_most(1 << 16));
     v.field("page_tokens", page_tokens, "tokens per KV page, a power of two (0 = the algorithm's)");
     v.field("budget_ratio", budget_ratio,
-            "retrieval budget as a fraction of the context (negative = the algorithm's)",
+            "retrieval budget as a fraction of the context; with budget_tokens it replaces the "
+            "algorithm's budget, the key not given counting 0 (negative and budget_tokens 0 = "
+            "the algorithm's)",
             config::at_most(1));
     v.field("budget_tokens", budget_tokens,
-            "retrieval budget in tokens, added to the ratio's (0 = the algorithm's)",
+            "retrieval budget in tokens, added to budget_ratio's share; with it replaces the "
+            "algorithm's budget (0 and a negative budget_ratio = the algorithm's)",
             config::at_most(1 << 24));
     v.field("sink_tokens", sink_tokens,
             "attention-sink tokens in the static region (0 = the algorithm's)");
@@ -129,6 +132,13 @@ struct WorkloadSection {
             [this] { return known_workload(name); });
     v.check("list", "no list with workload " + name + " (the list goes with workload list)",
             [this] { return name == "list" || list.empty(); });
+    // A list gives every request and its arrival: a count, a rate or a duration would be ignored.
+    v.check("requests", "no requests with workload list (the list gives them)",
+            [this] { return name != "list" || requests == WorkloadSection{}.requests; });
+    v.check("rate_rps", "no rate_rps with workload list (the list gives the arrivals)",
+            [this] { return name != "list" || rate_rps == WorkloadSection{}.rate_rps; });
+    v.check("duration_s", "no duration_s with workload list (the list gives the arrivals)",
+            [this] { return name != "list" || duration_s == 0; });
     // The lengths of workload fixed; another workload draws or lists its own, and would ignore
     // them (its lengths are capped by max_prompt_tokens and max_output_tokens).
     v.check("prompt_tokens",

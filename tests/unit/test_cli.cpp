@@ -187,7 +187,12 @@ TEST_CASE("cli: options that cannot go together are refused, not ignored", "[uni
         std::string::npos);
   CHECK(error({"trace", "gen", "--workload", "list", "--set", "generator.workload.list=[0,10,2]",
                "--rate", "2", "--out", "x.spt"}) ==
-        "spin: error: --rate does not apply to workload list, whose list gives every request "
+        "spin: error: --rate 2: generator.workload.rate_rps: expected no rate_rps with workload "
+        "list (the list gives the arrivals)\n");
+  // Given at its default value, which the config cannot tell from no value: the option says.
+  CHECK(error({"trace", "gen", "--workload", "list", "--set", "generator.workload.list=[0,10,2]",
+               "--requests", "16", "--out", "x.spt"}) ==
+        "spin: error: --requests does not apply to workload list, whose list gives every request "
         "with its arrival\n");
   CHECK(error({"sim", "--config", trace}) ==
         fmt::format("spin: error: {}: a binary file, not a YAML config file; a trace goes in "

@@ -223,6 +223,7 @@ TEST_CASE("trace gen: a stream's variable partition offsets are the reference ma
       gen::TraceGenConfig c = small_config("retroinfer", prompt, 1100, 1, 2);
       c.generator.geometry.cluster_min_tokens = min;
       c.generator.geometry.cluster_max_tokens = max;
+      c.generator.geometry.partition_tokens = (min + max) / 2;  // the nominal size, a length
       const gen::Generator g(c);
       for (uint32_t l = 0; l < 2; ++l) {
         const auto stream = g.open_layer(0, l);
@@ -363,8 +364,44 @@ TEST_CASE("trace gen: bad config names the key, unknown names list the known one
         Contains("generator.geometry: expected no reindex_interval_tokens, "
                  "cluster_min_tokens or cluster_max_tokens with algorithm quest"));
     CHECK_NOTHROW(parse(
-        {"generator.algorithm=retroinfer", std::string("generator.geometry.") + key + "=20"}));
+        {"generator.algorithm=retroinfer", std::string("generator.geometry.") + key + "=16"}));
   }
+  // Clusters the budget's nominal size is not a length of; a re-index interval the local window
+  // does not cover (its tokens could never be selected).
+  CHECK_THROWS_WITH(
+      parse({"generator.algorithm=retroinfer", "generator.geometry.cluster_min_tokens=64",
+             "generator.geometry.cluster_max_tokens=64"}),
+      Contains("generator.geometry.partition_tokens: the nominal cluster size 16 (the "
+               "budget counts clusters of it) is outside the cluster lengths 64..64"));
+  CHECK_NOTHROW(parse({"generator.algorithm=retroinfer", "generator.geometry.cluster_min_tokens=64",
+                       "generator.geometry.cluster_max_tokens=64",
+                       "generator.geometry.partition_tokens=64"}));
+  CHECK_THROWS_WITH(
+      parse({"generator.algorithm=retroinfer", "generator.geometry.reindex_interval_tokens=4096"}),
+      Contains("generator.geometry.local_window_tokens: expected at least reindex_interval_tokens "
+               "(4096), got 1088"));
+  // A list gives the requests and their arrivals.
+  for (const char* key : {"requests=3", "rate_rps=2", "duration_s=5"}) {
+    CHECK_THROWS_WITH(parse({"generator.workload.name=list", "generator.workload.list=[0, 1, 2]",
+                             std::string("generator.workload.") + key}),
+                      Contains("with workload list"));
+  }
+  // A budget under geometry replaces the algorithm's: the key not given counts 0.
+  const auto budget_of = [&](std::vector<std::string> sets) {
+    return gen::resolve_algorithm(parse(std::move(sets)).generator, "generator").info;
+  };
+  const auto seer_ratio =
+      budget_of({"generator.algorithm=seer", "generator.geometry.budget_ratio=0.0156"});
+  CHECK(seer_ratio.budget_ratio == 0.0156);
+  CHECK(seer_ratio.budget_tokens == 0);
+  const auto shadowkv_tokens = budget_of({"generator.geometry.budget_tokens=2048"});
+  CHECK(shadowkv_tokens.budget_ratio == 0);
+  CHECK(shadowkv_tokens.budget_tokens == 2048);
+  const auto both =
+      budget_of({"generator.geometry.budget_tokens=64", "generator.geometry.budget_ratio=0.01"});
+  CHECK(both.budget_ratio == 0.01);
+  CHECK(both.budget_tokens == 64);
+  CHECK(budget_of({"generator.algorithm=seer"}).budget_tokens == 2048);
   CHECK_THROWS_WITH(parse({"generator.model.layers=2", "generator.locality.poor_layers=3"}),
                     Contains("generator.locality.poor_layers"));
   const gen::TraceGenConfig c = gen::parse_generator_config(
