@@ -155,6 +155,23 @@ void validate(const GeneratorConfig& config, const config::ModelConfig& model,
   if (w.name == "list" && (w.list.empty() || w.list.size() % 3 != 0)) {
     fail(path, "workload.list", "expected (arrival_us, prompt_tokens, output_tokens) triples");
   }
+  // Drawn arrivals that would run past what a trace holds, found here (at the key's place in
+  // the config) rather than by the draw: the expected last arrival of `requests` at `rate_rps`,
+  // or the end of `duration_s`. The draw still checks every arrival exactly.
+  constexpr double kMaxArrivalS = static_cast<double>(trace::kMaxArrivalUs) / 1e6;
+  if (w.name != "list" && w.duration_s > kMaxArrivalS) {
+    fail(path, "workload.duration_s",
+         fmt::format("expected at most {:.0f} s (31 years, the latest arrival a trace holds), got "
+                     "{:g}",
+                     kMaxArrivalS, w.duration_s));
+  }
+  if (w.name != "list" && w.duration_s == 0 && w.requests / w.rate_rps > kMaxArrivalS) {
+    fail(
+        path, "workload.rate_rps",
+        fmt::format("{} requests at {:g} per s would arrive over about {:.3g} s, past the {:.0f} s "
+                    "(31 years) a trace holds; raise rate_rps",
+                    w.requests, w.rate_rps, w.requests / w.rate_rps, kMaxArrivalS));
+  }
   const LocalitySection& l = config.locality;
   if (l.dense_layers + l.poor_layers > model.layers) {
     fail(path, "locality.poor_layers",

@@ -380,6 +380,13 @@ TEST_CASE("trace gen: bad config names the key, unknown names list the known one
       parse({"generator.algorithm=retroinfer", "generator.geometry.reindex_interval_tokens=4096"}),
       Contains("generator.geometry.local_window_tokens: expected at least reindex_interval_tokens "
                "(4096), got 1088"));
+  // Arrivals past what a trace holds are found at the key, before any draw.
+  CHECK_THROWS_WITH(
+      parse({"generator.workload.rate_rps=1e-10", "generator.workload.requests=1"}),
+      StartsWith("--set generator.workload.rate_rps=1e-10: generator.workload.rate_rps: "
+                 "1 requests at 1e-10 per s would arrive over about 1e+10 s"));
+  CHECK_THROWS_WITH(parse({"generator.workload.duration_s=1e10"}),
+                    Contains("generator.workload.duration_s: expected at most 1000000000 s"));
   // A list gives the requests and their arrivals.
   for (const char* key : {"requests=3", "rate_rps=2", "duration_s=5"}) {
     CHECK_THROWS_WITH(parse({"generator.workload.name=list", "generator.workload.list=[0, 1, 2]",
