@@ -27,7 +27,9 @@
 //                                 `--set key=`, removes what earlier sources gave).
 //   v.check(key, expected, predicate)
 //                                 a rule over several fields, checked after they are parsed;
-//                                 the error says "<key path>: expected <expected>", and when
+//                                 the error says "<key path>: expected <expected>" (`expected`
+//                                 is text, or a callable that makes it only when the rule
+//                                 fails, for text that takes work such as suggestions), and when
 //                                 the key's value came from a preset, which keys were set over
 //                                 the preset and where.
 // Keys are emitted and listed in declaration order. Descriptions state the unit.
@@ -185,8 +187,8 @@ class KeyCollector {
     info_.keys.emplace_back("preset");
     info_.preset_family = family;
   }
-  template <class Predicate>
-  void check(std::string_view, std::string_view, Predicate&&) {}
+  template <class Expected, class Predicate>
+  void check(std::string_view, const Expected&, Predicate&&) {}
   const SectionInfo& info() const { return info_; }
 
  private:
@@ -395,9 +397,14 @@ class Parser {
     }
   }
   void presets(std::string& name, std::string_view) { name = section_.preset; }
-  template <class Predicate>
-  void check(std::string_view key, std::string_view expected, Predicate&& ok) {
-    if (!ok()) section_.fail_check(key, expected);
+  template <class Expected, class Predicate>
+  void check(std::string_view key, const Expected& expected, Predicate&& ok) {
+    if (ok()) return;
+    if constexpr (std::is_invocable_v<const Expected&>) {
+      section_.fail_check(key, expected());
+    } else {
+      section_.fail_check(key, expected);
+    }
   }
 
  private:
@@ -494,8 +501,8 @@ class Emitter {
     }
   }
   void presets(const std::string& name, std::string_view family);
-  template <class Predicate>
-  void check(std::string_view, std::string_view, Predicate&&) {}
+  template <class Expected, class Predicate>
+  void check(std::string_view, const Expected&, Predicate&&) {}
 
  private:
   std::vector<Line>& lines_;
@@ -553,8 +560,8 @@ class KeyLister {
     }
   }
   void presets(const std::string& name, std::string_view family);
-  template <class Predicate>
-  void check(std::string_view, std::string_view, Predicate&&) {}
+  template <class Expected, class Predicate>
+  void check(std::string_view, const Expected&, Predicate&&) {}
 
  private:
   std::vector<KeyRow>& rows_;

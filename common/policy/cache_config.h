@@ -6,10 +6,9 @@
 #include <array>
 #include <bit>
 #include <cstdint>
+#include <ranges>
 #include <span>
 #include <string>
-#include <string_view>
-#include <vector>
 
 #include "common/config/schema.h"
 #include "common/policy/engine.h"
@@ -55,12 +54,14 @@ struct CacheConfig {
   template <class V>
   void visit(V& v) {
     v.field("policy", policy, "replacement policy of the HBM page cache (spin --list policies)");
-    std::vector<std::string_view> policies;
-    for (const PolicyInfo& p : policy_registry().list()) policies.push_back(p.name);
-    v.check("policy",
-            "a registered replacement policy, " + one_of(policies) + " (spin --list policies)" +
-                did_you_mean(policy, policies),
-            [&] { return std::ranges::find(policies, policy) != policies.end(); });
+    const auto policies = policy_registry().list() | std::views::transform(&PolicyInfo::name);
+    v.check(
+        "policy",
+        [&] {
+          return "a registered replacement policy, " + one_of(policies) +
+                 " (spin --list policies)" + did_you_mean(policy, policies);
+        },
+        [&] { return std::ranges::find(policies, policy) != policies.end(); });
     v.field("buckets", buckets, "bucketed LRU: number of age buckets B",
             config::at_least(1).at_most(1 << 24));
     v.field("bucket_width_steps", bucket_width_steps,

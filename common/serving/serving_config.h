@@ -46,9 +46,13 @@ struct ServingConfig {
     v.field("mode", mode,
             "the served system: dense, dense-offload, sparse-original:<algo>, spin:<algo>, "
             "oracle:<algo>, ideal:<algo> (spin --list modes); <algo> must be in the trace");
-    v.check("mode",
-            "a mode such as spin:shadowkv (spin --list modes)" + did_you_mean(mode, mode_names()),
-            [&] { return is_mode(mode); });
+    v.check(
+        "mode",
+        [&] {
+          return "a mode such as spin:shadowkv (spin --list modes)" +
+                 did_you_mean(mode, mode_names());
+        },
+        [&] { return is_mode(mode); });
     v.field("max_batch_requests", max_batch_requests,
             "most requests in one iteration (decoding plus prefilling)", config::at_least(1));
     v.field("max_batch_tokens", max_batch_tokens,

@@ -126,10 +126,13 @@ struct WorkloadSection {
     v.field("list", list,
             "workload list: flat (arrival_us, prompt_tokens, output_tokens) triples, one per "
             "request");
-    v.check("name",
-            one_of(workload_names()) + " (spin --list workloads)" +
-                did_you_mean(name, workload_names()),
-            [this] { return known_workload(name); });
+    v.check(
+        "name",
+        [this] {
+          return one_of(workload_names()) + " (spin --list workloads)" +
+                 did_you_mean(name, workload_names());
+        },
+        [this] { return known_workload(name); });
     v.check("list", "no list with workload " + name + " (the list goes with workload list)",
             [this] { return name == "list" || list.empty(); });
     // A list gives every request and its arrival: a count, a rate or a duration would be ignored.
@@ -269,10 +272,13 @@ struct GeneratorConfig {
     v.field("algorithm", algorithm,
             "sparse-attention algorithm: shadowkv, retroinfer, seer, quest or token "
             "(spin --list trace-algorithms)");
-    v.check("algorithm",
-            one_of(algorithm_names()) + " (spin --list trace-algorithms)" +
-                did_you_mean(algorithm, algorithm_names()),
-            [this] { return known_algorithm(algorithm); });
+    v.check(
+        "algorithm",
+        [this] {
+          return one_of(algorithm_names()) + " (spin --list trace-algorithms)" +
+                 did_you_mean(algorithm, algorithm_names());
+        },
+        [this] { return known_algorithm(algorithm); });
     v.field("seed", seed, "seed of every random choice; same config and seed, same trace");
     v.field("geometry", geometry, "overrides of the algorithm's partition geometry and budget");
     v.check("geometry",
