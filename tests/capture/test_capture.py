@@ -594,6 +594,55 @@ class CaptureTest(unittest.TestCase):
         child.communicate(timeout=60)
         self.assertEqual(os.listdir(folder), [])
 
+    def test_a_signal_during_the_spt_import_lets_spin_remove_its_partial_file(self):
+        # A stand-in for spin: holds DST.partial until SIGTERM, which removes it (as spin's
+        # atomic files do); a SIGKILL would leave it.
+        folder = tempfile.mkdtemp(dir=self.dir)
+        fake = os.path.join(self.dir, "fake-spin")
+        with open(fake, "w") as f:
+            f.write('#!/bin/sh\nexec >/dev/null 2>&1\ndst="$5"\n: > "$dst.partial"\n'
+                    'sleep 60 & pid=$!\n'
+                    'trap \'kill $pid; rm -f "$dst.partial"; exit 143\' TERM\nwait $pid\n')
+        os.chmod(fake, 0o755)
+        child = subprocess.Popen(
+            [sys.executable, CAPTURE, "--tiny-llama", "--random-prompts", "1",
+             "--prompt-tokens", "40", "--max-steps", "2", "--quiet",
+             "--out", os.path.join(folder, "t.jsonl"), "--spt", os.path.join(folder, "t.spt"),
+             "--spin", fake],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+        partial = os.path.join(folder, "t.spt.partial")
+        deadline = time.time() + 60
+        while not os.path.exists(partial) and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(os.path.exists(partial))
+        time.sleep(0.2)  # the stand-in's trap is set
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=60)
+        self.assertEqual(child.returncode, 128 + signal.SIGTERM, err)
+        self.assertEqual(os.listdir(folder), ["t.jsonl"])
+
+    def test_a_write_error_in_the_step_lines_is_a_clear_error(self):
+        # Files past 4 KiB fail with EFBIG (RLIMIT_FSIZE, SIGXFSZ ignored): the step lines of 24
+        # steps do, before any output is written.
+        import resource
+
+        def limit_file_size():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+        folder = tempfile.mkdtemp(dir=self.dir)
+        result = subprocess.run(
+            [sys.executable, CAPTURE, "--tiny-llama", "--random-prompts", "1",
+             "--prompt-tokens", "40", "--max-steps", "24", "--quiet",
+             "--out", os.path.join(folder, "t.jsonl")],
+            capture_output=True, text=True, preexec_fn=limit_file_size)
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertRegex(result.stderr, r"error: cannot write the step lines of prompt 0 under "
+                                        r".*\.spin-capture-.*: File too large")
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertEqual(os.listdir(folder), [])
+
     def test_help_explains_every_option(self):
         result = run_capture(["--help"])
         self.assertEqual(result.returncode, 0)

@@ -130,15 +130,20 @@ struct Checked {
   double worst_row;  // the largest per-row relative error
 };
 
-// Runs the kernel on `p` (output poisoned first) and compares with `ref`.
+// Runs the kernel on `p` (output poisoned first) and compares with `ref`. With slot_base > 0 the
+// problem's slots sit at slot_base and up in a larger pool whose other slots are NaN, and the
+// lists name them there.
 Checked run_and_check(const Problem& p, const std::vector<double>& ref,
-                      const DecodeAttentionOptions& options) {
-  HbmPagePool pool(p.slots, p.shape.page_bytes());
+                      const DecodeAttentionOptions& options, std::uint32_t slot_base = 0) {
+  HbmPagePool pool(slot_base + p.slots, p.shape.page_bytes());
+  if (slot_base > 0) pool.fill(0xFF);  // NaN in bf16
   SPIN_CUDA_CHECK(
-      cudaMemcpy(pool.data(), p.pool.data(), p.pool.size() * 2, cudaMemcpyHostToDevice));
+      cudaMemcpy(pool.slot(slot_base), p.pool.data(), p.pool.size() * 2, cudaMemcpyHostToDevice));
+  std::vector<std::uint32_t> listed = p.indices;
+  for (auto& slot : listed) slot += slot_base;
   const DeviceArray<std::uint16_t> q{std::span<const std::uint16_t>(p.q)};
   const DeviceArray<std::uint32_t> indptr{std::span<const std::uint32_t>(p.indptr)};
-  const DeviceArray<std::uint32_t> indices{std::span<const std::uint32_t>(p.indices)};
+  const DeviceArray<std::uint32_t> indices{std::span<const std::uint32_t>(listed)};
   const DeviceArray<std::uint32_t> last{std::span<const std::uint32_t>(p.last)};
   DeviceArray<std::uint16_t> out(p.q.size());
   DecodeAttention attention;
@@ -175,14 +180,16 @@ Checked run_and_check(const Problem& p, const std::vector<double>& ref,
   return result;
 }
 
-void check_problem(const Problem& p, const std::vector<DecodeAttentionOptions>& variants) {
+void check_problem(const Problem& p, const std::vector<DecodeAttentionOptions>& variants,
+                   std::uint32_t slot_base = 0) {
   const std::vector<double> ref = reference(p);
   for (const DecodeAttentionOptions& o : variants) {
-    const Checked c = run_and_check(p, ref, o);
+    const Checked c = run_and_check(p, ref, o, slot_base);
     INFO("batch " << p.shape.batch << " group " << p.shape.group << " page_tokens "
-                  << p.shape.page_tokens << " split_tokens " << o.split_tokens << " prefetch "
-                  << o.prefetch << " l2 " << o.l2_prefetch_chunks << " fused merge "
-                  << o.fused_merge << " error " << c.error << " worst row " << c.worst_row);
+                  << p.shape.page_tokens << " slot base " << slot_base << " split_tokens "
+                  << o.split_tokens << " prefetch " << o.prefetch << " l2 " << o.l2_prefetch_chunks
+                  << " fused merge " << o.fused_merge << " error " << c.error << " worst row "
+                  << c.worst_row);
     CHECK(c.error <= 1e-2);  // false for NaN
     CHECK(c.worst_row <= 1e-2);
   }
@@ -313,5 +320,21 @@ TEST_CASE("decode attention: GQA groups above 8 use the MMA's upper rows", "[gpu
     for (auto& t : tokens) t = 1 + static_cast<std::uint32_t>(rng() % 2500);
     const Problem p = make_problem(shape, tokens, false, rng);
     check_problem(p, kAutoSplit);
+  }
+}
+
+TEST_CASE("decode attention: a pool past 8 GiB (offsets above 2^32 bytes and elements)",
+          "[gpu][attention]") {
+  // The listed slots straddle the 8 GiB mark (2^32 bf16 elements) of a pool whose other slots
+  // are NaN: an offset computed in 32 bits, in bytes or in elements, reads a NaN slot.
+  std::mt19937_64 rng(26);
+  for (const std::uint32_t page_tokens : {16u, 4096u}) {
+    const DecodeAttentionShape shape{2, 8, 5, kHeadDim, page_tokens};
+    std::vector<std::uint32_t> tokens(shape.rows());
+    for (auto& t : tokens) t = 1 + static_cast<std::uint32_t>(rng() % 3000);
+    const Problem p = make_problem(shape, tokens, false, rng);
+    const std::uint64_t mark = (std::uint64_t{1} << 33) / shape.page_bytes();
+    check_problem(p, {{0, true, 0, false}, {0, true, 2, true}},
+                  static_cast<std::uint32_t>(mark - p.slots / 2));
   }
 }

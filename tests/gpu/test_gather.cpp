@@ -172,3 +172,79 @@ TEST_CASE("gather: an explicit small grid still covers the whole list", "[gpu][g
   CHECK(bad == 0);
   CHECK(host.page_index(2, 5) == 2 * (pages / 3) + 5);
 }
+
+TEST_CASE("gather: offsets past 2^32 units on both sides (a 4 GiB host store, a 64 GiB pool)",
+          "[gpu][gather]") {
+  // Host pages straddle 4 GiB (2^32 bytes) and HBM slots 64 GiB (2^32 of the kernel's 16-byte
+  // words). An offset computed in 32 bits lands on a page near the start: pages 0–11 of both sides
+  // are checked to stay as they were unless listed, and every listed destination to hold its
+  // source.
+  std::mt19937_64 rng(14);
+  const std::uint64_t page_bytes = 524288;
+  const auto mark_of = [&](unsigned log2_bytes) {
+    return static_cast<std::uint32_t>((std::uint64_t{1} << log2_bytes) / page_bytes);
+  };
+  const std::uint32_t host_mark = mark_of(32), hbm_mark = mark_of(36);
+  HostKvStore host(1, host_mark + 8, page_bytes);
+  HbmPagePool hbm(hbm_mark + 8, page_bytes);
+  // The pages of interest of one side: mark−4 … mark+7, then 0–11.
+  const auto around = [](std::uint32_t mark) {
+    std::vector<std::uint32_t> pages(24);
+    std::iota(pages.begin(), pages.begin() + 12, mark - 4);
+    std::iota(pages.begin() + 12, pages.end(), 0u);
+    return pages;
+  };
+  const std::vector<std::uint32_t> host_pages = around(host_mark), slots = around(hbm_mark);
+  std::vector<std::uint8_t> page(page_bytes);
+  const std::vector<std::uint8_t> poison(page_bytes, kPoison);
+  for (const GatherDirection direction :
+       {GatherDirection::kHostToDevice, GatherDirection::kDeviceToHost}) {
+    const bool to_device = direction == GatherDirection::kHostToDevice;
+    INFO((to_device ? "host to device" : "device to host"));
+    const auto write_page = [&](bool on_host, std::uint32_t i, const std::uint8_t* bytes) {
+      if (on_host) {
+        std::memcpy(host.host_page(i), bytes, page_bytes);
+      } else {
+        SPIN_CUDA_CHECK(cudaMemcpy(hbm.slot(i), bytes, page_bytes, cudaMemcpyHostToDevice));
+      }
+    };
+    for (const std::uint32_t h : host_pages) write_page(true, h, poison.data());
+    for (const std::uint32_t s : slots) write_page(false, s, poison.data());
+    // Sources: the source side's 12 high pages, random; destinations: 12 of the other side's
+    // high pages and 0–3, shuffled.
+    const std::vector<std::uint32_t>& source_side = to_device ? host_pages : slots;
+    const std::vector<std::uint32_t>& destination_side = to_device ? slots : host_pages;
+    const std::vector<std::uint32_t> sources(source_side.begin(), source_side.begin() + 12);
+    std::vector<std::uint32_t> destinations(destination_side.begin(),
+                                            destination_side.begin() + 16);
+    std::shuffle(destinations.begin(), destinations.end(), rng);
+    destinations.resize(sources.size());
+    std::vector<std::vector<std::uint8_t>> source(sources.size(),
+                                                  std::vector<std::uint8_t>(page_bytes));
+    for (std::size_t e = 0; e < sources.size(); ++e) {
+      fill_random(source[e].data(), page_bytes, rng);
+      write_page(to_device, sources[e], source[e].data());
+    }
+    const DeviceArray<std::uint32_t> d_host{
+        std::span<const std::uint32_t>(to_device ? sources : destinations)};
+    const DeviceArray<std::uint32_t> d_slot{
+        std::span<const std::uint32_t>(to_device ? destinations : sources)};
+    spin::exec::launch_gather(GatherParams{host.device_data(), hbm.data(), page_bytes,
+                                           d_host.data(), d_slot.data(),
+                                           static_cast<std::uint32_t>(sources.size()), direction});
+    SPIN_CUDA_CHECK(cudaDeviceSynchronize());
+    std::uint32_t bad = 0;
+    for (const std::uint32_t i : destination_side) {
+      const std::uint8_t* got = host.host_page(i);
+      if (to_device) {
+        SPIN_CUDA_CHECK(cudaMemcpy(page.data(), hbm.slot(i), page_bytes, cudaMemcpyDeviceToHost));
+        got = page.data();
+      }
+      const auto e = std::find(destinations.begin(), destinations.end(), i) - destinations.begin();
+      const std::uint8_t* want =
+          e < static_cast<std::ptrdiff_t>(destinations.size()) ? source[e].data() : poison.data();
+      bad += std::memcmp(got, want, page_bytes) != 0;
+    }
+    CHECK(bad == 0);
+  }
+}

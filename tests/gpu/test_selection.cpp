@@ -418,9 +418,11 @@ std::vector<double> reference_summary(SelectionAlgorithm a, const PagePool& page
   return out;
 }
 
-// Builds the summaries of `jobs` (job i belongs to stream stream_of[i]) and checks them.
+// Builds the summaries of `jobs` (job i belongs to stream stream_of[i]) and checks them. With
+// slot_base > 0 the pages sit at slot_base and up in a larger pool whose other slots are NaN.
 void check_build(SelectionAlgorithm a, const PagePool& pages, const std::vector<SummaryJob>& jobs,
-                 const std::vector<std::uint32_t>& stream_of, std::mt19937_64& rng) {
+                 const std::vector<std::uint32_t>& stream_of, std::mt19937_64& rng,
+                 std::uint32_t slot_base = 0) {
   const std::uint32_t dim = spin::exec::summary_dim(a);
   std::vector<std::uint16_t> w_k;
   if (a == SelectionAlgorithm::kSeer) {
@@ -430,10 +432,13 @@ void check_build(SelectionAlgorithm a, const PagePool& pages, const std::vector<
   }
   std::uint32_t rows = 0;
   for (const SummaryJob& j : jobs) rows = std::max(rows, j.dst + 1);
-  HbmPagePool pool(pages.slot_count, 2ull * pages.page_tokens * kHeadDim * 2);
-  SPIN_CUDA_CHECK(
-      cudaMemcpy(pool.data(), pages.data.data(), pages.data.size() * 2, cudaMemcpyHostToDevice));
-  const DeviceArray<std::uint32_t> slots{std::span<const std::uint32_t>(pages.slots)};
+  HbmPagePool pool(slot_base + pages.slot_count, 2ull * pages.page_tokens * kHeadDim * 2);
+  if (slot_base > 0) pool.fill(0xFF);  // NaN in bf16
+  SPIN_CUDA_CHECK(cudaMemcpy(pool.slot(slot_base), pages.data.data(), pages.data.size() * 2,
+                             cudaMemcpyHostToDevice));
+  std::vector<std::uint32_t> listed = pages.slots;
+  for (auto& slot : listed) slot += slot_base;
+  const DeviceArray<std::uint32_t> slots{std::span<const std::uint32_t>(listed)};
   DeviceArray<std::uint16_t> w(std::max<std::size_t>(w_k.size(), 1));
   w.upload(w_k);
   DeviceArray<std::uint16_t> out(std::uint64_t{rows} * dim);
@@ -462,9 +467,22 @@ void check_build(SelectionAlgorithm a, const PagePool& pages, const std::vector<
     }
   }
   INFO(selection_algorithm_name(a)
-       << " page_tokens " << pages.page_tokens << " jobs " << jobs.size()
-       << ": values out of tolerance " << bad << ", worst error " << worst);
+       << " page_tokens " << pages.page_tokens << " slot base " << slot_base << " jobs "
+       << jobs.size() << ": values out of tolerance " << bad << ", worst error " << worst);
   CHECK(bad == 0);
+}
+
+// The prefill jobs of `pages` (a job per partition of `g` tokens) and each job's stream.
+std::vector<SummaryJob> prefill_jobs(const PagePool& pages, std::uint32_t g,
+                                     std::vector<std::uint32_t>& stream_of) {
+  std::vector<std::uint32_t> indptr;
+  std::vector<SummaryJob> jobs =
+      spin::exec::partition_summary_jobs(pages.tokens, pages.list_begin, g, indptr);
+  stream_of.clear();
+  for (std::uint32_t s = 0; s + 1 < indptr.size(); ++s)
+    for (std::uint32_t x = indptr[s]; x < indptr[s + 1]; ++x) stream_of.push_back(s);
+  REQUIRE(stream_of.size() == jobs.size());
+  return jobs;
 }
 
 }  // namespace
@@ -545,13 +563,8 @@ TEST_CASE("selection: summaries built from paged K match CPU means, min/max and 
          {SelectionAlgorithm::kShadowKv, SelectionAlgorithm::kQuest, SelectionAlgorithm::kSeer}) {
       // Prefill: a partition per page (ShadowKV, Quest) or per 32-token block (Seer).
       const std::uint32_t g = a == SelectionAlgorithm::kSeer ? 32 : page_tokens;
-      std::vector<std::uint32_t> indptr;
-      const std::vector<SummaryJob> jobs =
-          spin::exec::partition_summary_jobs(pages.tokens, pages.list_begin, g, indptr);
       std::vector<std::uint32_t> stream_of;
-      for (std::uint32_t s = 0; s + 1 < indptr.size(); ++s)
-        for (std::uint32_t x = indptr[s]; x < indptr[s + 1]; ++x) stream_of.push_back(s);
-      REQUIRE(stream_of.size() == jobs.size());
+      const std::vector<SummaryJob> jobs = prefill_jobs(pages, g, stream_of);
       check_build(a, pages, jobs, stream_of, rng);
       // Decode: one newly filled partition per stream, into a scattered summary row.
       std::vector<SummaryJob> decode;
@@ -578,6 +591,25 @@ TEST_CASE("selection: summaries built from paged K match CPU means, min/max and 
       }
     }
     check_build(SelectionAlgorithm::kRetroInfer, pages, clusters, cluster_stream, rng);
+  }
+}
+
+TEST_CASE(
+    "selection: summaries built from a pool past 8 GiB (offsets above 2^32 bytes and "
+    "elements)",
+    "[gpu][selection]") {
+  // The pages straddle the 8 GiB mark (2^32 bf16 elements) of a pool whose other slots are NaN:
+  // an offset computed in 32 bits, in bytes or in elements, reads a NaN slot.
+  std::mt19937_64 rng(37);
+  const std::uint32_t page_tokens = 16;
+  const PagePool pages = make_pages(page_tokens, {1000, 613, 64}, rng);
+  const std::uint64_t page_bytes = 2ull * page_tokens * kHeadDim * 2;
+  const auto base =
+      static_cast<std::uint32_t>((std::uint64_t{1} << 33) / page_bytes - pages.slot_count / 2);
+  std::vector<std::uint32_t> stream_of;
+  const std::vector<SummaryJob> jobs = prefill_jobs(pages, page_tokens, stream_of);
+  for (const SelectionAlgorithm a : {SelectionAlgorithm::kShadowKv, SelectionAlgorithm::kQuest}) {
+    check_build(a, pages, jobs, stream_of, rng, base);
   }
 }
 

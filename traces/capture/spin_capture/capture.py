@@ -269,11 +269,16 @@ class Capture:
         try:
             with tempfile.TemporaryDirectory(dir=tmp_dir, prefix=".spin-capture-") as tmp:
                 for pi, prompt in enumerate(prompts):
-                    files = [open(os.path.join(tmp, f"{pi}-{a}.jsonl"), "w")
-                             for a in range(len(algos))]
-                    steps = self._capture_prompt(pi, prompt, files, device, generator, progress)
-                    for f in files:
-                        f.close()
+                    try:
+                        with contextlib.ExitStack() as stack:
+                            files = [stack.enter_context(
+                                         open(os.path.join(tmp, f"{pi}-{a}.jsonl"), "w"))
+                                     for a in range(len(algos))]
+                            steps = self._capture_prompt(pi, prompt, files, device, generator,
+                                                         progress)
+                    except OSError as e:
+                        raise CaptureError(f"cannot write the step lines of prompt {pi} under "
+                                           f"{tmp}: {e.strerror or e}") from None
                     for a, spec in enumerate(algos):
                         requests.append((pi * len(algos) + a, pi, len(prompt), steps, spec.name,
                                          files[a].name))

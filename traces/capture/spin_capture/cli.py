@@ -544,11 +544,28 @@ def run(argv=None) -> int:
     print(json.dumps(summary))
     if args.spt:
         for src, dst in zip(output_paths(args.out, names), output_paths(args.spt, names)):
-            result = subprocess.run([spin, "trace", "import", src, "--out", dst])
-            if result.returncode != 0:
+            status = import_trace(spin, src, dst)
+            if status != 0:
                 raise CaptureError(f"`{spin} trace import {src} --out {dst}` failed with exit "
-                                   f"status {result.returncode}")
+                                   f"status {status}")
     return 0
+
+
+def import_trace(spin: str, src: str, dst: str) -> int:
+    """Runs `spin trace import SRC --out DST` and returns its exit status. Interrupted (Ctrl-C,
+    SIGTERM, SIGHUP), it stops the import with SIGTERM, which spin answers by removing its
+    DST.partial (a SIGKILL, subprocess.run's way, would leave it), then goes on stopping."""
+    child = subprocess.Popen([spin, "trace", "import", src, "--out", dst])
+    try:
+        return child.wait()
+    except BaseException:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
 
 
 def exit_on_signal(signum, frame):
