@@ -615,6 +615,7 @@ std::vector<std::string> SweepPoint::sets() const {
 config::Config Sweep::config(const SweepPoint& point, const std::vector<std::string>& extra) const {
   std::vector<std::string> sets = set;
   for (std::string& s : point.sets()) sets.push_back(std::move(s));
+  sets.insert(sets.end(), set_within_swept.begin(), set_within_swept.end());
   sets.insert(sets.end(), extra.begin(), extra.end());
   return base ? config::load_config(*base, sets) : config::default_config(sets);
 }
@@ -685,10 +686,22 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
             fmt::format("{}: the sweep expands to more than {} points", axis.where(), kMaxPoints));
     }
   }
+  // The sweep's `set:` comes before the point's values: a section there is the base the axis
+  // changes. An entry inside a swept section (`hardware.pcie_h2d_gbps` with `hardware` swept by
+  // preset name) would be replaced by every point's section, so it comes after them instead.
+  const auto within_swept = [&](const std::string& set) {
+    const std::string key = set.substr(0, set.find('='));
+    return std::ranges::any_of(
+        sweep.swept_keys, [&](const std::string& swept) { return key.starts_with(swept + "."); });
+  };
+  std::erase_if(sweep.set, [&](const std::string& s) {
+    if (!within_swept(s)) return false;
+    sweep.set_within_swept.push_back(s);
+    return true;
+  });
   // A --set of a swept key, or of a section holding one, comes after the point's values and
-  // would replace them while results.csv still names them; the sweep's `set:` comes before them,
-  // so only the same key there is refused (the axis would ignore it), a section is the base the
-  // axis changes.
+  // would replace them while results.csv still names them; so would a `set:` entry of a swept
+  // key (before them, the axis would ignore it).
   std::vector<std::string> overridden = sweep.swept_keys;  // with the generator's seed, below
   const auto refuse_overriding_swept = [&](const std::string& set, const std::string& where,
                                            bool after_points) {

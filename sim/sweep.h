@@ -33,10 +33,12 @@ struct Sweep {
   std::filesystem::path file;
   std::optional<std::filesystem::path> base;  // empty: the built-in default config
   std::vector<std::string> set;               // applied to every point, before its own values
+  std::vector<std::string> set_within_swept;  // `set:` entries inside a swept section: after them
   std::vector<std::string> swept_keys;        // in column order
   std::vector<SweepPoint> points;
 
-  // The point's config: base, then `set`, then its values, then `extra` (e.g. CLI --set).
+  // The point's config: base, then `set`, then its values, then `set_within_swept`, then `extra`
+  // (e.g. CLI --set).
   config::Config config(const SweepPoint& point, const std::vector<std::string>& extra = {}) const;
 };
 

@@ -436,6 +436,22 @@ TEST_CASE("sweep: overrides of swept keys and points given twice are refused", "
       sweep_text("  - grid:\n      cache.buffer_ratio: [1, 2]\n      hardware.hbm_gib: [80]\n",
                  "set: [hardware=h200]\n"));  // a section the axis then changes: fine
   CHECK(spin::sim::load_sweep(dir / "s.yaml").config({0, {}}).hardware.preset == "h200");
+  // A `set:` entry inside a section an axis sets by preset name applies on top of each point's
+  // section (before it, the preset would replace it).
+  write_file(dir / "p.yaml", sweep_text("  - grid:\n      hardware: [a100-80gb-pcie, h100-sxm]\n"
+                                        "      model: [qwen3-14b]\n",
+                                        "set: [hardware.pcie_h2d_gbps=1, model.dtype=fp8, "
+                                        "cache.buckets=32]\n"));
+  const spin::sim::Sweep presets = spin::sim::load_sweep(dir / "p.yaml");
+  CHECK(presets.set == std::vector<std::string>{"cache.buckets=32"});
+  for (const auto& p : presets.points) {
+    const spin::config::Config c = presets.config(p);
+    CHECK(c.hardware.pcie_h2d_gbps == 1);
+    CHECK(c.model.dtype == spin::config::Dtype::kFp8);
+    CHECK(c.cache.buckets == 32);
+  }
+  CHECK(presets.config(presets.points[0]).hardware.preset == "a100-80gb-pcie");
+  CHECK(presets.config(presets.points[1]).hardware.preset == "h100-sxm");
   // A --set comes after the points' values: of a swept key, or a section holding one, it would
   // replace them while results.csv names them.
   for (const std::string set : {"cache.buffer_ratio=3", "cache=null", "hardware=h100-sxm"}) {
