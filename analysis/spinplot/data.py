@@ -146,8 +146,30 @@ def read_results_csv(path):
     return Table(df, keys, path, failed)
 
 
+def _run_config(folder, summary):
+    """The configuration keys of a run folder: its resolved_config.yaml flattened (`cache.policy`,
+    `cache.buffer_ratio`, ...), as a sweep's results.csv names them."""
+    path = os.path.join(folder, "resolved_config.yaml")
+    try:
+        import yaml
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+    except ImportError:
+        raise AnalysisError("reading a run folder's resolved_config.yaml needs PyYAML "
+                            "(python3-yaml)") from None
+    except OSError as e:
+        raise AnalysisError(f"{folder}: {summary} has no resolved_config.yaml beside it ({e.strerror});"
+                            " rerun spin with --out to keep both") from None
+    except yaml.YAMLError as e:
+        raise AnalysisError(f"cannot read {path}: {e}") from None
+    if not isinstance(doc, dict):
+        raise AnalysisError(f"{path} is not a resolved configuration (expected a mapping)")
+    return {k: v for k, v in flatten(doc).items() if is_config_key(k)}
+
+
 def read_run_folder(folder):
-    """A single run folder (`spin sim --out` or `spin replay --out`) as a one-row Table."""
+    """A single run folder (`spin sim --out` or `spin replay --out`) as a one-row Table: its
+    summary's figures and its resolved configuration's keys."""
     for name in ("summary.json", "replay.json"):
         path = os.path.join(folder, name)
         if os.path.isfile(path):
@@ -159,6 +181,7 @@ def read_run_folder(folder):
             doc.pop("layers", None)
             row = {"point": 0, "status": "ok", "error": "", "folder": "."}
             row.update(flatten(doc))
+            row.update((k, v) for k, v in _run_config(folder, name).items() if k not in row)
             row[ROOT_COLUMN] = os.path.abspath(folder)
             return Table(pd.DataFrame([row]), [], path)
     raise AnalysisError(f"{folder}: neither a sweep folder (results.csv) nor a run folder "
@@ -253,6 +276,15 @@ def load(paths, where=(), note=True):
             frames.append(df)
             keys.extend(k for k in t.keys if k not in keys)
         df = pd.concat(frames, ignore_index=True, sort=False)
+        if all(os.path.basename(t.description) != "results.csv" for t in tables):
+            # Run folders only: the configuration keys in which they differ are the swept keys,
+            # and `source` one only where those keys leave two runs alike.
+            varying = [c for c in df.columns
+                       if is_config_key(c) and df[c].astype(str).nunique() > 1]
+            if varying and not df[varying].astype(str).duplicated().any():
+                keys = varying
+            else:
+                keys.extend(varying)
         failed = pd.concat([t.failed for t in tables], ignore_index=True, sort=False)
         table = Table(df, keys, " and ".join(t.description for t in tables), failed)
     if note and len(table.failed):

@@ -369,6 +369,31 @@ class MetadataTest(Base):
                          [meta["two_level"], meta["flat_page_table"]])
 
 
+class RunFolderTest(Base):
+    def test_replay_folders_differing_in_buffer_ratio_draw_one_hit_ratio_line(self):
+        """hit-ratio: `spin replay --out` folders of three buffer ratios are read with their
+        resolved configuration's keys; the key they differ in is the swept key, so they make
+        one line over cache.buffer_ratio with each folder's total.hit_ratio."""
+        import json
+        folders, want = [], []
+        for k in (4, 1, 2):
+            folder = os.path.join(TMP, f"replay-k{k}")
+            subprocess.run([SPIN, "replay", "--buffer-ratio", str(k), "--out", folder],
+                           check=True, cwd=ROOT, capture_output=True)
+            folders.append(folder)
+            with open(os.path.join(folder, "replay.json")) as f:
+                want.append((float(k), json.load(f)["total"]["hit_ratio"]))
+        table = data.load(folders)
+        self.assertEqual(table.keys, ["cache.buffer_ratio"])
+        plot = figures.hit_ratio(table)
+        (line,) = lines_by_label(plot.fig.axes[0]).values()
+        self.assertEqual(line.get_label(), "bucketed-lru")
+        self.assertClose(list(line.get_xdata()), [x for x, _ in sorted(want)])
+        self.assertClose(list(line.get_ydata()), [y for _, y in sorted(want)])
+        # Two runs alike in every key keep `source` to tell them apart.
+        self.assertEqual(data.load([REPLAY, folders[0]]).keys[0], "source")
+
+
 class CompareTest(Base):
     def test_simulated_against_measured_matched_on_keys(self):
         """compare: each measured row is paired with the simulated row of the same swept keys
