@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <span>
 #include <sstream>
 #include <vector>
 
@@ -53,6 +54,35 @@ std::string yaml_quoted(std::string_view text) {
     quoted += c;
   }
   return quoted + '"';
+}
+
+namespace {
+
+// `bytes` in units[u] = step^u bytes, the largest that keeps it ≥ 1, to three significant digits.
+std::string scaled_bytes(double bytes, double step, std::span<const std::string_view> units) {
+  std::size_t u = 0;
+  while (bytes >= step && u + 1 < units.size()) bytes /= step, ++u;
+  if (u == 0) return fmt::format("{:.0f} B", bytes);
+  return fmt::format("{:.{}f} {}", bytes, bytes >= 100 ? 0 : bytes >= 10 ? 1 : 2, units[u]);
+}
+
+}  // namespace
+
+std::string binary_bytes(double bytes) {
+  static constexpr std::string_view kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  return scaled_bytes(bytes, 1024, kUnits);
+}
+
+std::string decimal_bytes(double bytes) {
+  static constexpr std::string_view kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB"};
+  return scaled_bytes(bytes, 1000, kUnits);
+}
+
+std::string csv_field(std::string_view text) {
+  if (text.find_first_of(",\"\n\r") == std::string_view::npos) return std::string(text);
+  std::string q = "\"";
+  for (const char c : text) q += c == '"' ? std::string_view("\"\"") : std::string_view(&c, 1);
+  return q + "\"";
 }
 
 }  // namespace spin

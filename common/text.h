@@ -61,6 +61,18 @@ std::string did_you_mean(std::string_view word, const Range& candidates) {
   return match ? "; did you mean '" + *match + "'?" : std::string();
 }
 
+// A byte count in the largest binary unit that keeps it ≥ 1, to three significant digits
+// ("512 B", "1.31 MiB", "44.2 GiB").
+std::string binary_bytes(double bytes);
+
+// A byte count in the largest decimal unit that keeps it ≥ 1, to three significant digits
+// ("512 B", "243 MB", "5.41 GB"), as transfer volumes are quoted next to GB/s.
+std::string decimal_bytes(double bytes);
+
+// `text` as one CSV field (RFC 4180): as it is, or in double quotes (quotes doubled) where it
+// holds a comma, a quote or a line break.
+std::string csv_field(std::string_view text);
+
 // `text` as a YAML double-quoted scalar, e.g. a"b → "a\"b": the string as it is, never read
 // as a mapping, a number or an escape sequence (a value written into a --set override).
 std::string yaml_quoted(std::string_view text);

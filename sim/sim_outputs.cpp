@@ -11,6 +11,7 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/text.h"
 #include "common/version.h"
 #include "sim/trace_source.h"
 
@@ -113,15 +114,22 @@ nlohmann::ordered_json summary_json(const SimResult& r) {
 std::string requests_csv(const SimResult& r) {
   std::string out =
       "id,arrival_s,prompt_tokens,output_tokens,truncated,rejected,admitted_s,first_token_s,"
-      "finish_s,ttft_s,tpot_s,preemptions,accesses,hits,misses,hit_ratio\n";
+      "finish_s,ttft_s,tpot_s,preemptions,accesses,hits,misses,hit_ratio,rejected_reason\n";
+  // Values a request does not have are empty cells: the times of a rejected request, the TPOT
+  // of a one-token one.
+  const auto seconds = [](bool has, double s) {
+    return has ? fmt::format("{:.9f}", s) : std::string();
+  };
   for (const RequestRecord& q : r.requests) {
     const auto s = [](TimeNs t) { return static_cast<double>(t) * 1e-9; };
-    out += fmt::format(
-        "{},{:.9f},{},{},{},{},{:.9f},{:.9f},{:.9f},{:.9f},{:.9f},{},{},{},{},{:.6f}\n", q.trace_id,
-        s(q.arrival_ns), q.prompt_tokens, q.output_tokens, int{q.truncated}, int{q.rejected},
-        s(q.admitted_ns), q.rejected ? 0.0 : s(q.first_token_ns), q.rejected ? 0.0 : s(q.finish_ns),
-        q.rejected ? 0.0 : q.ttft_s(), q.rejected ? 0.0 : q.tpot_s(), q.preemptions,
-        q.policy.accesses, q.policy.hits, q.policy.misses, q.policy.hit_ratio());
+    const bool ran = !q.rejected;
+    out += fmt::format("{},{:.9f},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6f},{}\n", q.trace_id,
+                       s(q.arrival_ns), q.prompt_tokens, q.output_tokens, int{q.truncated},
+                       int{q.rejected}, seconds(ran, s(q.admitted_ns)),
+                       seconds(ran, s(q.first_token_ns)), seconds(ran, s(q.finish_ns)),
+                       seconds(ran, q.ttft_s()), seconds(ran && q.output_tokens > 1, q.tpot_s()),
+                       q.preemptions, q.policy.accesses, q.policy.hits, q.policy.misses,
+                       q.policy.hit_ratio(), csv_field(q.rejected_reason));
   }
   return out;
 }

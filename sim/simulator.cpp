@@ -15,6 +15,7 @@
 #include "common/policy/budget.h"
 #include "common/policy/partition.h"
 #include "common/serving/scheduler.h"
+#include "common/text.h"
 #include "sim/cost_model.h"
 #include "sim/des/link.h"
 #include "sim/parallel.h"
@@ -167,6 +168,13 @@ class DenseMemory final : public serving::MemoryRule {
   bool fits_alone(const serving::RequestState& r) const override {
     return need(std::uint64_t{r.prompt_tokens} + r.tokens) <= kv_.capacity();
   }
+  std::string unfit_reason(const serving::RequestState& r) const override {
+    const std::uint64_t tokens = std::uint64_t{r.prompt_tokens} + r.tokens;
+    if (need(tokens) <= kv_.capacity()) return {};
+    return fmt::format("its KV at {} tokens takes {} of HBM, and the KV pool holds {}", tokens,
+                       binary_bytes(static_cast<double>(need(tokens))),
+                       binary_bytes(static_cast<double>(kv_.capacity())));
+  }
   bool admit(const serving::RequestState& r) override {
     if (!kv_.take(r.id, need(r.resumes() ? r.context_tokens() : r.prefill_target))) return false;
     swapped_.free(r.id);  // a resumed request's KV comes back to HBM
@@ -198,10 +206,11 @@ class DenseMemory final : public serving::MemoryRule {
 class HostKvMemory final : public serving::MemoryRule {
  public:
   using Footprint = std::function<policy::RequestFootprint(std::uint64_t id, std::uint32_t ctx)>;
-  HostKvMemory(const policy::BudgetParams& params, std::uint64_t pool_pages, Footprint footprint,
-               std::uint32_t page_tokens, std::uint64_t streams, std::uint64_t host_bytes,
-               double host_bytes_per_token)
+  HostKvMemory(const policy::BudgetParams& params, std::uint64_t pool_pages,
+               std::uint64_t page_bytes, Footprint footprint, std::uint32_t page_tokens,
+               std::uint64_t streams, std::uint64_t host_bytes, double host_bytes_per_token)
       : budgets_(params, pool_pages),
+        page_bytes_(page_bytes),
         footprint_(std::move(footprint)),
         page_tokens_(page_tokens),
         streams_(streams),
@@ -226,13 +235,32 @@ class HostKvMemory final : public serving::MemoryRule {
   // Alone on the GPU, the request fits while it prefills (its prompt's KV in HBM; a host-KV
   // request is never recomputed, so it prefills its prompt only) and at its final context (its
   // cache, static region and summaries, which grow with the context; its KV is on host).
-  bool fits_alone(const serving::RequestState& r) const override {
+  bool fits_alone(const serving::RequestState& r) const override { return unfit_reason(r).empty(); }
+  std::string unfit_reason(const serving::RequestState& r) const override {
     serving::RequestState start = r;
     start.prefill_target = r.prompt_tokens;
     const std::uint64_t hbm = budgets_.hbm_pages();
-    return budgets_.admission_pages(prefill_footprint(start)) <= hbm &&
-           budgets_.admission_pages(footprint_(r.id, r.prompt_tokens + r.tokens)) <= hbm &&
-           host_need(r) <= host_.capacity();
+    const auto pages = [&](std::uint64_t n) {
+      return fmt::format("{} pages ({})", n, binary_bytes(static_cast<double>(n * page_bytes_)));
+    };
+    if (const std::uint64_t need = budgets_.admission_pages(prefill_footprint(start)); need > hbm)
+      return fmt::format(
+          "its prefill (the prompt's {} tokens of KV in HBM) needs {} of the KV "
+          "pool's {}",
+          r.prompt_tokens, pages(need), pages(hbm));
+    const std::uint32_t tokens = r.prompt_tokens + r.tokens;
+    if (const std::uint64_t need = budgets_.admission_pages(footprint_(r.id, tokens)); need > hbm)
+      return fmt::format(
+          "at {} tokens its minimum cache, static region and summaries need {} of "
+          "the KV pool's {}",
+          tokens, pages(need), pages(hbm));
+    if (host_need(r) > host_.capacity())
+      return fmt::format(
+          "its KV at {} tokens takes {} of host memory, which holds {} "
+          "(hardware.host_memory_gib)",
+          tokens, binary_bytes(static_cast<double>(host_need(r))),
+          binary_bytes(static_cast<double>(host_.capacity())));
+    return {};
   }
   bool admit(const serving::RequestState& r) override {
     // A request preempted before holds its reservation already.
@@ -297,6 +325,7 @@ class HostKvMemory final : public serving::MemoryRule {
   static std::uint64_t offload_key(std::uint64_t id) { return id | (std::uint64_t{1} << 63); }
 
   policy::BudgetManager budgets_;
+  std::uint64_t page_bytes_;  // of one stream's page in HBM
   Footprint footprint_;
   std::uint64_t page_tokens_;
   std::uint64_t streams_;
@@ -550,7 +579,7 @@ class Simulation {
       params.k_max = mech_.cache.buffer_ratio;
       params.watermark = cfg_.serving.free_watermark;
       host_memory_ = std::make_unique<HostKvMemory>(
-          params, result_.kv_pool_bytes / result_.page_bytes,
+          params, result_.kv_pool_bytes / result_.page_bytes, result_.page_bytes,
           [this](std::uint64_t id, std::uint32_t ctx) {
             return sizing(id).footprint(ctx, summary_pages(ctx));
           },
@@ -672,7 +701,13 @@ class Simulation {
   void start_iteration() {
     const TimeNs now = events_.now();
     plan_ = scheduler_->plan(now);
-    for (std::uint64_t id : plan_.rejected) result_.requests[id].rejected = true;
+    for (std::uint64_t id : plan_.rejected) {
+      RequestRecord& rec = result_.requests[id];
+      rec.rejected = true;
+      rec.rejected_reason = memory_->unfit_reason(scheduler_->request(id));
+      if (rec.rejected_reason.empty())
+        rec.rejected_reason = "it does not fit while nothing else runs";
+    }
     // Swaps run before the iteration, on the critical path, as vLLM's are: the KV of requests
     // preempted with their KV kept goes to host (the HBM it leaves is what the plan gave to
     // others), and that of requests resumed comes back.

@@ -47,7 +47,8 @@ struct RequestRecord {
   std::uint32_t prompt_tokens = 0;
   std::uint32_t output_tokens = 0;  // generated (after truncation to the recorded steps)
   bool truncated = false;
-  bool rejected = false;  // can never fit under the mode's memory rule
+  bool rejected = false;        // can never fit under the mode's memory rule
+  std::string rejected_reason;  // the limit, what the request needs and what there is
   TimeNs admitted_ns = 0;
   TimeNs first_token_ns = 0;
   TimeNs finish_ns = 0;

@@ -183,13 +183,6 @@ std::vector<Assignment> expand_axis(const Node& axis) {
   return out;
 }
 
-std::string csv_field(const std::string& v) {
-  if (v.find_first_of(",\"\n\r") == std::string::npos) return v;
-  std::string q = "\"";
-  for (char c : v) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return q + "\"";
-}
-
 std::vector<std::string> parse_csv_line(const std::string& line) {
   std::vector<std::string> out;
   std::string cur;

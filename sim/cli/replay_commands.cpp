@@ -14,6 +14,7 @@
 
 #include "common/atomic_file.h"
 #include "common/error.h"
+#include "common/text.h"
 #include "sim/cli/config_commands.h"
 #include "sim/replay.h"
 #include "sim/trace_source.h"
@@ -58,29 +59,21 @@ nlohmann::ordered_json result_json(const sim::ReplayResult& r, const std::string
             {"partition_offsets", m.partition_offsets}}}};
 }
 
-std::string bytes(uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 4) v /= 1024, ++u;
-  return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.1f} {}", v, units[u]);
-}
-
 void print_table(const sim::ReplayResult& r, std::ostream& out) {
   out << fmt::format("{:>7} {:>12} {:>12} {:>9} {:>12} {:>10} {:>12} {:>12}\n", "layer", "accesses",
                      "hits", "hit ratio", "misses", "bypassed", "static", "fetched");
   const auto row = [&](std::string_view name, const policy::PolicyStats& s) {
     out << fmt::format("{:>7} {:>12} {:>12} {:>9.4f} {:>12} {:>10} {:>12} {:>12}\n", name,
                        s.accesses, s.hits, s.hit_ratio(), s.misses, s.bypassed, s.static_accesses,
-                       bytes(s.fetched_bytes));
+                       binary_bytes(s.fetched_bytes));
   };
   for (size_t l = 0; l < r.layers.size(); ++l) row(std::to_string(l), r.layers[l]);
   row("all", r.total);
   const policy::MetadataBytes& m = r.peak_metadata;
   const std::string table =
-      m.hash_table > 0 ? fmt::format("hashed {}", bytes(m.hash_table))
+      m.hash_table > 0 ? fmt::format("hashed {}", binary_bytes(m.hash_table))
                        : fmt::format("two-level {} (directory {} + segments {})",
-                                     bytes(m.two_level()), bytes(m.directory), bytes(m.segments));
+                                     binary_bytes(m.two_level()), binary_bytes(m.directory), binary_bytes(m.segments));
   out << fmt::format(
       "\n{} requests, {} decode steps, policy {}, {}.\n"
       "Peak page-table metadata of one request: {} vs a flat table {}; slot state {}; host "
@@ -89,8 +82,8 @@ void print_table(const sim::ReplayResult& r, std::ostream& out) {
       r.page_bytes.size() == 1
           ? fmt::format("page {} B", r.page_bytes.front())
           : fmt::format("pages of {} B (by algorithm)", fmt::join(r.page_bytes, " B, ")),
-      table, bytes(m.flat_page_table), bytes(m.slot_state),
-      bytes(m.host_page_table + m.partition_offsets));
+      table, binary_bytes(m.flat_page_table), binary_bytes(m.slot_state),
+      binary_bytes(m.host_page_table + m.partition_offsets));
 }
 
 void write_json(const nlohmann::ordered_json& j, const std::filesystem::path& path) {

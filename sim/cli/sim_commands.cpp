@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "common/serving/mode.h"
+#include "common/text.h"
 #include "sim/cli/config_commands.h"
 #include "sim/sim_outputs.h"
 #include "sim/simulator.h"
@@ -21,57 +22,70 @@ namespace po = boost::program_options;
 namespace spin::cli {
 namespace {
 
-void print_summary(const nlohmann::ordered_json& s, std::ostream& out) {
+void print_summary(const nlohmann::ordered_json& s, const sim::SimResult& result,
+                   std::ostream& out) {
   const auto& ttft = s["ttft_s"];
   const auto& tpot = s["tpot_s"];
+  const serving::Mode mode = serving::parse_mode(s["mode"].get<std::string>());
+  const std::string pcie = fmt::format("PCIe {} host to HBM ({} per output token), {} HBM to host",
+                                       decimal_bytes(s["pcie_h2d_bytes"].get<double>()),
+                                       decimal_bytes(s["h2d_bytes_per_output_token"].get<double>()),
+                                       decimal_bytes(s["pcie_d2h_bytes"].get<double>()));
   out << fmt::format(
       "mode {}: {} of {} requests finished ({} rejected, {} truncated) in {:.3f} s simulated\n"
       "throughput   {:.1f} output tokens/s, {:.3f} requests/s\n"
       "TTFT         mean {:.3f} s, p50 {:.3f}, p90 {:.3f}, p99 {:.3f}\n"
       "TPOT         mean {:.2f} ms, p50 {:.2f}, p90 {:.2f}, p99 {:.2f}\n"
       "batch        mean {:.2f}, max {} decoding requests over {} iterations; {} preemptions\n"
-      "cache        hit ratio {:.4f}; PCIe {:.3f} GB host to HBM ({:.0f} B per output token), "
-      "{:.3f} GB back\n"
-      "HBM          weights {:.1f} GiB, KV pool {:.1f} GiB, peak KV use {:.2f} GiB; page tables "
-      "{:.1f} MiB vs {:.1f} MiB for flat tables at that peak\n",
-      s["mode"].get<std::string>(), s["requests_finished"].get<uint64_t>(),
-      s["requests"].get<uint64_t>(), s["requests_rejected"].get<uint64_t>(),
-      s["requests_truncated"].get<uint64_t>(), s["duration_s"].get<double>(),
-      s["throughput_tokens_per_s"].get<double>(), s["throughput_requests_per_s"].get<double>(),
-      ttft["mean"].get<double>(), ttft["p50"].get<double>(), ttft["p90"].get<double>(),
-      ttft["p99"].get<double>(), tpot["mean"].get<double>() * 1e3, tpot["p50"].get<double>() * 1e3,
+      "cache        {}; {}\n"
+      "HBM          weights {}, KV pool {}, peak KV use {}; page tables {} vs {} for flat tables "
+      "at that peak\n",
+      mode.name(), s["requests_finished"].get<uint64_t>(), s["requests"].get<uint64_t>(),
+      s["requests_rejected"].get<uint64_t>(), s["requests_truncated"].get<uint64_t>(),
+      s["duration_s"].get<double>(), s["throughput_tokens_per_s"].get<double>(),
+      s["throughput_requests_per_s"].get<double>(), ttft["mean"].get<double>(),
+      ttft["p50"].get<double>(), ttft["p90"].get<double>(), ttft["p99"].get<double>(),
+      tpot["mean"].get<double>() * 1e3, tpot["p50"].get<double>() * 1e3,
       tpot["p90"].get<double>() * 1e3, tpot["p99"].get<double>() * 1e3,
       s["batch_mean"].get<double>(), s["batch_max"].get<uint32_t>(),
       s["iterations"].get<uint64_t>(), s["preemptions"].get<uint64_t>(),
-      s["hit_ratio"].get<double>(), s["pcie_h2d_bytes"].get<double>() * 1e-9,
-      s["h2d_bytes_per_output_token"].get<double>(), s["pcie_d2h_bytes"].get<double>() * 1e-9,
-      s["hbm"]["weights_bytes"].get<double>() / (1ull << 30),
-      s["hbm"]["kv_pool_bytes"].get<double>() / (1ull << 30),
-      s["hbm"]["kv_used_peak_bytes"].get<double>() / (1ull << 30),
-      s["metadata"]["page_table_peak_bytes"].get<double>() / (1 << 20),
-      s["metadata"]["flat_table_bytes_at_peak"].get<double>() / (1 << 20));
+      mode.sparse() ? fmt::format("hit ratio {:.4f}", s["hit_ratio"].get<double>())
+                    : std::string("none, all KV in HBM (hit ratio written as 0)"),
+      pcie, binary_bytes(s["hbm"]["weights_bytes"].get<double>()),
+      binary_bytes(s["hbm"]["kv_pool_bytes"].get<double>()),
+      binary_bytes(s["hbm"]["kv_used_peak_bytes"].get<double>()),
+      binary_bytes(s["metadata"]["page_table_peak_bytes"].get<double>()),
+      binary_bytes(s["metadata"]["flat_table_bytes_at_peak"].get<double>()));
+  if (const double rate = s["stream_sampling"].get<double>(); rate < 1 && mode.sparse()) {
+    out << fmt::format(
+        "sampling     the policy ran on {:.4g} of the layers (sim.stream_sampling {:.4g}): hit "
+        "ratio, PCIe bytes and the times they drive are estimates (docs/simulator.md, \"Stream "
+        "sampling\")\n",
+        s["sampled_layer_share"].get<double>(), rate);
+  }
   const auto& host = s["host"];
   if (host["memory_bytes"].get<double>() > 0) {
-    out << fmt::format("host         KV reserved {:.1f} GiB at peak, of {:.1f} GiB DRAM\n",
-                       host["kv_reserved_peak_bytes"].get<double>() / (1ull << 30),
-                       host["memory_bytes"].get<double>() / (1ull << 30));
+    out << fmt::format("host         KV reserved {} at peak, of {} DRAM\n",
+                       binary_bytes(host["kv_reserved_peak_bytes"].get<double>()),
+                       binary_bytes(host["memory_bytes"].get<double>()));
   }
   if (const auto held = s["hbm"]["offload_held_prompts"].get<uint64_t>(); held > 0) {
     const std::string_view their = held == 1 ? "its" : "their";
     out << fmt::format(
         "offload      {} prompt{} stayed in HBM past {} prefill until {} copy to host ended (up "
-        "to {:.2f} GiB at once): hardware.pcie_d2h_gbps is slower than prefill\n",
+        "to {} at once): hardware.pcie_d2h_gbps is slower than prefill\n",
         held, held == 1 ? "" : "s", their, their,
-        s["hbm"]["offload_held_peak_bytes"].get<double>() / (1ull << 30));
+        binary_bytes(s["hbm"]["offload_held_peak_bytes"].get<double>()));
   }
   if (const auto rejected = s["requests_rejected"].get<uint64_t>(); rejected > 0) {
+    const auto first = std::ranges::find_if(result.requests, &sim::RequestRecord::rejected);
     out << fmt::format(
-        "rejected     {} request{}: too large for the mode's memory even alone (HBM, and for "
-        "host-KV modes hardware.host_memory_gib)\n",
-        rejected, rejected == 1 ? "" : "s");
+        "rejected     {} request{} too large for the mode's memory even alone; the first, request "
+        "{}: {} (requests.csv, rejected_reason)\n",
+        rejected, rejected == 1 ? " is" : "s are", first->trace_id, first->rejected_reason);
   }
-  if (serving::parse_mode(s["mode"].get<std::string>()).sparse() &&
-      s["output_tokens"].get<uint64_t>() > 0 && s["policy"]["accesses"].get<uint64_t>() == 0) {
+  if (mode.sparse() && s["output_tokens"].get<uint64_t>() > 0 &&
+      s["policy"]["accesses"].get<uint64_t>() == 0) {
     out << "selected     no page: the trace selects nothing outside the static region (sinks, "
            "local window), e.g. partitions so large that each touches it; attention read the "
            "static region only\n";
@@ -152,7 +166,7 @@ int sim_command(const Args& args) {
   if ((*vm)["json"].as<bool>()) {
     std::cout << summary.dump(2) << "\n";
   } else {
-    print_summary(summary, std::cout);
+    print_summary(summary, result, std::cout);
     if (cfg.sim.run_ahead > 1 && result.policy_total.steps > 0 &&
         cfg.cache.pool_scope == policy::PoolScope::kRequestLayer) {
       std::cout << fmt::format(

@@ -474,8 +474,9 @@ TEST_CASE("cli: sim says why a run has no statistics", "[unit][cli]") {
                            "--set", "hardware.host_memory_gib=0.0001"});
   CHECK(r.status == 0);
   CHECK(r.out.find("0 of 4 requests finished (4 rejected") != std::string::npos);
-  CHECK(r.out.find("\nrejected     4 requests: too large for the mode's memory even alone") !=
-        std::string::npos);
+  CHECK(r.out.find("\nrejected     4 requests are too large for the mode's memory even alone; "
+                   "the first, request 0: its KV at 8256 tokens takes 1.26 GiB of host memory, "
+                   "which holds 105 KiB (hardware.host_memory_gib)") != std::string::npos);
   CHECK(r.out.find("\nno request finished: TTFT, TPOT") != std::string::npos);
   const auto fine =
       run_spin({"sim", "--trace", spin::test::source_path("traces/sample.spt").string()});
@@ -484,6 +485,20 @@ TEST_CASE("cli: sim says why a run has no statistics", "[unit][cli]") {
   CHECK(fine.out.find("no request finished") == std::string::npos);
   CHECK(fine.out.find("selected     no page") == std::string::npos);
   CHECK(fine.out.find("offload  ") == std::string::npos);
+  CHECK(fine.out.find("sampling  ") == std::string::npos);
+  CHECK(fine.out.find("\ncache        hit ratio 0.9419; PCIe 243 MB host to HBM (951 kB per "
+                      "output token), 5.41 GB HBM to host\n") != std::string::npos);
+  // A sampled run says that its policy figures are estimates; a dense one that it has no cache.
+  const auto sampled =
+      run_spin({"sim", "--trace", spin::test::source_path("traces/sample.spt").string(), "--set",
+                "sim.stream_sampling=0.125"});
+  CHECK(sampled.out.find("\nsampling     the policy ran on 0.125 of the layers "
+                         "(sim.stream_sampling 0.125): hit ratio, PCIe bytes") !=
+        std::string::npos);
+  const auto dense = run_spin(
+      {"sim", "--trace", spin::test::source_path("traces/sample.spt").string(), "--mode", "dense"});
+  CHECK(dense.out.find("\ncache        none, all KV in HBM (hit ratio written as 0); PCIe 0 B") !=
+        std::string::npos);
   // A device-to-host link too slow for the prompts' KV (1.25 GiB each) to reach host during
   // their prefill.
   const auto slow =

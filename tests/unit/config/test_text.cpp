@@ -35,3 +35,27 @@ TEST_CASE("text: closest_match proposes only a plausible typo, the first one on 
   CHECK(closest_match("xp16", dtypes) == "fp16");  // one edit from fp16, two from bf16
   CHECK(closest_match("ab", std::vector<std::string>{"aa", "bb"}) == "aa");
 }
+
+TEST_CASE("text: byte counts in the largest unit that keeps them at least 1, three digits",
+          "[unit][config]") {
+  CHECK(spin::binary_bytes(0) == "0 B");
+  CHECK(spin::binary_bytes(1023) == "1023 B");
+  CHECK(spin::binary_bytes(1024) == "1.00 KiB");
+  CHECK(spin::binary_bytes(1.44 * (1ull << 30)) == "1.44 GiB");
+  CHECK(spin::binary_bytes(44.2 * (1ull << 30)) == "44.2 GiB");
+  CHECK(spin::binary_bytes(256.0 * (1ull << 30)) == "256 GiB");
+  CHECK(spin::binary_bytes(3.0 * (1ull << 60)) == "3072 PiB");  // no unit past PiB
+  CHECK(spin::decimal_bytes(999) == "999 B");
+  CHECK(spin::decimal_bytes(951e3) == "951 kB");
+  CHECK(spin::decimal_bytes(243.2e6) == "243 MB");
+  CHECK(spin::decimal_bytes(5.405e9) == "5.41 GB");
+  CHECK(spin::decimal_bytes(12.34e12) == "12.3 TB");
+}
+
+TEST_CASE("text: csv_field quotes only fields that need it, doubling quotes", "[unit][config]") {
+  CHECK(spin::csv_field("plain") == "plain");
+  CHECK(spin::csv_field("") == "");
+  CHECK(spin::csv_field("a, b") == "\"a, b\"");
+  CHECK(spin::csv_field("say \"hi\"") == "\"say \"\"hi\"\"\"");
+  CHECK(spin::csv_field("two\nlines") == "\"two\nlines\"");
+}

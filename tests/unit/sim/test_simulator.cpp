@@ -253,6 +253,12 @@ TEST_CASE("simulator: host-KV modes admit only the requests whose KV host memory
       run(source, config({"hardware.host_memory_gib=" + gib(0.9 * static_cast<double>(need))})));
   CHECK(none["requests_rejected"] == 4);
   CHECK(none["host"]["kv_reserved_peak_bytes"] == 0);
+  CHECK_THAT(
+      run(source, config({"hardware.host_memory_gib=" + gib(0.9 * static_cast<double>(need))}))
+          .requests[0]
+          .rejected_reason,
+      Catch::Contains("of host memory, which holds") &&
+          Catch::EndsWith("(hardware.host_memory_gib)"));
   // Dense modes keep the KV in HBM: no host memory is counted.
   CHECK(run(source, config({two, "serving.mode=dense"})).host_memory_bytes == 0);
 }
@@ -411,6 +417,14 @@ TEST_CASE("simulator: a request that cannot fit is reported as rejected", "[unit
   const auto s = spin::sim::summary_json(r);
   CHECK(s["requests_rejected"] == 4);
   CHECK(s["requests_finished"] == 0);
+  // Each says which limit and by how much; requests.csv has no times for them.
+  for (const auto& q : r.requests) {
+    CHECK_THAT(q.rejected_reason, Catch::StartsWith("its KV at ") &&
+                                      Catch::Contains(" of HBM, and the KV pool holds "));
+  }
+  const std::string csv = spin::sim::requests_csv(r);
+  const std::string first = csv.substr(csv.find('\n') + 1, csv.find('\n', csv.find('\n') + 1));
+  CHECK_THAT(first, Catch::Contains(",1,,,,,,") && Catch::Contains(",\"its KV at "));
 }
 
 TEST_CASE("simulator: config and trace disagreements are errors that say what disagrees",
