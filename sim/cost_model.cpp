@@ -32,7 +32,11 @@ double summary_bytes_per_token(std::string_view algorithm, const config::ModelCo
   if (algorithm == "seer") return key / 32;
   if (algorithm == "quest") return 2 * key / 16;
   if (algorithm == "token") return 128.0 / model.kv_heads;  // one indexer key per token
-  throw InputError(fmt::format("no summary size for algorithm '{}'", algorithm));
+  throw InvariantError(
+      fmt::format("no summary size for algorithm '{}': a new algorithm adds its case in "
+                  "summary_bytes_per_token (sim/cost_model.cpp) and its original's mechanisms in "
+                  "sim/simulator.cpp (docs/simulator.md, \"Adding an algorithm\")",
+                  algorithm));
 }
 
 CostModel::CostModel(const config::ModelConfig& model, const config::HardwareConfig& hardware,

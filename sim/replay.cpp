@@ -27,6 +27,7 @@ RequestOutcome replay_request(const trace::TraceSource& source, size_t request,
   // Running ahead as the simulator does by default (the counts do not depend on it).
   RequestPolicy policy(source, request, options.cache, options.decision_log.has_value(), {},
                        config::SimConfig{}.run_ahead);
+  if (options.check_invariants) policy.check_invariants_each_step();
   const trace::RequestInfo& info = source.requests()[request];
   for (uint32_t step = 0; step < info.decode_steps; ++step) {
     const double k = options.cache.buffer_ratio;

@@ -27,6 +27,8 @@ struct ReplayOptions {
   unsigned threads = 1;
   // Where to write the decision log (docs/policy.md), or nothing. Requests are logged in order.
   std::optional<std::filesystem::path> decision_log;
+  // Check the policy engine's invariants after every pool step (slower; for new policies).
+  bool check_invariants = false;
   // Called after each finished request with (done, total), from the calling thread.
   std::function<void(size_t, size_t)> progress;
 };

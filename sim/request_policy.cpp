@@ -365,6 +365,14 @@ void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool reco
     }
   }
   const policy::PolicyStats total = engine.end_step(0);
+  if (check_invariants_) {
+    try {
+      engine.check_invariants();
+    } catch (const InvariantError& e) {
+      throw InvariantError(fmt::format("request {} step {} layer {}: {}", info.id, step,
+                                       trace_layers_[first_layer], e.what()));
+    }
+  }
   const std::span<const policy::PolicyStats> now = engine.layer_stats();
   const std::size_t j = step - block_begin_;
   for (std::uint32_t l = 0; l < lane_layers_; ++l) {

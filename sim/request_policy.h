@@ -113,6 +113,9 @@ class RequestPolicy {
   std::uint64_t rewinds() const { return rewinds_; }
   // The decision log so far without its header line (empty unless asked for).
   std::string take_decision_log();
+  // Checks the engines' invariants (policy::Engine::check_invariants) after every pool step from
+  // now on; a broken one is an InvariantError naming the request, step and layer.
+  void check_invariants_each_step() { check_invariants_ = true; }
 
  private:
   struct Clusters;
@@ -131,6 +134,7 @@ class RequestPolicy {
   RequestSizing sizing_;
   std::vector<std::uint32_t> trace_layers_;  // engine layer i runs trace layer trace_layers_[i]
   bool decision_log_;
+  bool check_invariants_ = false;
   std::string log_;
   std::vector<Lane> lanes_;
   std::vector<Inputs> inputs_;  // by engine layer: the steps read from its stream, not yet run

@@ -96,12 +96,17 @@ Mechanics mechanics_of(const serving::Mode& mode, const config::Config& cfg) {
         m.cpu_roundtrip_per_layer = true;
         m.cache.policy = "lru";
         m.cache.buffer_ratio = kRetroInferBufferRatio;
-      } else {
-        // seer, quest, token: GPU-only originals, all KV in HBM. Their policy counts are those
-        // of a cache of every page: only a page's first selection misses, and moves nothing
-        // (Fetch::kNone).
+      } else if (mode.algorithm == "seer" || mode.algorithm == "quest" ||
+                 mode.algorithm == "token") {
+        // GPU-only originals, all KV in HBM. Their policy counts are those of a cache of every
+        // page: only a page's first selection misses, and moves nothing (Fetch::kNone).
         m.cache.policy = "lru";
         m.cache.buffer_ratio = kEveryPageBufferRatio;
+      } else {
+        throw InvariantError(fmt::format(
+            "sparse-original:{}: no original mechanisms; a new algorithm adds them here "
+            "(docs/simulator.md, \"Adding an algorithm\")",
+            mode.algorithm));
       }
       break;
   }

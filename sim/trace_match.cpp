@@ -26,11 +26,17 @@ void check_trace_matches_model(std::string_view trace_name, const trace::ModelSh
   compare("dtype_bytes", t.dtype_bytes, m.dtype_bytes());
   if (diffs.empty()) return;
   if (t.dtype_bytes != m.dtype_bytes()) {
-    for (const config::EnumName<config::Dtype>& d : config::kDtypeNames) {
-      if (config::dtype_bytes(d.value) == t.dtype_bytes) {
-        sets.push_back(fmt::format("--set model.dtype={}", d.name));
-        break;
-      }
+    const auto* d = std::ranges::find_if(config::kDtypeNames, [&](const auto& n) {
+      return config::dtype_bytes(n.value) == t.dtype_bytes;
+    });
+    if (d == config::kDtypeNames.end()) {
+      // No config can match: the trace's header is what must change.
+      diffs.back() += fmt::format(
+          ", and no model.dtype has {}-byte elements (bf16 and fp16 2, fp8 1): dtype_bytes is the "
+          "served KV cache's element size, so write the trace with 2 or 1 (traces/README.md)",
+          t.dtype_bytes);
+    } else {
+      sets.push_back(fmt::format("--set model.dtype={}", d->name));
     }
   }
   // A trace of a preset model, run with another preset: the trace's preset is the fix.

@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "common/policy/budget.h"
+#include "common/policy/policy_registry.h"
 
 namespace spin::policy {
 
@@ -371,10 +372,7 @@ RequestId Engine::add_request(const RequestSpec& spec) {
     throw InputError("model: more than 2^32 streams in a request");
   }
   if (spec.max_context_tokens == 0) throw InputError("max_context_tokens: expected > 0");
-  if (static_cast<std::uint32_t>(spec.policy.kind) >
-      static_cast<std::uint32_t>(PolicyKind::kBelady)) {
-    throw InputError("policy: unknown kind (make PolicyParams with policy_registry().make)");
-  }
+  policy_name(spec.policy.kind);  // an InvariantError for a kind without its cases
   if (spec.policy.kind == PolicyKind::kBucketedLru &&
       (spec.policy.buckets == 0 || spec.policy.bucket_shift > 31)) {
     throw InputError("bucketed-lru: buckets must be >= 1 and bucket_shift <= 31");

@@ -95,7 +95,10 @@ std::string_view policy_name(PolicyKind kind) {
     case PolicyKind::kBelady:
       return "belady";
   }
-  throw InvariantError("policy_name: unknown PolicyKind");
+  throw InvariantError(fmt::format(
+      "policy_name: PolicyKind {} has no case here; a new policy adds one, and one in each switch "
+      "docs/policy.md lists under \"Adding a policy\"",
+      static_cast<std::uint32_t>(kind)));
 }
 
 }  // namespace spin::policy

@@ -54,6 +54,7 @@
 // O(min(W, steps since the last step)) to age the counts, plus O(1) per hit, fetch and victim.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <type_traits>
 
@@ -260,6 +261,27 @@ struct Belady {
     pool.slot_aux[slot] = next_use;
   }
 };
+
+// The interface above as a concept, asserted where the rule takes a policy (pool_step_with,
+// coop_pool_step_with), so that a new policy's missing or mistyped member is named there.
+template <class P>
+concept ResidencyPolicy = requires(PoolView& pool, std::uint32_t u) {
+  { P::kUsesAux } -> std::convertible_to<bool>;
+  { P::kEvictsAllUnpinned } -> std::convertible_to<bool>;
+  { P::kOrderOfLastUse } -> std::convertible_to<bool>;
+  P::on_access(pool, u, u, u, true, u);
+}
+&&(P::kEvictsAllUnpinned ||
+   requires(const PoolView& pool, const PolicyParams& params, std::uint32_t u, std::uint64_t t) {
+     { P::kTryOldestFirst } -> std::convertible_to<bool>;
+     { P::kSkipCommonDigits } -> std::convertible_to<bool>;
+     { P::order(pool, params, u, u) } -> std::same_as<std::uint64_t>;
+     { P::order_bits(params) } -> std::same_as<std::uint32_t>;
+     { P::min_victim_age(params, u, t) } -> std::same_as<std::uint32_t>;
+   }) &&
+    (!P::kOrderOfLastUse || requires(const PolicyParams& params, std::uint32_t u) {
+      { P::order_of_last_use(params, u, u) } -> std::same_as<std::uint64_t>;
+    });
 
 SPIN_HD constexpr bool policy_uses_aux(PolicyKind kind) {
   switch (kind) {
@@ -658,6 +680,8 @@ template <class Policy>
 SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
                                   SegmentPoolView& segments_io, const StepInput& in_io,
                                   std::uint32_t* histogram, StepOutput& out_io) {
+  static_assert(ResidencyPolicy<Policy>,
+                "a policy lacks a member of the interface at the top of residency.h");
   // The segments the misses may take (two-level page table; a hashed one takes none).
   if (!page_table_hashed(pool_io.table) &&
       segments_io.free_count < most_new_segments(pool_io.table, pool_io.capacity, in_io.n)) {

@@ -4,15 +4,14 @@
 #include <fmt/ranges.h>
 
 #include <array>
+#include <variant>
 #include <vector>
 
 #include "common/error.h"
+#include "common/trace/generator_config.h"
 
 namespace spin::serving {
 namespace {
-
-constexpr std::array<std::string_view, 5> kAlgorithms = {"shadowkv", "retroinfer", "seer", "quest",
-                                                         "token"};
 
 struct KindName {
   ModeKind kind;
@@ -76,7 +75,10 @@ std::string Mode::name() const {
   throw InvariantError("mode: a ModeKind has no name");
 }
 
-Mode parse_mode(std::string_view text) {
+namespace {
+
+// The mode `text` names, or what was expected instead.
+std::variant<Mode, std::string> try_parse_mode(std::string_view text) {
   const size_t colon = text.find(':');
   const std::string_view word = text.substr(0, colon);
   const std::string_view algorithm =
@@ -85,28 +87,36 @@ Mode parse_mode(std::string_view text) {
     if (kind_word(k) != word) continue;
     if (!k.needs_algorithm) {
       if (colon != std::string_view::npos)
-        throw InputError(fmt::format("mode '{}': {} takes no algorithm", text, word));
-      return {k.kind, {}};
+        return fmt::format("{} without an algorithm (it takes none)", word);
+      return Mode{k.kind, {}};
     }
-    for (std::string_view a : kAlgorithms) {
-      if (a == algorithm) return {k.kind, std::string(a)};
+    // The algorithms are the trace generators' (common/trace/generator_config.h).
+    for (std::string_view a : gen::algorithm_names()) {
+      if (a == algorithm) return Mode{k.kind, std::string(a)};
     }
-    throw InputError(fmt::format("mode '{}': expected {}:<algo> with <algo> one of {}", text, word,
-                                 fmt::join(kAlgorithms, ", ")));
+    return fmt::format("{}:<algo> with <algo> one of {}", word,
+                       fmt::join(gen::algorithm_names(), ", "));
   }
   std::vector<std::string_view> names;
   for (const KindName& k : kKinds) names.push_back(k.info.name);
-  throw InputError(
-      fmt::format("mode '{}': unknown; expected one of {}", text, fmt::join(names, ", ")));
+  return fmt::format("one of {}", fmt::join(names, ", "));
 }
 
-bool is_mode(std::string_view text) {
-  try {
-    parse_mode(text);
-    return true;
-  } catch (const InputError&) {
-    return false;
-  }
+}  // namespace
+
+Mode parse_mode(std::string_view text) {
+  auto parsed = try_parse_mode(text);
+  if (const std::string* expected = std::get_if<std::string>(&parsed))
+    throw InputError(fmt::format("mode '{}': expected {}", text, *expected));
+  return std::get<Mode>(std::move(parsed));
+}
+
+bool is_mode(std::string_view text) { return std::holds_alternative<Mode>(try_parse_mode(text)); }
+
+std::string mode_expected(std::string_view text) {
+  const auto parsed = try_parse_mode(text);
+  const std::string* expected = std::get_if<std::string>(&parsed);
+  return expected != nullptr ? *expected : std::string();
 }
 
 std::vector<std::string> mode_names() {
@@ -116,12 +126,11 @@ std::vector<std::string> mode_names() {
       names.emplace_back(kind_word(k));
       continue;
     }
-    for (std::string_view a : kAlgorithms) names.push_back(fmt::format("{}:{}", kind_word(k), a));
+    for (std::string_view a : gen::algorithm_names())
+      names.push_back(fmt::format("{}:{}", kind_word(k), a));
   }
   return names;
 }
-
-std::span<const std::string_view> mode_algorithms() { return kAlgorithms; }
 
 std::span<const ModeInfo> mode_kinds() {
   static const std::array<ModeInfo, kKinds.size()> infos = [] {

@@ -40,12 +40,15 @@ Mode parse_mode(std::string_view text);
 // Whether `text` parses (for config checks).
 bool is_mode(std::string_view text);
 
+// What parse_mode expected where `text` is no mode ("spin:<algo> with <algo> one of ..."); empty
+// for a mode.
+std::string mode_expected(std::string_view text);
+
 // Every mode's full name ("dense", ..., "ideal:token"), for suggestions.
 std::vector<std::string> mode_names();
 
-// The algorithms a mode may name, and the mode kinds with a one-line description each
-// (spin --list modes).
-std::span<const std::string_view> mode_algorithms();
+// The mode kinds with a one-line description each (spin --list modes). The algorithms a mode may
+// name are the trace generators' (gen::algorithm_names()).
 struct ModeInfo {
   std::string_view name;
   std::string_view description;

@@ -49,8 +49,7 @@ struct ServingConfig {
     v.check(
         "mode",
         [&] {
-          return "a mode such as spin:shadowkv (spin --list modes)" +
-                 did_you_mean(mode, mode_names());
+          return mode_expected(mode) + " (spin --list modes)" + did_you_mean(mode, mode_names());
         },
         [&] { return is_mode(mode); });
     v.field("max_batch_requests", max_batch_requests,

@@ -12,6 +12,7 @@
 #include <map>
 #include <optional>
 #include <ostream>
+#include <ranges>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -967,10 +968,13 @@ void import_csv(const std::filesystem::path& csv, const std::filesystem::path& m
   for (size_t c = 0; c < kColumns.size(); ++c) {
     const auto it = std::find(row.begin(), row.end(), kColumns[c]);
     if (it == row.end()) {
-      throw InputError(
-          fmt::format("{}: the header row lacks column '{}' (needs request, layer, "
-                      "head, step, partition)",
-                      lines.where(), kColumns[c]));
+      throw InputError(fmt::format(
+          "{}: the header row lacks column '{}' (needs request, layer, head, step, partition, "
+          "named exactly, without spaces around them); it has {}",
+          lines.where(), kColumns[c],
+          fmt::join(row | std::views::transform(
+                              [](std::string_view f) { return fmt::format("'{}'", f); }),
+                    ", ")));
     }
     if (std::find(it + 1, row.end(), kColumns[c]) != row.end()) {
       throw InputError(

@@ -111,16 +111,16 @@ config::Config config_from_options(const po::variables_map& vm,
   }
 }
 
-void check_built_in_trace(const po::variables_map& vm, const config::Config& config,
-                          std::string_view name) {
-  if (vm.count("config") || !config.trace.path || std::filesystem::exists(*config.trace.path) ||
+void check_built_in_trace(bool config_file, const config::Config& config, std::string_view name,
+                          std::string_view fix) {
+  if (config_file || !config.trace.path || std::filesystem::exists(*config.trace.path) ||
       config.trace.path != config::default_config().trace.path)
     return;
   throw InputError(fmt::format(
       "spin {}: the built-in default config replays the bundled sample trace "
       "traces/sample.spt of the source tree, relative to the current folder, and {} does not "
-      "exist; run spin in the source tree, or give a trace (--trace FILE) or a config",
-      name, config.trace.path->string()));
+      "exist; run spin in the source tree, or {}",
+      name, config.trace.path->string(), fix));
 }
 
 void register_config_commands(Registry& registry) {

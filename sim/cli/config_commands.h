@@ -31,10 +31,10 @@ config::Config config_from_options(const boost::program_options::variables_map& 
                                    const std::vector<std::string>& last = {});
 
 // For command `name` ("sim"), which reads the config's trace: where the config is the built-in
-// default and its sample trace is not there (spin runs outside the source tree, whose
-// traces/sample.spt the default names relative to the current folder), an InputError that says
-// so and how to give a trace.
-void check_built_in_trace(const boost::program_options::variables_map& vm,
-                          const config::Config& config, std::string_view name);
+// default (no config file) and its sample trace is not there (spin runs outside the source tree,
+// whose traces/sample.spt the default names relative to the current folder), an InputError that
+// says so and how to give a trace (`fix`).
+void check_built_in_trace(bool config_file, const config::Config& config, std::string_view name,
+                          std::string_view fix = "give a trace (--trace FILE) or a config");
 
 }  // namespace spin::cli

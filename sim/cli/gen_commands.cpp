@@ -47,8 +47,8 @@ po::options_description generator_options() {
       "max-output-tokens", po::value<uint32_t>()->value_name("T"),
       "cap on output lengths, tokens (default 0: no cap)")(
       "set", po::value<std::vector<std::string>>()->composing()->value_name("KEY=VALUE"),
-      "override a key, e.g. --set generator.locality.persistence=0.5 (repeatable; applied last; "
-      "docs/trace-generators.md lists the keys)");
+      "override a key (repeatable; applied last; docs/trace-generators.md lists the keys), for "
+      "example generator.locality.persistence=0.5");
   return o;
 }
 

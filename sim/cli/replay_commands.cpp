@@ -71,9 +71,10 @@ void print_table(const sim::ReplayResult& r, std::ostream& out) {
   row("all", r.total);
   const policy::MetadataBytes& m = r.peak_metadata;
   const std::string table =
-      m.hash_table > 0 ? fmt::format("hashed {}", binary_bytes(m.hash_table))
-                       : fmt::format("two-level {} (directory {} + segments {})",
-                                     binary_bytes(m.two_level()), binary_bytes(m.directory), binary_bytes(m.segments));
+      m.hash_table > 0
+          ? fmt::format("hashed {}", binary_bytes(m.hash_table))
+          : fmt::format("two-level {} (directory {} + segments {})", binary_bytes(m.two_level()),
+                        binary_bytes(m.directory), binary_bytes(m.segments));
   out << fmt::format(
       "\n{} requests, {} decode steps, policy {}, {}.\n"
       "Peak page-table metadata of one request: {} vs a flat table {}; slot state {}; host "
@@ -113,7 +114,10 @@ int replay_command(const Args& args) {
       "write resolved_config.yaml and replay.json into DIR (created if missing)")(
       "json", po::value<std::string>()->value_name("FILE"), "write the results as JSON to FILE")(
       "decision-log", po::value<std::string>()->value_name("FILE"),
-      "write every pool step's hits, victims, fetches and bypasses to FILE (docs/policy.md)");
+      "write every pool step's hits, victims, fetches and bypasses to FILE (docs/policy.md)")(
+      "check-invariants",
+      "check the policy engine's invariants after every pool step (slots owned once, page "
+      "tables and slots agree, capacity, pinned pages kept): for a new policy; slower");
   po::positional_options_description positional;
   positional.add("trace", 1);
   const auto vm = parse_options(
@@ -146,7 +150,7 @@ int replay_command(const Args& args) {
                                        {"buckets", "cache.buckets"},
                                        {"pool-scope", "cache.pool_scope", true}};
   const config::Config cfg = config_from_options(*vm, kShorthands, trace_source);
-  check_built_in_trace(*vm, cfg, "replay");
+  check_built_in_trace(vm->count("config") > 0, cfg, "replay");
 
   // Neither output may be an input (the trace, the config), nor the other output.
   std::vector<std::filesystem::path> inputs;
@@ -173,6 +177,7 @@ int replay_command(const Args& args) {
   ro.cache = cfg.cache;
   ro.threads = thread_count(*vm, "threads", "replay");
   if (vm->count("decision-log")) ro.decision_log = (*vm)["decision-log"].as<std::string>();
+  ro.check_invariants = vm->count("check-invariants") > 0;
   const bool show_progress = source.requests().size() > 1 && isatty(STDERR_FILENO);
   ro.progress = [&](size_t done, size_t total) {
     if (show_progress)

@@ -134,7 +134,7 @@ int sim_command(const Args& args) {
   }
   constexpr Shorthand kShorthands[] = {{"mode", "serving.mode", true}};
   const config::Config cfg = config_from_options(*vm, kShorthands, trace_source);
-  check_built_in_trace(*vm, cfg, "sim");
+  check_built_in_trace(vm->count("config") > 0, cfg, "sim");
 
   const std::unique_ptr<trace::TraceSource> source = sim::open_trace_source(cfg);
 

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <thread>
 
+#include "sim/cli/config_commands.h"
 #include "sim/sweep.h"
 
 namespace po = boost::program_options;
@@ -61,6 +62,12 @@ int sweep_command(const Args& args) {
   const std::vector<std::string> sets =
       vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
   const sim::Sweep sweep = sim::load_sweep((*vm)["sweep"].as<std::string>(), sets);
+  // Without base:, the points read the built-in default's trace unless set otherwise: a missing
+  // one would fail every point, late.
+  if (!sweep.points.empty()) {
+    check_built_in_trace(sweep.base.has_value(), sweep.config(sweep.points.front(), sets), "sweep",
+                         "give the sweep a base: config or set: [trace.path=FILE]");
+  }
   sim::SweepOptions so;
   so.extra_sets = sets;
   so.jobs = thread_count(*vm, "jobs", "sweep");

@@ -242,6 +242,13 @@ int trace_import(const Args& args) {
     const std::filesystem::path meta = vm->count("meta")
                                            ? std::filesystem::path((*vm)["meta"].as<std::string>())
                                            : trace::metadata_path_for(in);
+    if (!vm->count("meta") && !std::filesystem::exists(meta) && std::filesystem::exists(in)) {
+      throw InputError(fmt::format(
+          "trace import: {}: a CSV trace (one row per selected partition) takes its header and "
+          "request lines from a metadata file, and {} does not exist; write it (traces/README.md, "
+          "\"CSV\") or give its path with --meta FILE",
+          in.string(), meta.string()));
+    }
     refuse_input_as_output(meta, out, "trace import: --out");
     trace::import_csv(in, meta, out, options);
   }

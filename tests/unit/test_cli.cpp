@@ -122,8 +122,15 @@ TEST_CASE("cli: a typo of a command, an option or a registered name gets a sugge
         "of bucketed-lru, lru, fifo, prev-step, belady (spin --list policies); did you mean "
         "'lru'?\n");
   CHECK(error_of({"sim", "--mode", "spin:shadowkvv"}) ==
-        "spin: error: --mode spin:shadowkvv: serving.mode: expected a mode such as spin:shadowkv "
-        "(spin --list modes); did you mean 'spin:shadowkv'?\n");
+        "spin: error: --mode spin:shadowkvv: serving.mode: expected spin:<algo> with <algo> one "
+        "of shadowkv, retroinfer, seer, quest, token (spin --list modes); did you mean "
+        "'spin:shadowkv'?\n");
+  CHECK(error_of({"sim", "--mode", "dense:x"}) ==
+        "spin: error: --mode dense:x: serving.mode: expected dense without an algorithm "
+        "(it takes none) (spin --list modes); did you mean 'dense'?\n");
+  CHECK(error_of({"sim", "--mode", "sparse"}) ==
+        "spin: error: --mode sparse: serving.mode: expected one of dense, dense-offload, "
+        "sparse-original:<algo>, spin:<algo>, oracle:<algo>, ideal:<algo> (spin --list modes)\n");
   CHECK(error_of({"trace", "gen", "--algorithm", "sedr", "--out", "x.spt"}) ==
         "spin: error: --algorithm sedr: generator.algorithm: expected one of shadowkv, "
         "retroinfer, seer, quest, token (spin --list trace-algorithms); did you mean 'seer'?\n");
@@ -342,6 +349,15 @@ TEST_CASE("cli: bad numbers, paths and files are input errors, found before the 
                   meta}) ==
         "spin: error: trace import: --meta names a CSV's metadata file; JSON Lines carry their "
         "own\n");
+  // A CSV without its metadata file says what the file is and where it goes.
+  const auto lone_csv = dir / "lone.csv";
+  spin::test::write_file(lone_csv, "request,layer,step,head,partition\n");
+  CHECK(error_of({"trace", "import", lone_csv.string(), "--out", (dir / "l.spt").string()}) ==
+        fmt::format("spin: error: trace import: {0}: a CSV trace (one row per selected partition) "
+                    "takes its header and request lines from a metadata file, and {0}.meta.jsonl "
+                    "does not exist; write it (traces/README.md, \"CSV\") or give its path with "
+                    "--meta FILE\n",
+                    lone_csv.string()));
   // A failed export leaves no output behind (the filter is checked while writing).
   const auto csv = dir / "r.csv";
   CHECK(error_of({"trace", "export", spt.string(), "--format", "csv", "--request", "999", "--out",
@@ -400,7 +416,7 @@ TEST_CASE("cli: a name given to a shorthand option is taken as typed, not as YAM
   // 'spin:' would be a YAML mapping; the shorthand's value is the name 'spin:'.
   const auto sim = run_spin({"sim", "--mode", "spin:"});
   CHECK(sim.status == 2);
-  CHECK(sim.err.find("--mode 'spin:': serving.mode: expected a mode such as spin:shadowkv") !=
+  CHECK(sim.err.find("--mode 'spin:': serving.mode: expected spin:<algo> with <algo> one of") !=
         std::string::npos);
   const auto gen = run_spin({"trace", "gen", "--workload", "x: \"y\"", "--out", "unused.spt"});
   CHECK(gen.status == 2);
@@ -411,7 +427,7 @@ TEST_CASE("cli: a name given to a shorthand option is taken as typed, not as YAM
 TEST_CASE("cli: an error in a shorthand option's value names the option as typed", "[unit][cli]") {
   // Not the `--set KEY=VALUE` it stands for, which the user never typed.
   const std::pair<std::vector<std::string>, std::string> cases[] = {
-      {{"sim", "--mode", "bogus"}, "--mode bogus: serving.mode: expected a mode"},
+      {{"sim", "--mode", "bogus"}, "--mode bogus: serving.mode: expected one of dense,"},
       {{"replay", "--buffer-ratio", "-1"}, "--buffer-ratio -1: cache.buffer_ratio: -1 is out of"},
       {{"replay", "--pool-scope", "x"}, "--pool-scope x: cache.pool_scope: expected one of"},
       {{"trace", "gen", "--out", "unused.spt", "--rate", "-1"},
@@ -441,7 +457,16 @@ TEST_CASE("cli: the built-in default run outside the source tree says where its 
   const auto sim = run_spin({"sim"});
   const auto replay = run_spin({"replay"});
   const auto missing = run_spin({"sim", "--trace", "missing.spt"});
+  // A sweep without base: is refused before its first point, with its own fix.
+  spin::test::write_file(dir / "s.yaml", "axes: [{grid: {cache.buffer_ratio: [1, 2]}}]\n");
+  const auto sweep = run_spin({"sweep", "s.yaml", "--out", "out"});
   std::filesystem::current_path(here);
+  CHECK(sweep.status == 2);
+  CHECK(sweep.err.rfind("spin: error: spin sweep: the built-in default config replays", 0) == 0);
+  CHECK(
+      sweep.err.ends_with("run spin in the source tree, or give the sweep a base: config or set: "
+                          "[trace.path=FILE]\n"));
+  CHECK(!std::filesystem::exists(dir / "out"));
   for (const auto& [r, name] : {std::pair{sim, "sim"}, {replay, "replay"}}) {
     CHECK(r.status == 2);
     CHECK(r.err.rfind(fmt::format("spin: error: spin {}: the built-in default config replays the "

@@ -7,6 +7,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -83,7 +84,9 @@ class RefPool {
         case PolicyKind::kPreviousStep:
           return false;
       }
-      return false;
+      throw std::logic_error(
+          "reference policy: no order for this PolicyKind; a new policy adds "
+          "its case here");
     });
     candidates.resize(need);  // stable sort on ascending slots: ties keep the lowest slot first
     std::sort(candidates.begin(), candidates.end());

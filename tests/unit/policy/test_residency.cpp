@@ -18,6 +18,42 @@
 namespace spin::policy::test {
 namespace {
 
+// The policy interface as a concept (residency.h): every built-in policy meets it, and a struct
+// that lacks a member, or gives one the wrong type, does not (compile-time checks).
+namespace interface_check {
+using spin::policy::PolicyParams;
+using spin::policy::PoolView;
+struct NoOrderOfLastUse {
+  static constexpr bool kUsesAux = false;
+  static constexpr bool kEvictsAllUnpinned = true;
+  static void on_access(PoolView&, std::uint32_t, std::uint32_t, std::uint32_t, bool,
+                        std::uint32_t) {}
+};
+struct WideOrderBits {
+  static constexpr bool kUsesAux = false;
+  static constexpr bool kEvictsAllUnpinned = false;
+  static constexpr bool kOrderOfLastUse = false;
+  static constexpr bool kTryOldestFirst = false;
+  static constexpr bool kSkipCommonDigits = false;
+  static void on_access(PoolView&, std::uint32_t, std::uint32_t, std::uint32_t, bool,
+                        std::uint32_t) {}
+  static std::uint64_t order(const PoolView&, const PolicyParams&, std::uint32_t, std::uint32_t) {
+    return 0;
+  }
+  static std::uint64_t order_bits(const PolicyParams&) { return 64; }  // must be uint32_t
+  static std::uint32_t min_victim_age(const PolicyParams&, std::uint32_t, std::uint64_t) {
+    return 0;
+  }
+};
+static_assert(spin::policy::ResidencyPolicy<spin::policy::BucketedLru> &&
+              spin::policy::ResidencyPolicy<spin::policy::ExactLru> &&
+              spin::policy::ResidencyPolicy<spin::policy::Fifo> &&
+              spin::policy::ResidencyPolicy<spin::policy::PreviousStep> &&
+              spin::policy::ResidencyPolicy<spin::policy::Belady>);
+static_assert(!spin::policy::ResidencyPolicy<NoOrderOfLastUse>);
+static_assert(!spin::policy::ResidencyPolicy<WideOrderBits>);
+}  // namespace interface_check
+
 using Sequence = std::vector<std::vector<std::uint32_t>>;  // [step] → pages of one stream
 
 RefDecision to_ref(const PoolDecisions& d) {

@@ -4,8 +4,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/config/config.h"
+#include "common/policy/policy_registry.h"
 #include "common/trace/file_source.h"
 #include "sim/replay.h"
+#include "sim/trace_match.h"
 #include "tests/support.h"
 #include "tests/unit/trace/trace_fixtures.h"
 
@@ -62,6 +65,28 @@ TEST_CASE("replay: counts add up and Belady misses no more than any other policy
   }
   // Keeping only the previous step's pages must lose to a 4x buffer.
   CHECK(replay_sample("prev-step", 1).total.hits < replay_sample("bucketed-lru", 1).total.hits);
+}
+
+TEST_CASE("replay: --check-invariants checks every pool step and changes no count", "[unit][sim]") {
+  const spin::trace::FileSource source(source_path("traces/sample.spt"));
+  for (const spin::policy::PolicyInfo& policy : spin::policy::policy_registry().list()) {
+    for (const auto& [scope, scope_name] : spin::policy::kPoolScopeNames) {
+      INFO(policy.name << " " << scope_name);
+      spin::sim::ReplayOptions options;
+      options.cache.policy = policy.name;
+      options.cache.pool_scope = scope;
+      options.threads = 2;
+      const auto plain = spin::sim::replay(source, options);
+      options.check_invariants = true;
+      const auto checked = spin::sim::replay(source, options);
+      CHECK(checked.total.hits == plain.total.hits);
+      CHECK(checked.total.victims == plain.total.victims);
+      CHECK(checked.total.bypassed == plain.total.bypassed);
+    }
+  }
+  const auto cli = run_spin({"replay", "--check-invariants", "--policy", "lru"});
+  CHECK(cli.status == 0);
+  CHECK(cli.out.find("policy lru") != std::string::npos);
 }
 
 TEST_CASE("replay: a trace whose algorithms have two page sizes reports both", "[unit][sim]") {
@@ -144,6 +169,13 @@ TEST_CASE("replay command: a trace recorded for another model shape is refused w
   CHECK(run_spin({"replay", "--set", "model.dtype=fp8"})
             .err.find("dtype_bytes 2 in the trace, 1 in the config; use a config whose model "
                       "matches the trace (e.g. --set model.dtype=bf16)") != std::string::npos);
+  // A trace of 4-byte elements matches no model.dtype: the message says the trace must change.
+  const spin::config::ModelConfig qwen = spin::config::default_config({}).model;
+  CHECK_THROWS_WITH(
+      spin::sim::check_trace_matches_model("t.spt", {"mine", 40, 40, 8, 128, 4}, qwen),
+      Catch::Contains("dtype_bytes 4 in the trace, 2 in the config, and no model.dtype has "
+                      "4-byte elements (bf16 and fp16 2, fp8 1)") &&
+          Catch::EndsWith("use a config whose model matches the trace"));
 }
 
 TEST_CASE("bench core: --page-tables chooses the layouts timed, and a bad one is refused",

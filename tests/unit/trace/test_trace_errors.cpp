@@ -449,9 +449,14 @@ TEST_CASE("trace import: CSV errors name the file, the line and what was expecte
         "t.csv:2: column 'partition': expected an unsigned integer, got 'x'");
   CHECK(import_error("t.csv", cols + "5,0,0,0\n", meta) ==
         "t.csv:2: 4 fields, the header row has 5");
-  CHECK(
-      import_error("t.csv", "request,layer,head,partition\n", meta) ==
-      "t.csv:1: the header row lacks column 'step' (needs request, layer, head, step, partition)");
+  CHECK(import_error("t.csv", "request,layer,head,partition\n", meta) ==
+        "t.csv:1: the header row lacks column 'step' (needs request, layer, head, step, "
+        "partition, named exactly, without spaces around them); it has 'request', 'layer', "
+        "'head', 'partition'");
+  CHECK(import_error("t.csv", "request, layer, head, step, partition\n", meta) ==
+        "t.csv:1: the header row lacks column 'layer' (needs request, layer, head, step, "
+        "partition, named exactly, without spaces around them); it has 'request', ' layer', "
+        "' head', ' step', ' partition'");
   CHECK(import_error("t.csv", cols + "7,0,0,0,1\n", meta) ==
         "t.csv:2: request id 7 is not in the metadata file");
   CHECK(import_error("t.csv", cols + "5,0,0,0,1\n5,0,0,0,0\n", meta) ==
