@@ -594,6 +594,13 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
   const StepInput in{keys, next_use, at, r.now};
   const StepStatus status =
       pool_step(pool.view, r.spec.policy, segments.view(), in, histogram, pool.out);
+  if (status == StepStatus::kTooFewVictims) {
+    throw InvariantError(fmt::format(
+        "request {} step {}: policy {} freed fewer slots than the step needs: its order, "
+        "order_bits or min_victim_age breaks the contract in residency.h (docs/policy.md, "
+        "\"Adding a policy\")",
+        id, r.now, policy_name(r.spec.policy.kind)));
+  }
   if (status != StepStatus::kOk) {
     throw InvariantError(fmt::format("request {}: the residency step failed with status {}", id,
                                      static_cast<std::uint32_t>(status)));

@@ -151,6 +151,9 @@ enum class StepStatus : std::uint32_t {
   kOk = 0,
   kSegmentPoolExhausted = 1,  // fewer free segments than most_new_segments; nothing was changed
   kUnknownPolicy = 2,
+  // The policy freed fewer slots than the step needs: its order, order_bits or min_victim_age
+  // breaks the interface's contract (a new policy's bug). The pool is left part-updated.
+  kTooFewVictims = 3,
 };
 
 SPIN_HD constexpr std::uint32_t bit_width(std::uint32_t v) {
@@ -764,6 +767,7 @@ SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
     }
   }
   out.victims = victims;
+  if (victims < need) return StepStatus::kTooFewVictims;  // the fetches would lack slots
 
   // 5. Apply: unmap the victims, then map the fetched pages.
   for (std::uint32_t v = 0; v < victims; ++v) {

@@ -236,4 +236,45 @@ TEST_CASE(
   }
 }
 
+namespace {
+
+// FIFO whose min_victim_age claims every victim is at least 1000 steps old: a contract breach
+// that skips every block, so no victim is found.
+struct OverAgedFifo : Fifo {
+  static std::uint32_t min_victim_age(const PolicyParams&, std::uint32_t, std::uint64_t) {
+    return 1000;
+  }
+};
+
+template <class Policy>
+StepStatus fill_then_overflow(std::uint32_t* victims) {
+  PoolStore store(8, 8, 1, 4, 2, true);
+  std::vector<std::uint32_t> histogram(kHistogramBins);
+  const PolicyParams params{PolicyKind::kFifo, 0, 0};
+  std::vector<PageKey> keys;
+  for (std::uint32_t p = 0; p < 8; ++p) keys.push_back(make_page_key(0, p));
+  Outputs first(keys.size(), 8);
+  REQUIRE(pool_step_with<Policy>(store.view, params, store.segments, {keys.data(), nullptr, 8, 1},
+                                 histogram.data(), first.out) == StepStatus::kOk);
+  keys.clear();
+  for (std::uint32_t p = 8; p < 12; ++p) keys.push_back(make_page_key(0, p));
+  Outputs second(keys.size(), 8);
+  const StepStatus status =
+      pool_step_with<Policy>(store.view, params, store.segments, {keys.data(), nullptr, 4, 2},
+                             histogram.data(), second.out);
+  *victims = second.out.victims;
+  return status;
+}
+
+}  // namespace
+
+TEST_CASE("residency: a policy that finds too few victims is a status, not a fetch without a slot",
+          "[unit][policy]") {
+  std::uint32_t victims = 0;
+  CHECK(fill_then_overflow<Fifo>(&victims) == StepStatus::kOk);
+  CHECK(victims == 4);
+  CHECK(fill_then_overflow<OverAgedFifo>(&victims) == StepStatus::kTooFewVictims);
+  CHECK(victims == 0);
+}
+
 }  // namespace spin::policy::test
