@@ -226,6 +226,25 @@ def _blank_unsampled(table, note):
     return table.copy_with(df)
 
 
+# Modes without a page cache (docs/simulator.md, "Modes"): spin writes their hit ratio as 0.
+NO_CACHE_MODES = ("dense", "dense-offload")
+
+
+def _blank_cacheless(table):
+    """hit_ratio blank (NaN) in the rows of dense modes, which have no cache to hit, so that no
+    figure or report shows them as a 0 hit ratio."""
+    df = table.df
+    if "hit_ratio" not in df.columns or "mode" not in df.columns:
+        return table
+    dense = df["mode"].astype(str).isin(NO_CACHE_MODES)
+    if not dense.any():
+        return table
+    df = df.copy()
+    df["hit_ratio"] = df["hit_ratio"].astype(float)
+    df.loc[dense, "hit_ratio"] = float("nan")
+    return table.copy_with(df)
+
+
 def _partial_sweep_note(path, rows):
     """A note when a sweep folder's results.csv holds fewer points than its shard.json says the
     shard has (a sweep still running, stopped, or a merge with shards missing), else None."""
@@ -292,6 +311,7 @@ def load(paths, where=(), note=True):
               + "; ".join(f"point {r.point}: {r.error}" for r in table.failed.itertuples()),
               file=sys.stderr)
     table = _blank_unsampled(table, note)
+    table = _blank_cacheless(table)
     table = apply_where(table, where)
     if table.df.empty:
         raise AnalysisError(f"no ok rows in {table.description}"

@@ -360,7 +360,10 @@ def compare(sim, measured, metrics=None, on=None, group=None, name=None, title=N
             ys = np.array([float(r[m]) for _, r in pairs])
             label, div = style.axis_label(m, np.concatenate([xs, ys]))
             px, py = xs / div, ys / div
-            lo, hi = float(min(px.min(), py.min())), float(max(px.max(), py.max()))
+            # Blank values (a dense mode's hit ratio, a run without samples) are not drawn.
+            finite = np.concatenate([px, py])
+            finite = finite[np.isfinite(finite)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
             pad = (hi - lo) * 0.05 or abs(hi) * 0.05 or 1.0
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#777777", linestyle="--",
                     linewidth=0.8, label="y = x")

@@ -251,6 +251,18 @@ class LineFigureTest(Base):
         belady, lru = drawn["belady"].get_ydata(), drawn["bucketed-lru"].get_ydata()
         self.assertTrue(all(b >= l for b, l in zip(belady, lru)))  # Belady bounds LRU
 
+    def test_dense_modes_have_no_hit_ratio(self):
+        """A dense mode has no page cache: its hit ratio (written as 0 by spin) is blank, so
+        that no figure or report shows it as 0; spin modes keep theirs."""
+        table = data.load(A)
+        dense = table.df[table.df["serving.mode"] == "dense"]
+        spin_rows = table.df[table.df["serving.mode"] == "spin:shadowkv"]
+        self.assertGreater(len(dense), 0)
+        self.assertTrue(dense["hit_ratio"].isna().all())
+        self.assertTrue((spin_rows["hit_ratio"] > 0).all())
+        self.assertTrue(all(float(r["hit_ratio"]) == 0 for r in rows(A)
+                            if r["serving.mode"] == "dense"))  # as spin writes it
+
     def test_hit_ratio_against_bucket_count_averages_seeds(self):
         """buckets: x = cache.buckets on a log axis, one line per policy, y = the mean over the
         two seeds of each point."""
