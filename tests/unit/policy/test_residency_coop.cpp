@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/policy/policy_registry.h"
 #include "common/policy/residency.h"
 #include "common/policy/residency_coop.h"
 
@@ -224,6 +225,12 @@ TEST_CASE(
       {PolicyKind::kBucketedLru, 256, 0}, {PolicyKind::kExactLru, 0, 0},
       {PolicyKind::kFifo, 0, 0},          {PolicyKind::kPreviousStep, 0, 0},
       {PolicyKind::kBelady, 0, 0}};
+  // Every registered policy is in the list (a new one must be added above).
+  for (const PolicyInfo& info : policy_registry().list()) {
+    const PolicyKind kind = policy_registry().make(info.name).kind;
+    INFO(info.name);
+    CHECK(std::ranges::any_of(policies, [&](const PolicyParams& p) { return p.kind == kind; }));
+  }
   std::uint64_t seed = 11;
   for (const PolicyParams& pol : policies) {
     const std::string p = std::to_string(static_cast<int>(pol.kind)) +
