@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <span>
@@ -58,12 +59,24 @@ std::string yaml_quoted(std::string_view text) {
 
 namespace {
 
-// `bytes` in units[u] = step^u bytes, the largest that keeps it ≥ 1, to three significant digits.
+// `bytes` in units[u] = step^u bytes, the largest that keeps it ≥ 1 once rounded to three
+// significant digits (999.7 MB is "1.00 GB", 9.996 GB "10.0 GB").
 std::string scaled_bytes(double bytes, double step, std::span<const std::string_view> units) {
+  const auto decimals = [](double v) { return v >= 100 ? 0 : v >= 10 ? 1 : 2; };
+  const auto round_to = [](double v, int d) {
+    const double scale = std::pow(10.0, d);
+    return std::round(v * scale) / scale;
+  };
   std::size_t u = 0;
   while (bytes >= step && u + 1 < units.size()) bytes /= step, ++u;
-  if (u == 0) return fmt::format("{:.0f} B", bytes);
-  return fmt::format("{:.{}f} {}", bytes, bytes >= 100 ? 0 : bytes >= 10 ? 1 : 2, units[u]);
+  double r = round_to(bytes, u == 0 ? 0 : decimals(bytes));
+  if (r >= step && u + 1 < units.size()) {  // rounded up to the next unit
+    bytes /= step;
+    ++u;
+    r = round_to(bytes, decimals(bytes));
+  }
+  if (u == 0) return fmt::format("{:.0f} B", r);
+  return fmt::format("{:.{}f} {}", r, decimals(r), units[u]);
 }
 
 }  // namespace

@@ -369,8 +369,12 @@ void RequestPolicy::step_lane(std::uint32_t index, std::uint32_t step, bool reco
     try {
       engine.check_invariants();
     } catch (const InvariantError& e) {
-      throw InvariantError(fmt::format("request {} step {} layer {}: {}", info.id, step,
-                                       trace_layers_[first_layer], e.what()));
+      const std::uint32_t last_layer = trace_layers_[first_layer + lane_layers_ - 1];
+      throw InvariantError(fmt::format(
+          "request {} step {} {}: {}", info.id, step,
+          lane_layers_ == 1 ? fmt::format("layer {}", last_layer)
+                            : fmt::format("layers {}-{}", trace_layers_[first_layer], last_layer),
+          e.what()));
     }
   }
   const std::span<const policy::PolicyStats> now = engine.layer_stats();

@@ -116,20 +116,21 @@ std::string requests_csv(const SimResult& r) {
       "id,arrival_s,prompt_tokens,output_tokens,truncated,rejected,admitted_s,first_token_s,"
       "finish_s,ttft_s,tpot_s,preemptions,accesses,hits,misses,hit_ratio,rejected_reason\n";
   // Values a request does not have are empty cells: the times of a rejected request, the TPOT
-  // of a one-token one.
+  // of a one-token one, the hit ratio of one that selected no page (rejected, or a dense mode).
   const auto seconds = [](bool has, double s) {
     return has ? fmt::format("{:.9f}", s) : std::string();
   };
   for (const RequestRecord& q : r.requests) {
     const auto s = [](TimeNs t) { return static_cast<double>(t) * 1e-9; };
     const bool ran = !q.rejected;
-    out += fmt::format("{},{:.9f},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6f},{}\n", q.trace_id,
+    out += fmt::format("{},{:.9f},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", q.trace_id,
                        s(q.arrival_ns), q.prompt_tokens, q.output_tokens, int{q.truncated},
                        int{q.rejected}, seconds(ran, s(q.admitted_ns)),
                        seconds(ran, s(q.first_token_ns)), seconds(ran, s(q.finish_ns)),
                        seconds(ran, q.ttft_s()), seconds(ran && q.output_tokens > 1, q.tpot_s()),
                        q.preemptions, q.policy.accesses, q.policy.hits, q.policy.misses,
-                       q.policy.hit_ratio(), csv_field(q.rejected_reason));
+                       q.policy.accesses > 0 ? fmt::format("{:.6f}", q.policy.hit_ratio()) : "",
+                       csv_field(q.rejected_reason));
   }
   return out;
 }

@@ -158,6 +158,15 @@ class Reservations {
   std::map<std::uint64_t, std::uint64_t> held_;
 };
 
+// A request's need and a limit it exceeds, as text: rounded, or in bytes where the rounded forms
+// would read the same.
+std::pair<std::string, std::string> compared_bytes(std::uint64_t need, std::uint64_t limit) {
+  std::string a = binary_bytes(static_cast<double>(need));
+  std::string b = binary_bytes(static_cast<double>(limit));
+  if (a == b) return {fmt::format("{} B", need), fmt::format("{} B", limit)};
+  return {std::move(a), std::move(b)};
+}
+
 // All KV in HBM, allocated in blocks as the context grows (vLLM). A request preempted with its
 // KV kept (swap) holds its blocks' bytes in host DRAM (hardware.host_memory_gib per GPU) until it
 // is admitted again; when host memory cannot hold them, it is recomputed instead.
@@ -176,9 +185,9 @@ class DenseMemory final : public serving::MemoryRule {
   std::string unfit_reason(const serving::RequestState& r) const override {
     const std::uint64_t tokens = std::uint64_t{r.prompt_tokens} + r.tokens;
     if (need(tokens) <= kv_.capacity()) return {};
+    const auto [needs, holds] = compared_bytes(need(tokens), kv_.capacity());
     return fmt::format("its KV at {} tokens takes {} of HBM, and the KV pool holds {}", tokens,
-                       binary_bytes(static_cast<double>(need(tokens))),
-                       binary_bytes(static_cast<double>(kv_.capacity())));
+                       needs, holds);
   }
   bool admit(const serving::RequestState& r) override {
     if (!kv_.take(r.id, need(r.resumes() ? r.context_tokens() : r.prefill_target))) return false;
@@ -259,12 +268,13 @@ class HostKvMemory final : public serving::MemoryRule {
           "at {} tokens its minimum cache, static region and summaries need {} of "
           "the KV pool's {}",
           tokens, pages(need), pages(hbm));
-    if (host_need(r) > host_.capacity())
+    if (host_need(r) > host_.capacity()) {
+      const auto [needs, holds] = compared_bytes(host_need(r), host_.capacity());
       return fmt::format(
           "its KV at {} tokens takes {} of host memory, which holds {} "
           "(hardware.host_memory_gib)",
-          tokens, binary_bytes(static_cast<double>(host_need(r))),
-          binary_bytes(static_cast<double>(host_.capacity())));
+          tokens, needs, holds);
+    }
     return {};
   }
   bool admit(const serving::RequestState& r) override {

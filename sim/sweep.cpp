@@ -740,8 +740,13 @@ Sweep load_sweep(const fs::path& file, const std::vector<std::string>& extra_set
     }
     points = std::move(next);
   }
-  for (const Node& s : root.find("set") ? root.find("set")->items : std::vector<Node>{})
-    refuse_overriding_swept(value_text(s), s.where(), false);
+  // Entries moved after the points' values override like a --set.
+  for (const Node& s : root.find("set") ? root.find("set")->items : std::vector<Node>{}) {
+    const std::string text = value_text(s);
+    refuse_overriding_swept(
+        text, s.where(),
+        std::ranges::find(sweep.set_within_swept, text) != sweep.set_within_swept.end());
+  }
   for (const std::string& s : extra_sets) refuse_overriding_swept(s, "--set " + s, true);
   // Two points of the same values (a value given twice, also as 1 and 1.0) would run one
   // configuration twice and weigh it double in every mean.

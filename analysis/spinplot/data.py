@@ -150,6 +150,11 @@ def _run_config(folder, summary):
     """The configuration keys of a run folder: its resolved_config.yaml flattened (`cache.policy`,
     `cache.buffer_ratio`, ...), as a sweep's results.csv names them."""
     path = os.path.join(folder, "resolved_config.yaml")
+    if not os.path.exists(path):  # e.g. spin replay --json FILE: the figures alone
+        print(f"note: {os.path.join(folder, summary)} has no resolved_config.yaml beside it: "
+              "its configuration keys are unknown (spin sim/replay --out DIR keeps both)",
+              file=sys.stderr)
+        return {}
     try:
         import yaml
         with open(path) as f:
@@ -158,8 +163,7 @@ def _run_config(folder, summary):
         raise AnalysisError("reading a run folder's resolved_config.yaml needs PyYAML "
                             "(python3-yaml)") from None
     except OSError as e:
-        raise AnalysisError(f"{folder}: {summary} has no resolved_config.yaml beside it ({e.strerror});"
-                            " rerun spin with --out to keep both") from None
+        raise AnalysisError(f"cannot read {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise AnalysisError(f"cannot read {path}: {e}") from None
     if not isinstance(doc, dict):
@@ -186,6 +190,18 @@ def read_run_folder(folder):
             return Table(pd.DataFrame([row]), [], path)
     raise AnalysisError(f"{folder}: neither a sweep folder (results.csv) nor a run folder "
                         "(summary.json or replay.json)")
+
+
+def _varying_config_keys(df):
+    """The configuration keys whose values differ between rows, as a sweep would name them: a
+    section's preset rather than every key it sets, no free-text description or source, and
+    `seed` rather than the generator's seed, which follows it."""
+    varying = [c for c in df.columns if is_config_key(c) and df[c].astype(str).nunique() > 1]
+    presets = {c.rsplit(".", 1)[0] for c in varying if c.endswith(".preset")}
+    return [c for c in varying
+            if not c.endswith((".description", ".source"))
+            and not any(c.startswith(p + ".") and not c.endswith(".preset") for p in presets)
+            and not (c == "trace.generator.seed" and "seed" in varying)]
 
 
 def read_input(path):
@@ -295,12 +311,12 @@ def load(paths, where=(), note=True):
             frames.append(df)
             keys.extend(k for k in t.keys if k not in keys)
         df = pd.concat(frames, ignore_index=True, sort=False)
-        if all(os.path.basename(t.description) != "results.csv" for t in tables):
+        kinds = {os.path.basename(t.description) for t in tables}
+        if kinds <= {"summary.json", "replay.json"}:
             # Run folders only: the configuration keys in which they differ are the swept keys,
-            # and `source` one only where those keys leave two runs alike.
-            varying = [c for c in df.columns
-                       if is_config_key(c) and df[c].astype(str).nunique() > 1]
-            if varying and not df[varying].astype(str).duplicated().any():
+            # and `source` one only where those leave two runs alike or sim and replay runs mix.
+            varying = _varying_config_keys(df)
+            if varying and len(kinds) == 1 and not df[varying].astype(str).duplicated().any():
                 keys = varying
             else:
                 keys.extend(varying)

@@ -62,12 +62,6 @@ int sweep_command(const Args& args) {
   const std::vector<std::string> sets =
       vm->count("set") ? (*vm)["set"].as<std::vector<std::string>>() : std::vector<std::string>{};
   const sim::Sweep sweep = sim::load_sweep((*vm)["sweep"].as<std::string>(), sets);
-  // Without base:, the points read the built-in default's trace unless set otherwise: a missing
-  // one would fail every point, late.
-  if (!sweep.points.empty()) {
-    check_built_in_trace(sweep.base.has_value(), sweep.config(sweep.points.front(), sets), "sweep",
-                         "give the sweep a base: config or set: [trace.path=FILE]");
-  }
   sim::SweepOptions so;
   so.extra_sets = sets;
   so.jobs = thread_count(*vm, "jobs", "sweep");
@@ -87,6 +81,12 @@ int sweep_command(const Args& args) {
     return 0;
   }
   if (!vm->count("out")) throw InputError("spin sweep: --out DIR is required (or --dry-run)");
+  // Without base:, the points read the built-in default's trace unless set otherwise: a missing
+  // one would fail every point, late.
+  if (!sweep.points.empty()) {
+    check_built_in_trace(sweep.base.has_value(), sweep.config(sweep.points.front(), sets), "sweep",
+                         "give the sweep a base: config or set: [trace.path=FILE]");
+  }
   const bool tty = isatty(STDERR_FILENO);
   const auto start = std::chrono::steady_clock::now();
   size_t first_done = SIZE_MAX;

@@ -404,6 +404,30 @@ class RunFolderTest(Base):
         self.assertClose(list(line.get_ydata()), [y for _, y in sorted(want)])
         # Two runs alike in every key keep `source` to tell them apart.
         self.assertEqual(data.load([REPLAY, folders[0]]).keys[0], "source")
+        # So do sim and replay runs together, whose figures differ.
+        self.assertEqual(data.load([RUN, folders[1]]).keys[0], "source")
+
+    def test_run_folders_of_two_presets_sweep_the_preset_alone(self):
+        """A preset expands into many keys; the folders' swept key is the preset, not each key
+        it sets, nor its free-text description and source."""
+        other = os.path.join(TMP, "run-a100")
+        subprocess.run([SPIN, "sim", "--mode", "dense", "--no-timeline", "--set",
+                        "hardware=a100-80gb-pcie", "--out", other], check=True, cwd=ROOT,
+                       capture_output=True)
+        self.assertEqual(data.load([RUN, other]).keys, ["hardware.preset"])
+
+    def test_a_summary_without_its_config_is_read_with_a_note(self):
+        """spin replay --json FILE writes the figures alone: they are read, with a note that the
+        configuration keys are unknown."""
+        folder = os.path.join(TMP, "json-only")
+        os.makedirs(folder, exist_ok=True)
+        subprocess.run([SPIN, "replay", "--json", os.path.join(folder, "replay.json")],
+                       check=True, cwd=ROOT, capture_output=True)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            table = data.load(os.path.join(folder, "replay.json"))
+        self.assertIn("has no resolved_config.yaml beside it", err.getvalue())
+        self.assertGreater(float(table.df["total.hit_ratio"].iloc[0]), 0)
 
 
 class CompareTest(Base):

@@ -460,7 +460,10 @@ TEST_CASE("cli: the built-in default run outside the source tree says where its 
   // A sweep without base: is refused before its first point, with its own fix.
   spin::test::write_file(dir / "s.yaml", "axes: [{grid: {cache.buffer_ratio: [1, 2]}}]\n");
   const auto sweep = run_spin({"sweep", "s.yaml", "--out", "out"});
+  const auto dry = run_spin({"sweep", "s.yaml", "--dry-run"});  // reads no trace
   std::filesystem::current_path(here);
+  CHECK(dry.status == 0);
+  CHECK(dry.out.ends_with("\n2 points\n"));
   CHECK(sweep.status == 2);
   CHECK(sweep.err.rfind("spin: error: spin sweep: the built-in default config replays", 0) == 0);
   CHECK(

@@ -50,6 +50,13 @@ TEST_CASE("text: byte counts in the largest unit that keeps them at least 1, thr
   CHECK(spin::decimal_bytes(243.2e6) == "243 MB");
   CHECK(spin::decimal_bytes(5.405e9) == "5.41 GB");
   CHECK(spin::decimal_bytes(12.34e12) == "12.3 TB");
+  // Rounding that reaches the next unit, or the next digit, moves there: never "1000 MB".
+  CHECK(spin::decimal_bytes(999.6e6) == "1.00 GB");
+  CHECK(spin::decimal_bytes(999.7) == "1.00 kB");
+  CHECK(spin::decimal_bytes(9.996e9) == "10.0 GB");
+  CHECK(spin::decimal_bytes(99.96e9) == "100 GB");
+  CHECK(spin::binary_bytes(1023.9 * 1024) == "1.00 MiB");
+  CHECK(spin::binary_bytes(1016.4 * (1 << 20)) == "1016 MiB");  // binary units reach 1023
 }
 
 TEST_CASE("text: csv_field quotes only fields that need it, doubling quotes", "[unit][config]") {

@@ -452,6 +452,14 @@ TEST_CASE("sweep: overrides of swept keys and points given twice are refused", "
   }
   CHECK(presets.config(presets.points[0]).hardware.preset == "a100-80gb-pcie");
   CHECK(presets.config(presets.points[1]).hardware.preset == "h100-sxm");
+  // Coming after the points, such an entry may not hold another swept key: it would override it.
+  write_file(dir / "q.yaml",
+             sweep_text("  - grid:\n      hardware: [a100-80gb-pcie, h100-sxm]\n      "
+                        "hardware.transfer.source: [aaa, bbb]\n",
+                        "set:\n  - hardware.transfer={\"source\":\"zzz\",\"page_bytes\":[2048],"
+                        "\"gather_gbps\":[7],\"per_page_copy_gbps\":[1]}\n"));
+  CHECK_THROWS_WITH(spin::sim::load_sweep(dir / "q.yaml"),
+                    Catch::Contains("would override every point's hardware.transfer.source"));
   // A --set comes after the points' values: of a swept key, or a section holding one, it would
   // replace them while results.csv names them.
   for (const std::string set : {"cache.buffer_ratio=3", "cache=null", "hardware=h100-sxm"}) {

@@ -132,6 +132,32 @@ class Geometry:
     head_dim: int
 
 
+class _StepLines:
+    """A prompt's step lines for one algorithm, in the temporary folder: a write or close that
+    fails (a full disk) is a CaptureError naming the folder; other errors keep their own."""
+
+    def __init__(self, path, prompt, folder):
+        self.name = path
+        self._where = f"the step lines of prompt {prompt} under {folder}"
+        self._file = self._do(lambda: open(path, "w"))
+
+    def _do(self, action):
+        try:
+            return action()
+        except OSError as e:
+            raise CaptureError(f"cannot write {self._where}: {e.strerror or e}") from None
+
+    def write(self, text):
+        self._do(lambda: self._file.write(text))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._do(self._file.close)
+        return False
+
+
 class Capture:
     def __init__(self, model: torch.nn.Module, options: CaptureOptions):
         self.model = model
@@ -269,16 +295,12 @@ class Capture:
         try:
             with tempfile.TemporaryDirectory(dir=tmp_dir, prefix=".spin-capture-") as tmp:
                 for pi, prompt in enumerate(prompts):
-                    try:
-                        with contextlib.ExitStack() as stack:
-                            files = [stack.enter_context(
-                                         open(os.path.join(tmp, f"{pi}-{a}.jsonl"), "w"))
-                                     for a in range(len(algos))]
-                            steps = self._capture_prompt(pi, prompt, files, device, generator,
-                                                         progress)
-                    except OSError as e:
-                        raise CaptureError(f"cannot write the step lines of prompt {pi} under "
-                                           f"{tmp}: {e.strerror or e}") from None
+                    with contextlib.ExitStack() as stack:
+                        files = [stack.enter_context(_StepLines(
+                                     os.path.join(tmp, f"{pi}-{a}.jsonl"), pi, tmp))
+                                 for a in range(len(algos))]
+                        steps = self._capture_prompt(pi, prompt, files, device, generator,
+                                                     progress)
                     for a, spec in enumerate(algos):
                         requests.append((pi * len(algos) + a, pi, len(prompt), steps, spec.name,
                                          files[a].name))
