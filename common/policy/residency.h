@@ -265,26 +265,53 @@ struct Belady {
   }
 };
 
-// The interface above as a concept, asserted where the rule takes a policy (pool_step_with,
-// coop_pool_step_with), so that a new policy's missing or mistyped member is named there.
+// The interface above as concepts, asserted where the rule takes a policy (pool_step_with,
+// coop_pool_step_with, through assert_residency_policy), so that a new policy's missing or
+// mistyped member is named there: every policy, one that evicts by order, and one whose order
+// is a function of the last use.
 template <class P>
-concept ResidencyPolicy = requires(PoolView& pool, std::uint32_t u) {
+concept PolicyTraits = requires(PoolView& pool, std::uint32_t u) {
   { P::kUsesAux } -> std::convertible_to<bool>;
   { P::kEvictsAllUnpinned } -> std::convertible_to<bool>;
   { P::kOrderOfLastUse } -> std::convertible_to<bool>;
   P::on_access(pool, u, u, u, true, u);
+};
+template <class P>
+concept OrderedPolicy = requires(const PoolView& pool, const PolicyParams& params, std::uint32_t u,
+                                 std::uint64_t t) {
+  { P::kTryOldestFirst } -> std::convertible_to<bool>;
+  { P::kSkipCommonDigits } -> std::convertible_to<bool>;
+  { P::order(pool, params, u, u) } -> std::same_as<std::uint64_t>;
+  { P::order_bits(params) } -> std::same_as<std::uint32_t>;
+  { P::min_victim_age(params, u, t) } -> std::same_as<std::uint32_t>;
+};
+template <class P>
+concept LastUseOrderedPolicy = requires(const PolicyParams& params, std::uint32_t u) {
+  { P::order_of_last_use(params, u, u) } -> std::same_as<std::uint64_t>;
+};
+template <class P>
+concept ResidencyPolicy = PolicyTraits<P> &&
+    (P::kEvictsAllUnpinned || OrderedPolicy<P>)&&(!P::kOrderOfLastUse || LastUseOrderedPolicy<P>);
+
+// One assertion per concept, so that the compiler's note names the missing member.
+template <class Policy>
+constexpr bool assert_residency_policy() {
+  static_assert(PolicyTraits<Policy>,
+                "a policy lacks kUsesAux, kEvictsAllUnpinned, kOrderOfLastUse or on_access "
+                "(the interface at the top of residency.h)");
+  if constexpr (PolicyTraits<Policy>) {
+    if constexpr (!Policy::kEvictsAllUnpinned) {
+      static_assert(OrderedPolicy<Policy>,
+                    "a policy that evicts by order lacks kTryOldestFirst, kSkipCommonDigits, "
+                    "order, order_bits or min_victim_age, or gives one another type (residency.h)");
+    }
+    if constexpr (Policy::kOrderOfLastUse) {
+      static_assert(LastUseOrderedPolicy<Policy>,
+                    "a policy with kOrderOfLastUse lacks order_of_last_use (residency.h)");
+    }
+  }
+  return true;
 }
-&&(P::kEvictsAllUnpinned ||
-   requires(const PoolView& pool, const PolicyParams& params, std::uint32_t u, std::uint64_t t) {
-     { P::kTryOldestFirst } -> std::convertible_to<bool>;
-     { P::kSkipCommonDigits } -> std::convertible_to<bool>;
-     { P::order(pool, params, u, u) } -> std::same_as<std::uint64_t>;
-     { P::order_bits(params) } -> std::same_as<std::uint32_t>;
-     { P::min_victim_age(params, u, t) } -> std::same_as<std::uint32_t>;
-   }) &&
-    (!P::kOrderOfLastUse || requires(const PolicyParams& params, std::uint32_t u) {
-      { P::order_of_last_use(params, u, u) } -> std::same_as<std::uint64_t>;
-    });
 
 SPIN_HD constexpr bool policy_uses_aux(PolicyKind kind) {
   switch (kind) {
@@ -683,8 +710,7 @@ template <class Policy>
 SPIN_HD StepStatus pool_step_with(PoolView& pool_io, const PolicyParams& params,
                                   SegmentPoolView& segments_io, const StepInput& in_io,
                                   std::uint32_t* histogram, StepOutput& out_io) {
-  static_assert(ResidencyPolicy<Policy>,
-                "a policy lacks a member of the interface at the top of residency.h");
+  static_assert(assert_residency_policy<Policy>());
   // The segments the misses may take (two-level page table; a hashed one takes none).
   if (!page_table_hashed(pool_io.table) &&
       segments_io.free_count < most_new_segments(pool_io.table, pool_io.capacity, in_io.n)) {

@@ -455,8 +455,7 @@ SPIN_HD StepStatus coop_pool_step_with(PoolView& pool, const PolicyParams& param
                                        std::uint32_t* histogram, StepOutput& out,
                                        std::uint32_t ranges, std::uint32_t* offsets,
                                        TargetCounts* counts) {
-  static_assert(ResidencyPolicy<Policy>,
-                "a policy lacks a member of the interface at the top of residency.h");
+  static_assert(assert_residency_policy<Policy>());
   if (!coop_segments_suffice(pool, segments, in.n)) return StepStatus::kSegmentPoolExhausted;
   std::uint32_t* const r_misses = offsets;  // per range, then its exclusive prefix sum
   std::uint32_t misses = 0;
