@@ -61,6 +61,13 @@ std::string did_you_mean(std::string_view word, const Range& candidates) {
   return match ? "; did you mean '" + *match + "'?" : std::string();
 }
 
+// What a name check expected: "one of a, b, c (LISTED); did you mean 'x'?", where LISTED says
+// where the names are listed (e.g. "spin --list workloads").
+template <std::ranges::input_range Range>
+std::string expected_name(std::string_view word, const Range& names, std::string_view listed) {
+  return one_of(names) + " (" + std::string(listed) + ")" + did_you_mean(word, names);
+}
+
 // A byte count in the largest binary unit that keeps it ≥ 1, to three significant digits
 // ("512 B", "1.31 MiB", "44.2 GiB").
 std::string binary_bytes(double bytes);

@@ -179,9 +179,6 @@ class DenseMemory final : public serving::MemoryRule {
     return static_cast<std::uint64_t>(std::ceil(
         static_cast<double>(ceil_div(tokens, kDenseBlockTokens) * kDenseBlockTokens) * per_token_));
   }
-  bool fits_alone(const serving::RequestState& r) const override {
-    return need(std::uint64_t{r.prompt_tokens} + r.tokens) <= kv_.capacity();
-  }
   std::string unfit_reason(const serving::RequestState& r) const override {
     const std::uint64_t tokens = std::uint64_t{r.prompt_tokens} + r.tokens;
     if (need(tokens) <= kv_.capacity()) return {};
@@ -249,7 +246,6 @@ class HostKvMemory final : public serving::MemoryRule {
   // Alone on the GPU, the request fits while it prefills (its prompt's KV in HBM; a host-KV
   // request is never recomputed, so it prefills its prompt only) and at its final context (its
   // cache, static region and summaries, which grow with the context; its KV is on host).
-  bool fits_alone(const serving::RequestState& r) const override { return unfit_reason(r).empty(); }
   std::string unfit_reason(const serving::RequestState& r) const override {
     serving::RequestState start = r;
     start.prefill_target = r.prompt_tokens;

@@ -223,6 +223,14 @@ def read_input(path):
 NO_SAMPLE_PREFIXES = ("ttft_s.", "tpot_s.", "throughput_", "decode_only.", "batch_", "hit_ratio")
 
 
+def _blanked(table, rows, columns):
+    """The table with `columns` blank (NaN) in `rows` (a boolean mask)."""
+    df = table.df.copy()
+    df[columns] = df[columns].astype(float)
+    df.loc[rows, columns] = float("nan")
+    return table.copy_with(df)
+
+
 def _blank_unsampled(table, note):
     df = table.df
     if "requests_finished" not in df.columns:
@@ -230,16 +238,12 @@ def _blank_unsampled(table, note):
     none = pd.to_numeric(df["requests_finished"], errors="coerce") == 0
     if not none.any():
         return table
-    df = df.copy()
-    columns = [c for c in df.columns if c.startswith(NO_SAMPLE_PREFIXES)]
-    df[columns] = df[columns].astype(float)
-    df.loc[none, columns] = float("nan")
     if note:
         print(f"note: {int(none.sum())} point(s) of {table.description} finished no request "
               f"(point {', '.join(str(p) for p in df.loc[none, 'point'])}): their latency, "
               "throughput, batch and hit-ratio figures have no samples and are left out",
               file=sys.stderr)
-    return table.copy_with(df)
+    return _blanked(table, none, [c for c in df.columns if c.startswith(NO_SAMPLE_PREFIXES)])
 
 
 # Modes without a page cache (docs/simulator.md, "Modes"): spin writes their hit ratio as 0.
@@ -253,12 +257,7 @@ def _blank_cacheless(table):
     if "hit_ratio" not in df.columns or "mode" not in df.columns:
         return table
     dense = df["mode"].astype(str).isin(NO_CACHE_MODES)
-    if not dense.any():
-        return table
-    df = df.copy()
-    df["hit_ratio"] = df["hit_ratio"].astype(float)
-    df.loc[dense, "hit_ratio"] = float("nan")
-    return table.copy_with(df)
+    return _blanked(table, dense, ["hit_ratio"]) if dense.any() else table
 
 
 def _partial_sweep_note(path, rows):

@@ -58,8 +58,8 @@ struct CacheConfig {
     v.check(
         "policy",
         [&] {
-          return "a registered replacement policy, " + one_of(policies) +
-                 " (spin --list policies)" + did_you_mean(policy, policies);
+          return "a registered replacement policy, " +
+                 expected_name(policy, policies, "spin --list policies");
         },
         [&] { return std::ranges::find(policies, policy) != policies.end(); });
     v.field("buckets", buckets, "bucketed LRU: number of age buckets B",

@@ -64,11 +64,11 @@ struct RequestState {
 class MemoryRule {
  public:
   virtual ~MemoryRule() = default;
-  // Whether the request could ever run alone on an empty GPU (else it is rejected).
-  virtual bool fits_alone(const RequestState& r) const = 0;
   // Why the request cannot run alone on an empty GPU: the limit, what the request needs and what
   // there is (for the report of a rejected request); empty where it can.
-  virtual std::string unfit_reason(const RequestState&) const { return {}; }
+  virtual std::string unfit_reason(const RequestState& r) const = 0;
+  // Whether the request could ever run alone on an empty GPU (else it is rejected).
+  bool fits_alone(const RequestState& r) const { return unfit_reason(r).empty(); }
   // Reserves the request's footprint to start (or resume) prefilling; false if it does not fit now.
   virtual bool admit(const RequestState& r) = 0;
   // The request's KV is about to hold `context_tokens` tokens; false if memory cannot hold it

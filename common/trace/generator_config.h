@@ -127,11 +127,7 @@ struct WorkloadSection {
             "workload list: flat (arrival_us, prompt_tokens, output_tokens) triples, one per "
             "request");
     v.check(
-        "name",
-        [this] {
-          return one_of(workload_names()) + " (spin --list workloads)" +
-                 did_you_mean(name, workload_names());
-        },
+        "name", [this] { return expected_name(name, workload_names(), "spin --list workloads"); },
         [this] { return known_workload(name); });
     v.check("list", "no list with workload " + name + " (the list goes with workload list)",
             [this] { return name == "list" || list.empty(); });
@@ -275,8 +271,7 @@ struct GeneratorConfig {
     v.check(
         "algorithm",
         [this] {
-          return one_of(algorithm_names()) + " (spin --list trace-algorithms)" +
-                 did_you_mean(algorithm, algorithm_names());
+          return expected_name(algorithm, algorithm_names(), "spin --list trace-algorithms");
         },
         [this] { return known_algorithm(algorithm); });
     v.field("seed", seed, "seed of every random choice; same config and seed, same trace");

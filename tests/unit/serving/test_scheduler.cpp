@@ -17,8 +17,8 @@ class TokenMemory : public MemoryRule {
  public:
   explicit TokenMemory(std::uint64_t capacity, std::uint64_t keep_room = 0)
       : capacity_(capacity), keep_room_(keep_room) {}
-  bool fits_alone(const RequestState& r) const override {
-    return r.prompt_tokens + r.tokens <= capacity_;
+  std::string unfit_reason(const RequestState& r) const override {
+    return r.prompt_tokens + r.tokens <= capacity_ ? std::string() : std::string("too long");
   }
   bool admit(const RequestState& r) override {
     if (!take(r.id, r.resumes() ? r.context_tokens() : r.prefill_target)) return false;
