@@ -365,10 +365,18 @@ ResidencyRow bench_residency(const std::string& algorithm, bool per_stream_pools
     }
     for (std::uint32_t p = 0; p < specs.size(); ++p) {
       const PoolStepCounts& a = none.counts(p);
+      for (const GpuResidency* other : {&none, &selection, &all}) {
+        const std::uint32_t status = other->counts(p).status;
+        if (status != 0) {
+          throw InvariantError(
+              fmt::format("bench gpu: the residency kernel's step of pool {} failed: {}", p,
+                          policy::step_status_name(static_cast<policy::StepStatus>(status))));
+        }
+      }
       for (const GpuResidency* other : {&selection, &all}) {
         const PoolStepCounts& b = other->counts(p);
-        if (a.status != 0 || a.n != b.n || a.hits != b.hits || a.fetches != b.fetches ||
-            a.bypassed != b.bypassed || a.victims != b.victims || b.status != 0) {
+        if (a.n != b.n || a.hits != b.hits || a.fetches != b.fetches || a.bypassed != b.bypassed ||
+            a.victims != b.victims) {
           throw InvariantError("bench gpu: the residency kernel's staging modes disagree");
         }
       }

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 
+#include "common/error.h"
 #include "common/policy/partition_map.h"
 
 namespace spin::exec {
@@ -304,6 +305,11 @@ void GpuResidency::download() {
 policy::PoolDecisions GpuResidency::decisions(std::uint32_t pool, std::uint64_t request,
                                               std::uint32_t pool_label) const {
   const PoolStepCounts& c = counts_.at(pool);
+  if (c.status != static_cast<std::uint32_t>(policy::StepStatus::kOk)) {
+    throw InvariantError(
+        fmt::format("residency kernel: the step of pool {} failed: {}", pool,
+                    policy::step_status_name(static_cast<policy::StepStatus>(c.status))));
+  }
   const std::size_t region = h_page_offsets_[pool_first_stream_[pool]];
   const std::size_t victims = victim_offsets_[pool];
   policy::PoolDecisions d;

@@ -134,6 +134,7 @@ struct StepShared {
 struct StepResult {
   std::uint32_t fetches;
   std::uint32_t bypassed;
+  policy::StepStatus status;
 };
 
 // One pool's step by the whole block: the phases of residency_coop.h, thread t running range t
@@ -237,6 +238,7 @@ __device__ StepResult cooperative_step(const policy::PoolView& pool,
 
   // 5. Victims and targets (the scans' barriers ordered phase 2's lists before this).
   const std::uint32_t victims = coop_victims(TargetCounts{total[0], total[1], total[2]}, ties);
+  if (victims < c.need) return StepResult{0, 0, StepStatus::kTooFewVictims};  // a policy's bug
   coop_collect<Policy>(
       pool, params, in.now, threshold, slots, own,
       coop_target_offsets(TargetCounts{before[0], before[1], before[2]}, own, ties), c.cached,
@@ -272,7 +274,7 @@ __device__ StepResult cooperative_step(const policy::PoolView& pool,
     counts.bypassed = c.bypassed;
     counts.victims = victims;
   }
-  return StepResult{c.cached, c.bypassed};
+  return StepResult{c.cached, c.bypassed, StepStatus::kOk};
 }
 
 // Up to 4 blocks per SM (64 registers a thread), so that per-stream pools (512 a layer at batch
@@ -395,7 +397,7 @@ __global__ void __launch_bounds__(kResidencyThreads, 4) residency_kernel(const R
   const policy::StepInput in{keys, nullptr, n, p.pool_now[pool]};
   PoolStepCounts& counts = p.counts[pool];
   policy::StepStatus status = policy::StepStatus::kOk;
-  StepResult result{0, 0};
+  StepResult result{0, 0, policy::StepStatus::kOk};
   if (!policy::coop_segments_suffice(local, segments, n)) {
     status = policy::StepStatus::kSegmentPoolExhausted;
   } else {
@@ -423,6 +425,7 @@ __global__ void __launch_bounds__(kResidencyThreads, 4) residency_kernel(const R
         status = policy::StepStatus::kUnknownPolicy;
         break;
     }
+    if (result.status != policy::StepStatus::kOk) status = result.status;
   }
   if (tid == 0) {
     counts.n = n;

@@ -26,7 +26,9 @@
 // emptied segments return to the free stack, and so later handles, may vary between runs). It
 // must hold at least most_new_segments (page_table.h) free segments at every step (size it
 // min(streams · directory entries, extent) + extent to be always safe); otherwise the pool's
-// status is kSegmentPoolExhausted and that pool is left unchanged.
+// status is kSegmentPoolExhausted and that pool is left unchanged. A policy that frees fewer
+// slots than its step needs (a breach of residency.h's contract) ends the pool's step with
+// kTooFewVictims (hits pinned, nothing fetched or evicted) instead of fetching into no slot.
 //
 // Per-launch arrays (device memory), with streams of pool p = [pool_first_stream[p],
 // pool_first_stream[p+1]) numbered 0.. within the pool (their key's stream), and the pool's

@@ -597,13 +597,14 @@ void Engine::Impl::run_pool(Request& r, RequestId id, Pool& pool, PolicyStats& s
   if (status == StepStatus::kTooFewVictims) {
     throw InvariantError(fmt::format(
         "request {} step {}: policy {} freed fewer slots than the step needs: its order, "
-        "order_bits or min_victim_age breaks the contract in residency.h (docs/policy.md, "
+        "order_bits, min_victim_age or on_access breaks the contract in residency.h "
+        "(docs/policy.md, "
         "\"Adding a policy\")",
         id, r.now, policy_name(r.spec.policy.kind)));
   }
   if (status != StepStatus::kOk) {
-    throw InvariantError(fmt::format("request {}: the residency step failed with status {}", id,
-                                     static_cast<std::uint32_t>(status)));
+    throw InvariantError(
+        fmt::format("request {}: the residency step failed: {}", id, step_status_name(status)));
   }
 
   // Statistics: the pool's counts, attributed to layers.
@@ -748,7 +749,15 @@ void Engine::Impl::check_pool(const Request& r, RequestId id, std::uint32_t inde
     if (key_stream(key) >= pool.streams || key_page(key) >= r.max_pages) {
       fail(fmt::format("slot {} holds a page outside the pool", s));
     }
-    if (v.slot_last_use[s] > r.now) fail(fmt::format("slot {} was used in the future", s));
+    if (v.slot_last_use[s] == kEmptyStamp) {
+      fail(fmt::format("slot {} holds a page but has the empty stamp as its last use (a last use "
+                       "set to now - 1 at step 0 wraps to it)",
+                       s));
+    }
+    if (v.slot_last_use[s] > r.now) {
+      fail(fmt::format("slot {} was last used at step {}, after the pool's step {}", s,
+                       v.slot_last_use[s], r.now));
+    }
     if (page_table_lookup(v.table, segs, key) != static_cast<std::int32_t>(s)) {
       fail(fmt::format("slot {} holds {}:{} but the page table disagrees", s, key_stream(key),
                        key_page(key)));

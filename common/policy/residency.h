@@ -33,7 +33,8 @@
 //   order_bits(params)                    significant bits of order()
 //   min_victim_age(params, now, t)        a lower bound on now − last_use of any slot with
 //                                         order ≤ t (0 if none), to skip young slots in blocks
-//   on_access(pool, slot, index, next_use, inserted, now)  after last_use = now
+//   on_access(pool, slot, index, next_use, inserted, now)  after last_use = now; may change
+//                                         only its own slot's aux (never a last use: those pin)
 //
 //   BucketedLru   order = B − 1 − min((now − last_use) >> shift, B − 1)      (oldest bucket first)
 //   ExactLru      order = (last_use, index in that step's sorted selection)  (= (last_use, key))
@@ -151,10 +152,26 @@ enum class StepStatus : std::uint32_t {
   kOk = 0,
   kSegmentPoolExhausted = 1,  // fewer free segments than most_new_segments; nothing was changed
   kUnknownPolicy = 2,
-  // The policy freed fewer slots than the step needs: its order, order_bits or min_victim_age
-  // breaks the interface's contract (a new policy's bug). The pool is left part-updated.
+  // The policy freed fewer slots than the step needs: its order, order_bits, min_victim_age or
+  // on_access breaks the interface's contract (a new policy's bug). The pool is left
+  // part-updated.
   kTooFewVictims = 3,
 };
+
+// For messages: what the status says, e.g. "too few victims (a policy's bug)".
+constexpr const char* step_status_name(StepStatus status) {
+  switch (status) {
+    case StepStatus::kOk:
+      return "ok";
+    case StepStatus::kSegmentPoolExhausted:
+      return "segment pool exhausted";
+    case StepStatus::kUnknownPolicy:
+      return "unknown policy";
+    case StepStatus::kTooFewVictims:
+      return "too few victims (the policy breaks the contract in residency.h)";
+  }
+  return "unknown status";
+}
 
 SPIN_HD constexpr std::uint32_t bit_width(std::uint32_t v) {
   std::uint32_t bits = 0;

@@ -27,7 +27,9 @@
 //   4. coop_count_targets (slots): per range, candidates (resident, unpinned: last_use < now)
 //      below t*, at t*, and empty slots. → scan; coop_target_offsets gives each range its first
 //      victim index, first target index (targets = empty and freed slots, ascending) and its
-//      share of the ties (the lowest-indexed slots of order t* come first).
+//      share of the ties (the lowest-indexed slots of order t* come first). Victims fewer than
+//      `need` (a policy that breaks its contract, e.g. an on_access that pins other slots) end
+//      the step with kTooFewVictims, as in pool_step: the hits are pinned, nothing else changed.
 //   5. coop_collect (slots): writes victim_slot and gives the t-th target (t < cached) to the
 //      t-th cached miss: slot_of[fetch_index[t]] = slot.
 //   6. coop_evict (victims): victim_key, unmap (two-level: a segment emptied here goes back to
@@ -520,6 +522,9 @@ SPIN_HD StepStatus coop_pool_step_with(PoolView& pool, const PolicyParams& param
     }
   }
 
+  const std::uint32_t victims = coop_victims(total, ties);
+  if (victims < c.need) return StepStatus::kTooFewVictims;  // the fetches would lack slots
+
   TargetCounts before{0, 0, 0};
   for (std::uint32_t r = 0; r < ranges; ++r) {
     coop_collect<Policy>(pool, params, in.now, threshold, coop_range(pool.extent, ranges, r),
@@ -529,7 +534,6 @@ SPIN_HD StepStatus coop_pool_step_with(PoolView& pool, const PolicyParams& param
     before.at += counts[r].at;
     before.empty += counts[r].empty;
   }
-  const std::uint32_t victims = coop_victims(total, ties);
 
   std::uint32_t free_count = segments.free_count;
   for (std::uint32_t r = 0; r < ranges; ++r) {

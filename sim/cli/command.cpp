@@ -220,6 +220,12 @@ int run_cli(const Args& args) {
                  "it; try fewer requests or layers, shorter contexts, stream sampling "
                  "(sim.stream_sampling) or fewer --threads\n";
     return 3;
+  } catch (const InvariantError& e) {
+    // A broken invariant: a bug in spin, or in a policy or algorithm someone added to it.
+    return report(
+        "internal error (please report it; if you changed or added a policy, docs/policy.md "
+        "\"Adding a policy\" gives its contract)",
+        e, 70);
   } catch (const std::exception& e) {
     return report("internal error (please report)", e, 70);
   }

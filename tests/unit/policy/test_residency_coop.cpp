@@ -246,29 +246,49 @@ TEST_CASE(
 namespace {
 
 // FIFO whose min_victim_age claims every victim is at least 1000 steps old: a contract breach
-// that skips every block, so no victim is found.
+// that skips every block of pool_step's victim pass (the cooperative phases do not skip blocks).
 struct OverAgedFifo : Fifo {
   static std::uint32_t min_victim_age(const PolicyParams&, std::uint32_t, std::uint64_t) {
     return 1000;
   }
 };
 
+// FIFO whose on_access pins every resident page (sets its last use to now): a contract breach
+// (on_access may change only its own slot's aux) that leaves no slot to evict after a hit.
+struct PinningFifo : Fifo {
+  static void on_access(PoolView& pool, std::uint32_t slot, std::uint32_t index,
+                        std::uint32_t next_use, bool inserted, std::uint32_t now) {
+    Fifo::on_access(pool, slot, index, next_use, inserted, now);
+    for (std::uint32_t s = 0; s < pool.extent; ++s) {
+      if (pool.slot_key[s] != kNoPage) pool.slot_last_use[s] = now;
+    }
+  }
+};
+
+// Fills a pool of 8 slots, then selects one of its pages and 3 new ones (3 victims needed),
+// through pool_step or, with `coop`, the cooperative phases in 3 ranges.
 template <class Policy>
-StepStatus fill_then_overflow(std::uint32_t* victims) {
+StepStatus fill_then_overflow(bool coop, std::uint32_t* victims) {
   PoolStore store(8, 8, 1, 4, 2, true);
   std::vector<std::uint32_t> histogram(kHistogramBins);
+  std::vector<std::uint32_t> offsets(3);
+  std::vector<TargetCounts> counts(3);
   const PolicyParams params{PolicyKind::kFifo, 0, 0};
+  const auto step = [&](const std::vector<PageKey>& keys, std::uint32_t now, Outputs& o) {
+    const StepInput in{keys.data(), nullptr, static_cast<std::uint32_t>(keys.size()), now};
+    return coop ? coop_pool_step_with<Policy>(store.view, params, store.segments, in,
+                                              histogram.data(), o.out, 3, offsets.data(),
+                                              counts.data())
+                : pool_step_with<Policy>(store.view, params, store.segments, in, histogram.data(),
+                                         o.out);
+  };
   std::vector<PageKey> keys;
   for (std::uint32_t p = 0; p < 8; ++p) keys.push_back(make_page_key(0, p));
   Outputs first(keys.size(), 8);
-  REQUIRE(pool_step_with<Policy>(store.view, params, store.segments, {keys.data(), nullptr, 8, 1},
-                                 histogram.data(), first.out) == StepStatus::kOk);
-  keys.clear();
-  for (std::uint32_t p = 8; p < 12; ++p) keys.push_back(make_page_key(0, p));
+  REQUIRE(step(keys, 1, first) == StepStatus::kOk);
+  keys = {make_page_key(0, 0), make_page_key(0, 8), make_page_key(0, 9), make_page_key(0, 10)};
   Outputs second(keys.size(), 8);
-  const StepStatus status =
-      pool_step_with<Policy>(store.view, params, store.segments, {keys.data(), nullptr, 4, 2},
-                             histogram.data(), second.out);
+  const StepStatus status = step(keys, 2, second);
   *victims = second.out.victims;
   return status;
 }
@@ -277,10 +297,15 @@ StepStatus fill_then_overflow(std::uint32_t* victims) {
 
 TEST_CASE("residency: a policy that finds too few victims is a status, not a fetch without a slot",
           "[unit][policy]") {
+  for (const bool coop : {false, true}) {
+    INFO((coop ? "cooperative phases" : "pool_step"));
+    std::uint32_t victims = 0;
+    CHECK(fill_then_overflow<Fifo>(coop, &victims) == StepStatus::kOk);
+    CHECK(victims == 3);
+    CHECK(fill_then_overflow<PinningFifo>(coop, &victims) == StepStatus::kTooFewVictims);
+  }
   std::uint32_t victims = 0;
-  CHECK(fill_then_overflow<Fifo>(&victims) == StepStatus::kOk);
-  CHECK(victims == 4);
-  CHECK(fill_then_overflow<OverAgedFifo>(&victims) == StepStatus::kTooFewVictims);
+  CHECK(fill_then_overflow<OverAgedFifo>(false, &victims) == StepStatus::kTooFewVictims);
   CHECK(victims == 0);
 }
 
