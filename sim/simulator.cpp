@@ -1001,6 +1001,10 @@ class Simulation {
   void end_iteration() {
     const TimeNs now = events_.now();
     if (mech_.host_kv) {
+      for (const serving::PrefillChunk& c : plan_.prefills) {
+        PromptCopy& copy = prompt_copies_[c.id];
+        copy.on_host = std::max(copy.on_host, c.start + c.tokens);
+      }
       // A prompt whose copies to host have not all ended keeps its KV in HBM until they have.
       for (const serving::PrefillChunk& c : plan_.prefills) {
         if (c.last && prompt_copies_[c.id].in_flight)
@@ -1067,8 +1071,10 @@ class Simulation {
   // the link keeps up, at its last chunk's iteration's end.
   void offload_chunks() {
     for (const serving::PrefillChunk& c : plan_.prefills) {
-      const double bytes = kv_bytes(c.tokens) / cfg_.model.layers;
       PromptCopy& copy = prompt_copies_[c.id];
+      const std::uint32_t end = c.start + c.tokens;
+      if (end <= copy.on_host) continue;  // a prefill again after a preemption: on host already
+      const double bytes = kv_bytes(end - std::max(c.start, copy.on_host)) / cfg_.model.layers;
       if (copy.in_flight) {
         copy.waiting += bytes;
       } else {
@@ -1149,6 +1155,9 @@ class Simulation {
   struct PromptCopy {
     bool in_flight = false;  // a copy of the prompt's KV to host
     double waiting = 0;      // bytes written since, to follow it
+    // Prefill positions [0, on_host) whose KV has gone or is going to host: a request preempted
+    // while prefilling prefills again from its first token, and copies only what lies past it.
+    std::uint32_t on_host = 0;
   };
   std::vector<PromptCopy> prompt_copies_;   // by request
   policy::PolicyStats sampled_layer_mean_;  // sampled runs: what each layer is credited with

@@ -392,6 +392,33 @@ TEST_CASE("simulator: a resumed request decodes in the iteration that resumes it
                              "serving.mode=dense-offload"})));
 }
 
+TEST_CASE("simulator: a host-KV request preempted while it prefills copies its prompt to host once",
+          "[unit][sim]") {
+  // 24 prompts of 32K tokens at 4 req/s on 48 GiB of HBM: one request is preempted after its
+  // first prefill chunk, and prefills again from its first token. What it copied to host then is
+  // not copied again (it was, 1.34 GB more). HBM to host: every prompt's KV, then each page that
+  // decoding fills (Qwen3-14B: 160 KiB of KV a token over all layers and KV heads).
+  const auto run_hbm = [](const std::string& gib) {
+    const spin::config::Config c = spin::config::default_config(
+        {"trace.path=", "trace.generator.workload.requests=24",
+         "trace.generator.workload.rate_rps=4", "trace.generator.workload.max_prompt_tokens=32768",
+         "trace.generator.workload.max_output_tokens=256", "hardware.hbm_gib=" + gib});
+    return run(*spin::sim::open_trace_source(c), c);
+  };
+  const spin::sim::SimResult r = run_hbm("48");
+  REQUIRE(r.preemptions > 0);
+  double expected = 0;
+  for (const spin::sim::RequestRecord& q : r.requests) {
+    REQUIRE(!q.rejected);
+    std::uint64_t tokens = q.prompt_tokens;
+    for (std::uint64_t c = q.prompt_tokens + 1; c < q.prompt_tokens + q.output_tokens; ++c)
+      tokens += c % 8 == 0 ? 8 : 0;
+    expected += 163840.0 * static_cast<double>(tokens);
+  }
+  CHECK(r.d2h_bytes == expected);
+  CHECK(run_hbm("47").d2h_bytes == expected);  // no preemption there
+}
+
 TEST_CASE("simulator: a GPU-only original's cache holds every page", "[unit][sim]") {
   // SeerAttention-R's original keeps all KV in HBM: only a page's first selection misses, no
   // page is evicted and nothing crosses PCIe.
