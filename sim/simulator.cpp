@@ -663,7 +663,13 @@ class Simulation {
     return host_memory_ ? host_memory_->used_pages() * result_.page_bytes : dense_memory_->used();
   }
 
-  // Stream sampling: a seeded choice of max(1, round(layers × rate)) layers per request.
+  // Stream sampling: max(1, round(layers × rate)) layers per request, k, balanced over the
+  // requests: a seeded permutation of the layers, and request id takes the k layers from
+  // position id · k on (cyclically), so that consecutive requests take every layer equally often.
+  // Each layer's chance to be sampled for a request is still k / layers, but the layers whose
+  // locality differs most (the generator's poorly-local ones carry about a quarter of the misses)
+  // are no longer over- or under-represented by chance: an independent choice per request gave
+  // miss counts from -12% to +18% of the exact run's over seeds at 24 requests and rate 1/8.
   std::uint32_t sampled_layer_count() const {
     const std::uint32_t layers = cfg_.model.layers;
     return static_cast<std::uint32_t>(
@@ -673,19 +679,22 @@ class Simulation {
     const std::uint32_t layers = cfg_.model.layers;
     if (result_.sampling >= 1) return {};
     const std::uint32_t k = sampled_layer_count();
-    std::vector<std::uint32_t> all(layers);
-    for (std::uint32_t l = 0; l < layers; ++l) all[l] = l;
-    std::uint64_t state = cfg_.seed ^ (0x9e3779b97f4a7c15ull * (id + 1));
+    std::vector<std::uint32_t> order(layers);
+    for (std::uint32_t l = 0; l < layers; ++l) order[l] = l;
+    std::uint64_t state = cfg_.seed;
     const auto next = [&] {  // splitmix64
       std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
       z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
       z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
       return z ^ (z >> 31);
     };
-    for (std::uint32_t i = 0; i < k; ++i) std::swap(all[i], all[i + next() % (layers - i)]);
-    all.resize(k);
-    std::sort(all.begin(), all.end());
-    return all;
+    for (std::uint32_t i = 0; i + 1 < layers; ++i)
+      std::swap(order[i], order[i + next() % (layers - i)]);
+    std::vector<std::uint32_t> chosen(k);
+    const std::uint64_t first = id * k % layers;
+    for (std::uint32_t j = 0; j < k; ++j) chosen[j] = order[(first + j) % layers];
+    std::sort(chosen.begin(), chosen.end());
+    return chosen;
   }
 
   void drop_policy(std::uint64_t id) {

@@ -284,7 +284,9 @@ int bench_sim(const Args& args) {
       "Qwen3-14B / H100 SXM with the default config. First the exact run on one thread (selected "
       "pages per CPU second, per core) and on --threads threads, then stream sampling "
       "(--sampling; 1/2 to 1/64) of the layers with its wall time and its relative error against "
-      "the exact run on throughput, mean TTFT, mean TPOT and hit ratio.",
+      "the exact run on throughput, mean TTFT, mean TPOT, hit ratio and the bytes fetched from "
+      "host (err H2D: the misses, which the sampled layers estimate with more spread than the hit "
+      "ratio).",
       options);
   if (!vm) return 0;
   const uint32_t requests = (*vm)["requests"].as<uint32_t>();
@@ -315,19 +317,20 @@ int bench_sim(const Args& args) {
   std::cout << fmt::format(
       "Simulation: {} LongBench-v2-like requests at {} req/s, {}, spin:shadowkv, "
       "generator as the source, run ahead {} steps\n"
-      "{:<22} {:>8} {:>15} {:>9} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9} {:>8}\n",
+      "{:<22} {:>8} {:>15} {:>9} {:>9} {:>13} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
       requests, rate,
       max_output ? fmt::format("outputs <= {} tokens", max_output) : "outputs uncapped",
       (*vm)["run-ahead"].as<uint32_t>(), "run", "threads", "selected pages", "wall s", "cpu s",
-      "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit", "rewinds");
+      "M pages/cpu-s", "err tput", "err TTFT", "err TPOT", "err hit", "err H2D", "rewinds");
   const bool single = vm->count("skip-single-thread") == 0;
   const SimRun exact1 = timed_sim(generator, 1.0, single ? 1 : threads);
   const auto row = [&](const std::string& name, unsigned t, const SimRun& r) {
     std::cout << fmt::format(
-        "{:<22} {:>8} {:>15.0f} {:>9.2f} {:>9.2f} {:>13.1f} {:>10} {:>9} {:>9} {:>9} {:>8}\n", name,
-        t, r.pages, r.wall_s, r.cpu_s, r.pages / r.cpu_s / 1e6,
+        "{:<22} {:>8} {:>15.0f} {:>9.2f} {:>9.2f} {:>13.1f} {:>10} {:>9} {:>9} {:>9} {:>9} {:>8}\n",
+        name, t, r.pages, r.wall_s, r.cpu_s, r.pages / r.cpu_s / 1e6,
         error_cell(r, exact1, "throughput_tokens_per_s"), error_cell(r, exact1, "ttft_s", "mean"),
-        error_cell(r, exact1, "tpot_s", "mean"), error_cell(r, exact1, "hit_ratio"), r.rewinds);
+        error_cell(r, exact1, "tpot_s", "mean"), error_cell(r, exact1, "hit_ratio"),
+        error_cell(r, exact1, "pcie_h2d_bytes"), r.rewinds);
   };
   row("exact", single ? 1 : threads, exact1);
   if (single && threads > 1) row("exact", threads, timed_sim(generator, 1.0, threads));
@@ -338,7 +341,8 @@ int bench_sim(const Args& args) {
   }
   std::cout << "(M pages/cpu-s: selected pages the policy core processed per CPU second of the "
                "process; on one thread, per core. Sampled rows: in parentheses the share of layers "
-               "simulated, round(layers x rate) / layers, at least one layer. rewinds: wrong cache "
+               "simulated, round(layers x rate) / layers, at least one layer. err H2D: PCIe bytes "
+               "host to HBM. rewinds: wrong cache "
                "predictions of running ahead, each re-ran part of a block)\n";
   return 0;
 }
