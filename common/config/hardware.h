@@ -85,16 +85,23 @@ struct HardwareConfig {
     v.field("hbm_bandwidth_gbps", hbm_bandwidth_gbps, "peak HBM bandwidth, GB/s (datasheet)",
             required().at_least(kMinRate).at_most(kMaxRate));
     v.field("bf16_dense_tflops", bf16_dense_tflops,
-            "peak dense bf16 tensor-core throughput, TFLOP/s (datasheet, without sparsity)",
+            "peak dense bf16 tensor-core throughput, TFLOP/s (datasheet, without sparsity); GEMMs "
+            "and prefill attention run at this rate whatever model.dtype is (fp8 halves bytes, "
+            "not FLOP time)",
             required().at_least(kMinRate).at_most(kMaxRate));
     v.field("pcie_h2d_gbps", pcie_h2d_gbps,
-            "bulk host-to-device copy bandwidth from pinned memory, GB/s",
+            "bulk host-to-device copy bandwidth from pinned memory, GB/s: the link, shared by "
+            "concurrent transfers; each fetch also runs at most at its path's own rate "
+            "(transfer.gather_gbps or per_page_copy_gbps), so a faster link needs those raised "
+            "too",
             required().at_least(kMinRate).at_most(kMaxRate));
     v.field("pcie_d2h_gbps", pcie_d2h_gbps,
             "bulk device-to-host copy bandwidth to pinned memory, GB/s",
             required().at_least(kMinRate).at_most(kMaxRate));
     v.field("pcie_latency_us", pcie_latency_us,
-            "fixed cost of one DMA copy (driver and link), microseconds",
+            "fixed cost of one DMA copy (driver and link), microseconds; paid once per transfer "
+            "(a bulk copy, or a layer's per-page copies, whose per-copy overhead is in "
+            "transfer.per_page_copy_gbps); a gather kernel pays a kernel launch instead",
             required().at_least(0).at_most(kMaxLatencyUs));
     v.field("host_memory_gib", host_memory_gib,
             "host DRAM for this GPU's KV: the node's DRAM divided by its GPUs, GiB (host-KV modes "
