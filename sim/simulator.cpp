@@ -20,6 +20,7 @@
 #include "sim/des/link.h"
 #include "sim/parallel.h"
 #include "sim/request_policy.h"
+#include "traces/gen/rng.h"
 
 namespace spin::sim {
 namespace {
@@ -42,6 +43,8 @@ constexpr std::uint32_t kShadowKvRank = 160;
 constexpr double kRetroInferBufferRatio = 5.0 / 1.8 - 1.0;
 // A buffer ratio whose cache holds every page of a request (caches are capped at its pages).
 constexpr double kEveryPageBufferRatio = 1e9;
+// Stream sampling's random stream: seed mixed with this, apart from any other use of the seed.
+constexpr std::uint64_t kSamplingSalt = 0x53414d504c455321ull;  // "SAMPLES!"
 
 enum class Fetch { kNone, kGather, kPerPageCopy, kFree };
 
@@ -637,6 +640,7 @@ class Simulation {
     sizings_.resize(infos.size());
     policies_.resize(infos.size());
     prompt_copies_.assign(infos.size(), {});
+    plan_sampling(infos);
     for (std::size_t i = 0; i < infos.size(); ++i) {
       const trace::RequestInfo& info = infos[i];
       RequestRecord& rec = result_.requests[i];
@@ -663,38 +667,61 @@ class Simulation {
     return host_memory_ ? host_memory_->used_pages() * result_.page_bytes : dense_memory_->used();
   }
 
-  // Stream sampling: max(1, round(layers × rate)) layers per request, k, balanced over the
-  // requests: a seeded permutation of the layers, and request id takes the k layers from
-  // position id · k on (cyclically), so that consecutive requests take every layer equally often.
-  // Each layer's chance to be sampled for a request is still k / layers, but the layers whose
-  // locality differs most (the generator's poorly-local ones carry about a quarter of the misses)
-  // are no longer over- or under-represented by chance: an independent choice per request gave
-  // miss counts from -12% to +18% of the exact run's over seeds at 24 requests and rate 1/8.
+  // Stream sampling: k = max(1, round(layers × rate)) layers per request, stratified over the
+  // requests. The requests are ranked by their policy work (decode steps × mean context, largest
+  // first, so that a last, partial cycle holds the smallest; ties in a seeded order) and cut into
+  // cycles of c = ceil(layers / k) consecutive ranks; each cycle
+  // draws a seeded permutation of the layers, and its i-th request takes the k layers at
+  // positions i · k, …, i · k + k − 1 (cyclically). So every cycle samples every layer (a few
+  // twice where k does not divide the layers), by requests of about the same size, and a partial
+  // cycle (fewer requests than c) samples distinct layers, while each (request, layer) is still
+  // sampled with probability k / layers. Neither the layers whose locality differs most (the
+  // generator's poorly-local ones carry about a quarter of the misses) nor the longest requests
+  // are then over- or under-represented by chance, whatever order the trace lists them in.
   std::uint32_t sampled_layer_count() const {
     const std::uint32_t layers = cfg_.model.layers;
     return static_cast<std::uint32_t>(
         std::clamp<long long>(std::llround(layers * result_.sampling), 1, layers));
   }
-  std::vector<std::uint32_t> sampled_layers(std::uint64_t id) const {
+  void plan_sampling(std::span<const trace::RequestInfo> infos) {
+    if (result_.sampling >= 1) return;
+    gen::Rng rng(gen::mix(cfg_.seed, kSamplingSalt));
+    const auto permutation = [&](std::size_t n) {  // Fisher-Yates
+      std::vector<std::uint32_t> p(n);
+      for (std::size_t i = 0; i < n; ++i) p[i] = static_cast<std::uint32_t>(i);
+      for (std::size_t i = n; i > 1; --i) {
+        const std::uint32_t j = gen::uniform_below(static_cast<std::uint32_t>(rng.next()),
+                                                   static_cast<std::uint32_t>(i));
+        std::swap(p[i - 1], p[j]);
+      }
+      return p;
+    };
+    std::vector<std::uint32_t> by_work = permutation(infos.size());  // the ties' order
+    const auto work = [&](std::uint32_t id) {
+      const trace::RequestInfo& r = infos[id];
+      return static_cast<double>(r.decode_steps) *
+             (static_cast<double>(r.prompt_tokens) + 0.5 * static_cast<double>(r.decode_steps));
+    };
+    std::stable_sort(by_work.begin(), by_work.end(),
+                     [&](std::uint32_t a, std::uint32_t b) { return work(a) > work(b); });
     const std::uint32_t layers = cfg_.model.layers;
+    const std::uint32_t k = sampled_layer_count();
+    const std::uint32_t cycle = (layers + k - 1) / k;
+    sampled_layers_.assign(infos.size() * k, 0);
+    std::vector<std::uint32_t> order;
+    for (std::size_t rank = 0; rank < by_work.size(); ++rank) {
+      const std::uint32_t i = static_cast<std::uint32_t>(rank % cycle);
+      if (i == 0) order = permutation(layers);
+      std::uint32_t* chosen = sampled_layers_.data() + std::size_t{by_work[rank]} * k;
+      for (std::uint32_t j = 0; j < k; ++j) chosen[j] = order[(i * k + j) % layers];
+      std::sort(chosen, chosen + k);
+    }
+  }
+  std::vector<std::uint32_t> sampled_layers(std::uint64_t id) const {
     if (result_.sampling >= 1) return {};
     const std::uint32_t k = sampled_layer_count();
-    std::vector<std::uint32_t> order(layers);
-    for (std::uint32_t l = 0; l < layers; ++l) order[l] = l;
-    std::uint64_t state = cfg_.seed;
-    const auto next = [&] {  // splitmix64
-      std::uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-      return z ^ (z >> 31);
-    };
-    for (std::uint32_t i = 0; i + 1 < layers; ++i)
-      std::swap(order[i], order[i + next() % (layers - i)]);
-    std::vector<std::uint32_t> chosen(k);
-    const std::uint64_t first = id * k % layers;
-    for (std::uint32_t j = 0; j < k; ++j) chosen[j] = order[(first + j) % layers];
-    std::sort(chosen.begin(), chosen.end());
-    return chosen;
+    const auto first = sampled_layers_.begin() + static_cast<std::ptrdiff_t>(id * k);
+    return std::vector<std::uint32_t>(first, first + k);
   }
 
   void drop_policy(std::uint64_t id) {
@@ -1168,8 +1195,9 @@ class Simulation {
     // while prefilling prefills again from its first token, and copies only what lies past it.
     std::uint32_t on_host = 0;
   };
-  std::vector<PromptCopy> prompt_copies_;   // by request
-  policy::PolicyStats sampled_layer_mean_;  // sampled runs: what each layer is credited with
+  std::vector<PromptCopy> prompt_copies_;      // by request
+  std::vector<std::uint32_t> sampled_layers_;  // stream sampling: k per request (plan_sampling)
+  policy::PolicyStats sampled_layer_mean_;     // sampled runs: what each layer is credited with
 
   // The iteration in flight.
   serving::IterationPlan plan_;

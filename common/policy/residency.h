@@ -158,7 +158,7 @@ enum class StepStatus : std::uint32_t {
   kTooFewVictims = 3,
 };
 
-// For messages: what the status says, e.g. "too few victims (a policy's bug)".
+// For messages: what the status says, e.g. "segment pool exhausted".
 constexpr const char* step_status_name(StepStatus status) {
   switch (status) {
     case StepStatus::kOk:

@@ -284,9 +284,9 @@ int bench_sim(const Args& args) {
       "Qwen3-14B / H100 SXM with the default config. First the exact run on one thread (selected "
       "pages per CPU second, per core) and on --threads threads, then stream sampling "
       "(--sampling; 1/2 to 1/64) of the layers with its wall time and its relative error against "
-      "the exact run on throughput, mean TTFT, mean TPOT, hit ratio and the bytes fetched from "
-      "host (err H2D: the misses, which the sampled layers estimate with more spread than the hit "
-      "ratio).",
+      "the exact run on throughput, mean TTFT, mean TPOT, hit ratio and the PCIe bytes host to "
+      "HBM (err H2D), which follow the misses: a hit ratio near 1 has a far smaller relative error "
+      "than its misses, hit ratio / (1 - hit ratio) times smaller.",
       options);
   if (!vm) return 0;
   const uint32_t requests = (*vm)["requests"].as<uint32_t>();
