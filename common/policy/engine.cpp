@@ -750,9 +750,10 @@ void Engine::Impl::check_pool(const Request& r, RequestId id, std::uint32_t inde
       fail(fmt::format("slot {} holds a page outside the pool", s));
     }
     if (v.slot_last_use[s] == kEmptyStamp) {
-      fail(fmt::format("slot {} holds a page but has the empty stamp as its last use (a last use "
-                       "set to now - 1 at step 0 wraps to it)",
-                       s));
+      fail(
+          fmt::format("slot {} holds a page but has the empty stamp as its last use (a last use "
+                      "set to now - 1 at step 0 wraps to it)",
+                      s));
     }
     if (v.slot_last_use[s] > r.now) {
       fail(fmt::format("slot {} was last used at step {}, after the pool's step {}", s,

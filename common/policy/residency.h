@@ -512,8 +512,11 @@ SPIN_HD void find_threshold(const PoolView& pool_in, const PolicyParams& params_
         histogram[b] = sum;  // b <= (b << copies_log2): read before any later b overwrites it
       }
     }
+    // Bounded by the last bin: a policy that breaks its contract (too few candidates, e.g. an
+    // on_access that pins other slots) would scan past the histogram; its step then ends with
+    // kTooFewVictims.
     std::uint32_t digit = 0;
-    while (histogram[digit] < remaining) remaining -= histogram[digit++];
+    while (digit + 1 < bins && histogram[digit] < remaining) remaining -= histogram[digit++];
     prefix = (prefix << width) | digit;
   }
   *threshold = prefix;

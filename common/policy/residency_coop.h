@@ -256,14 +256,16 @@ SPIN_HD void coop_histogram(const PoolView& pool, const PolicyParams& params, st
   }
 }
 
-// The first digit whose cumulative count reaches `remaining` (it exists: the candidates with
-// the prefix are at least `remaining`); *before = the count of the digits below it.
-// histogram: [at least that digit + 1]
-SPIN_HD std::uint32_t histogram_select(const std::uint32_t* histogram, std::uint32_t remaining,
-                                       std::uint32_t* before) {
+// The first digit whose cumulative count reaches `remaining` (it exists for a policy that keeps
+// its contract: the candidates with the prefix are at least `remaining`; else the last digit);
+// *before = the count of the digits below it.
+// histogram: [bins]
+SPIN_HD std::uint32_t histogram_select(const std::uint32_t* histogram, std::uint32_t bins,
+                                       std::uint32_t remaining, std::uint32_t* before) {
   std::uint32_t digit = 0;
   std::uint32_t below = 0;
-  while (histogram[digit] < remaining - below) below += histogram[digit++];
+  // Bounded by the last bin, as in find_threshold (a broken policy: kTooFewVictims).
+  while (digit + 1 < bins && histogram[digit] < remaining - below) below += histogram[digit++];
   *before = below;
   return digit;
 }
@@ -513,7 +515,8 @@ SPIN_HD StepStatus coop_pool_step_with(PoolView& pool, const PolicyParams& param
                                  [&](std::uint32_t bin) { ++histogram[bin]; });
         }
         std::uint32_t before = 0;
-        const std::uint32_t digit = histogram_select(histogram, radix.remaining, &before);
+        const std::uint32_t digit =
+            histogram_select(histogram, 1u << radix.width, radix.remaining, &before);
         radix_take(radix, digit, before);
       }
       threshold = radix.prefix;
