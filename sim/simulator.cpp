@@ -670,12 +670,12 @@ class Simulation {
   // Stream sampling: k = max(1, round(layers × rate)) layers per request, stratified over the
   // requests. The requests are ranked by their policy work (decode steps × mean context, largest
   // first, so that a last, partial cycle holds the smallest; ties in a seeded order) and cut into
-  // cycles of c = ceil(layers / k) consecutive ranks; each cycle
-  // draws a seeded permutation of the layers, and its i-th request takes the k layers at
-  // positions i · k, …, i · k + k − 1 (cyclically). So every cycle samples every layer (a few
-  // twice where k does not divide the layers), by requests of about the same size, and a partial
-  // cycle (fewer requests than c) samples distinct layers, while each (request, layer) is still
-  // sampled with probability k / layers. Neither the layers whose locality differs most (the
+  // cycles of c = ceil(layers / k) consecutive ranks; each cycle draws a seeded permutation of
+  // the layers, and its i-th request takes the k layers at positions i · k, …, i · k + k − 1
+  // (cyclically). So every cycle samples every layer (a few twice where k does not divide the
+  // layers), by requests of about the same size, and a partial cycle (fewer requests than c)
+  // samples distinct layers, while each (request, layer) is still sampled with probability
+  // k / layers. Neither the layers whose locality differs most (the
   // generator's poorly-local ones carry about a quarter of the misses) nor the longest requests
   // are then over- or under-represented by chance, whatever order the trace lists them in.
   std::uint32_t sampled_layer_count() const {
@@ -1037,14 +1037,11 @@ class Simulation {
   void end_iteration() {
     const TimeNs now = events_.now();
     if (mech_.host_kv) {
+      // A prompt whose copies to host have not all ended keeps its KV in HBM until they have.
       for (const serving::PrefillChunk& c : plan_.prefills) {
         PromptCopy& copy = prompt_copies_[c.id];
         copy.on_host = std::max(copy.on_host, c.start + c.tokens);
-      }
-      // A prompt whose copies to host have not all ended keeps its KV in HBM until they have.
-      for (const serving::PrefillChunk& c : plan_.prefills) {
-        if (c.last && prompt_copies_[c.id].in_flight)
-          host_memory_->start_offload(scheduler_->request(c.id));
+        if (c.last && copy.in_flight) host_memory_->start_offload(scheduler_->request(c.id));
       }
       // Every page a decoding request just filled goes to host; it is in the request's local
       // window, in HBM anyway, so its copy gates nothing.
